@@ -1,0 +1,266 @@
+//! Engine configuration: TOML with serde, every field defaulted, `ONAIR_*` environment overrides.
+//!
+//! Precedence, lowest first: built-in defaults, the config file, `ONAIR_*` variables, then
+//! whatever the front end sets explicitly (command-line flags). An environment variable names a key
+//! by its path in upper case joined with `_`: `http` → `ONAIR_HTTP`, `hls.part_target_ms` →
+//! `ONAIR_HLS_PART_TARGET_MS`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented reference configuration; it parses to [`Config::default`] (a test checks).
+pub const REFERENCE_TOML: &str = include_str!("../onair.toml");
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?} is not valid: {message}")]
+    Env { var: String, value: String, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (playlists, pages, API).
+    pub http: SocketAddr,
+    /// RTMP listen address (publishers).
+    pub rtmp: SocketAddr,
+    /// Where OnAir keeps its state; empty = the platform data directory.
+    pub data_dir: PathBuf,
+    /// Host (or host:port) viewers and OBS use to reach this machine; empty = the LAN address.
+    pub public_host: String,
+    /// The RTMP application publishers use: `rtmp://host:1935/<app>/<stream>`.
+    pub app: String,
+    /// The stream whose OBS settings `onair serve` prints at start.
+    pub default_stream: String,
+    pub hls: HlsSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsSettings {
+    /// LL-HLS part target in milliseconds (parts are at most this long).
+    pub part_target_ms: u32,
+    /// A keyframe starts a new segment once the current one is at least this long.
+    pub min_segment_ms: u32,
+    /// Complete segments kept in memory per stream (the sliding window).
+    pub window_segments: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            data_dir: PathBuf::new(),
+            public_host: String::new(),
+            app: "live".into(),
+            default_stream: "stream".into(),
+            hls: HlsSettings::default(),
+        }
+    }
+}
+
+impl Default for HlsSettings {
+    fn default() -> Self {
+        let d = onair_hls::HlsConfig::default();
+        Self { part_target_ms: d.part_target_ms, min_segment_ms: d.min_segment_ms, window_segments: d.window_segments }
+    }
+}
+
+impl HlsSettings {
+    pub fn packager_config(&self) -> onair_hls::HlsConfig {
+        onair_hls::HlsConfig {
+            part_target_ms: self.part_target_ms,
+            min_segment_ms: self.min_segment_ms,
+            window_segments: self.window_segments,
+        }
+    }
+}
+
+impl Config {
+    /// The platform config file (`~/.config/onair/config.toml` on Linux).
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "onair").map(|d| d.config_dir().join("config.toml"))
+    }
+
+    /// Defaults, then `file` (or the platform file, if it exists), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        let path = file.map(Path::to_path_buf).or_else(|| Self::default_path().filter(|p| p.exists()));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+            merge(&mut value, file_value);
+            // Unknown keys and wrong types are reported against the file.
+            value.clone().try_into::<Config>().map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        }
+        apply_env(&mut value, "ONAIR", std::env::vars())?;
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+            key: "environment",
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Explains values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::is_valid_stream_name(&self.default_stream) {
+            return Err(ConfigError::Invalid {
+                key: "default_stream",
+                message: format!("{:?}: use 1-64 letters, digits, '-' or '_'", self.default_stream),
+            });
+        }
+        if self.app.is_empty() || self.app.contains(['/', '?', ' ']) {
+            return Err(ConfigError::Invalid { key: "app", message: format!("{:?}: one path segment", self.app) });
+        }
+        if !(100..=2000).contains(&self.hls.part_target_ms) {
+            return Err(ConfigError::Invalid {
+                key: "hls.part_target_ms",
+                message: format!("{} ms: use 100..=2000", self.hls.part_target_ms),
+            });
+        }
+        if self.hls.min_segment_ms < self.hls.part_target_ms {
+            return Err(ConfigError::Invalid {
+                key: "hls.min_segment_ms",
+                message: "must be at least hls.part_target_ms".into(),
+            });
+        }
+        if !(2..=60).contains(&self.hls.window_segments) {
+            return Err(ConfigError::Invalid {
+                key: "hls.window_segments",
+                message: format!("{}: use 2..=60", self.hls.window_segments),
+            });
+        }
+        Ok(())
+    }
+
+    /// The data directory: the configured one, or the platform data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        if !self.data_dir.as_os_str().is_empty() {
+            return self.data_dir.clone();
+        }
+        directories::ProjectDirs::from("", "", "onair")
+            .map(|d| d.data_dir().to_path_buf())
+            .unwrap_or_else(|| PathBuf::from(".onair"))
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Overrides every leaf of `value` that has a `PREFIX_PATH_TO_KEY` variable in `vars`.
+fn apply_env(
+    value: &mut toml::Value,
+    prefix: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    fn walk(value: &mut toml::Value, name: &str, vars: &[(String, String)]) -> Result<(), ConfigError> {
+        if let toml::Value::Table(table) = value {
+            for (key, child) in table.iter_mut() {
+                walk(child, &format!("{name}_{}", key.to_ascii_uppercase()), vars)?;
+            }
+            return Ok(());
+        }
+        let Some((var, raw)) = vars.iter().find(|(k, _)| k == name) else { return Ok(()) };
+        let err = |message: String| ConfigError::Env { var: var.clone(), value: raw.clone(), message };
+        *value = match value {
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|e| err(format!("{e}")))?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(err("expected true or false".into())),
+            }),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|e| err(format!("{e}")))?),
+            _ => toml::Value::String(raw.clone()),
+        };
+        Ok(())
+    }
+    walk(value, prefix, &vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_config_is_the_default() {
+        let parsed: Config = toml::from_str(REFERENCE_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_any_key() {
+        let mut value = toml::Value::try_from(Config::default()).unwrap();
+        let vars = [
+            ("ONAIR_HTTP".to_string(), "127.0.0.1:9000".to_string()),
+            ("ONAIR_HLS_PART_TARGET_MS".to_string(), "500".to_string()),
+            ("ONAIR_DATA_DIR".to_string(), "/tmp/x".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        apply_env(&mut value, "ONAIR", vars).unwrap();
+        let c: Config = value.try_into().unwrap();
+        assert_eq!(c.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.hls.part_target_ms, 500);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.rtmp, Config::default().rtmp);
+    }
+
+    #[test]
+    fn bad_env_value_is_named() {
+        let mut value = toml::Value::try_from(Config::default()).unwrap();
+        let err = apply_env(&mut value, "ONAIR", [("ONAIR_HLS_WINDOW_SEGMENTS".into(), "many".into())]).unwrap_err();
+        assert!(err.to_string().contains("ONAIR_HLS_WINDOW_SEGMENTS"), "{err}");
+    }
+
+    #[test]
+    fn file_merges_over_defaults_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("onair-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "rtmp = \"127.0.0.1:1936\"\n[hls]\nwindow_segments = 4\n").unwrap();
+        let c = Config::load(Some(&good)).unwrap();
+        assert_eq!(c.rtmp, "127.0.0.1:1936".parse().unwrap());
+        assert_eq!(c.hls.window_segments, 4);
+        assert_eq!(c.hls.part_target_ms, HlsSettings::default().part_target_ms);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "htp = \"x\"\n").unwrap();
+        assert!(matches!(Config::load(Some(&bad)), Err(ConfigError::Parse { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn validate_explains() {
+        let mut c = Config::default();
+        c.default_stream = "a/b".into();
+        assert!(c.validate().unwrap_err().to_string().contains("default_stream"));
+        let mut c = Config::default();
+        c.hls.part_target_ms = 5;
+        assert!(c.validate().unwrap_err().to_string().contains("part_target_ms"));
+    }
+}

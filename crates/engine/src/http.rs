@@ -1,0 +1,314 @@
+//! The HTTP face of the engine: LL-HLS/HLS from memory, the status API, the viewer and embed pages.
+//!
+//! [`router`] builds the whole app from an [`AppState`], so tests drive it without sockets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Redirect, Response};
+use axum::routing::get;
+use bytes::{Bytes, BytesMut};
+use onair_hls::{Lookup, Reload, Resource};
+use serde::Serialize;
+
+use crate::hub::{Registry, Stream};
+use crate::ui;
+
+/// How long a blocking playlist reload or a preload-hinted part is held before 503.
+pub const HOLD: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub default_stream: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/streams", get(api_streams))
+        .route("/api/streams/{stream}", get(api_stream))
+        .route("/live/{stream}/{file}", get(playlist))
+        .route("/live/{stream}/{session}/{file}", get(media))
+        .route("/assets/{*path}", get(asset))
+        .route("/embed/{stream}", get(embed_page))
+        .route("/{stream}", get(viewer_page))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// `Access-Control-Allow-Origin: *` on everything, and preflight answers.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut res = if req.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*"));
+    res
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-cache")], format!("{message}\n")).into_response()
+}
+
+fn offline(stream: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("stream {stream:?} is offline"))
+}
+
+async fn root(State(st): State<AppState>) -> Redirect {
+    Redirect::temporary(&format!("/{}", st.default_stream))
+}
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const NO_CACHE: &str = "no-cache, no-store";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, Response> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{key}={v:?} is not a valid number"))),
+    }
+}
+
+/// `llhls.m3u8` (with blocking reload) and `playlist.m3u8`.
+async fn playlist(
+    State(st): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let low_latency = match file.as_str() {
+        "llhls.m3u8" => true,
+        "playlist.m3u8" => false,
+        _ => return error(StatusCode::NOT_FOUND, "not found"),
+    };
+    let (msn, part) = match (parse_u::<u64>(&q, "_HLS_msn"), parse_u::<u32>(&q, "_HLS_part")) {
+        (Ok(m), Ok(p)) => (m, p),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if part.is_some() && msn.is_none() {
+        return error(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+    }
+    let blocking = low_latency && msn.is_some();
+    let deadline = tokio::time::Instant::now() + HOLD;
+    loop {
+        let Some(stream) = st.registry.get(&name) else { return offline(&name) };
+        let mut changed = stream.subscribe();
+        let decision = {
+            let guard = stream.lock();
+            let Some(live) = guard.as_ref() else { return offline(&name) };
+            let reload = match msn {
+                Some(m) if blocking => live.packager.blocking_reload(m, part),
+                _ if live.packager.is_ready() => Reload::Ready,
+                _ => return offline(&name),
+            };
+            match reload {
+                Reload::Ready => {
+                    let body = if low_latency { live.packager.llhls_playlist() } else { live.packager.hls_playlist() };
+                    match body {
+                        Some(body) => Ok(body),
+                        None => return offline(&name),
+                    }
+                }
+                Reload::BadRequest(why) => return error(StatusCode::BAD_REQUEST, why),
+                Reload::Wait => Err(()),
+            }
+        };
+        match decision {
+            Ok(body) => return bytes_response(body, PLAYLIST_TYPE, NO_CACHE),
+            Err(()) => {
+                if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time");
+                }
+            }
+        }
+    }
+}
+
+fn bytes_response(body: Bytes, content_type: &'static str, cache: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache)], body).into_response()
+}
+
+/// `init.mp4`, segments and parts of one publish session.
+async fn media(State(st): State<AppState>, Path((name, session, file)): Path<(String, String, String)>) -> Response {
+    let Some(resource) = onair_hls::parse_uri(&file) else { return error(StatusCode::NOT_FOUND, "not found") };
+    let deadline = tokio::time::Instant::now() + HOLD;
+    loop {
+        let Some(stream) = st.registry.get(&name) else { return offline(&name) };
+        let mut changed = stream.subscribe();
+        let found = lookup(&stream, &session, resource);
+        match found {
+            Lookup::Ready(body) => {
+                let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
+                return bytes_response(body, kind, IMMUTABLE);
+            }
+            Lookup::Gone => return error(StatusCode::NOT_FOUND, "not found"),
+            Lookup::Pending => {
+                if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time");
+                }
+            }
+        }
+    }
+}
+
+fn lookup(stream: &Stream, session: &str, resource: Resource) -> Lookup<Bytes> {
+    let guard = stream.lock();
+    let Some(live) = guard.as_ref().filter(|l| l.session == session) else { return Lookup::Gone };
+    let p = &live.packager;
+    match resource {
+        Resource::Init => p.init_segment().map_or(Lookup::Gone, Lookup::Ready),
+        Resource::Part(msn, part) => p.part(msn, part),
+        Resource::Segment(msn) => match p.segment(msn) {
+            Lookup::Ready(parts) => {
+                let mut all = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                for part in parts {
+                    all.extend_from_slice(&part);
+                }
+                Lookup::Ready(all.freeze())
+            }
+            Lookup::Pending => Lookup::Pending,
+            Lookup::Gone => Lookup::Gone,
+        },
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub live: bool,
+    pub title: String,
+    pub video: Option<VideoStatus>,
+    pub audio: Option<AudioStatus>,
+    pub bitrate_kbps: u64,
+    pub fps: Option<f64>,
+    pub keyframe_interval_s: Option<f64>,
+    pub bframes: bool,
+    pub uptime_s: Option<f64>,
+    pub urls: Urls,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VideoStatus {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AudioStatus {
+    pub codec: String,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Urls {
+    pub llhls: String,
+    pub hls: String,
+    pub viewer: String,
+    pub embed: String,
+}
+
+pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
+    let urls = Urls {
+        llhls: format!("/live/{name}/llhls.m3u8"),
+        hls: format!("/live/{name}/playlist.m3u8"),
+        viewer: format!("/{name}"),
+        embed: format!("/embed/{name}"),
+    };
+    let mut s = StreamStatus {
+        name: name.into(),
+        live: false,
+        title: name.into(),
+        video: None,
+        audio: None,
+        bitrate_kbps: 0,
+        fps: None,
+        keyframe_interval_s: None,
+        bframes: false,
+        uptime_s: None,
+        urls,
+    };
+    let Some(stream) = stream else { return s };
+    let guard = stream.lock();
+    let Some(live) = guard.as_ref() else { return s };
+    let snap = live.snapshot();
+    s.live = live.packager.is_ready();
+    s.fps = snap.fps.or_else(|| live.video.as_ref().and_then(|v| v.fps));
+    s.video = live.video.as_ref().map(|v| VideoStatus {
+        codec: v.codec_string(),
+        width: v.width,
+        height: v.height,
+        fps: s.fps.map(|f| (f * 100.0).round() / 100.0),
+    });
+    s.audio = live.audio.as_ref().map(|a| AudioStatus {
+        codec: a.codec_string(),
+        sample_rate: a.sample_rate,
+        channels: a.channels,
+    });
+    s.bitrate_kbps = snap.bitrate_kbps;
+    s.keyframe_interval_s = snap.keyframe_interval_s;
+    s.bframes = snap.bframes;
+    s.uptime_s = Some((live.uptime_s() * 10.0).round() / 10.0);
+    s
+}
+
+async fn api_streams(State(st): State<AppState>) -> Response {
+    let list: Vec<StreamStatus> = st.registry.list().iter().map(|s| status(s.name(), Some(s))).collect();
+    ([(header::CACHE_CONTROL, NO_CACHE)], Json(list)).into_response()
+}
+
+async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    if !crate::is_valid_stream_name(&name) {
+        return error(StatusCode::BAD_REQUEST, "invalid stream name");
+    }
+    let stream = st.registry.get(&name);
+    ([(header::CACHE_CONTROL, NO_CACHE)], Json(status(&name, stream.as_deref()))).into_response()
+}
+
+fn page(file: &str, extra: &[(header::HeaderName, &'static str)]) -> Response {
+    let Some(body) = ui::get(file) else { return error(StatusCode::INTERNAL_SERVER_ERROR, "page missing from build") };
+    let mut res = bytes_response(Bytes::from_static(body), "text/html; charset=utf-8", "no-cache");
+    for (k, v) in extra {
+        res.headers_mut().insert(k.clone(), HeaderValue::from_static(v));
+    }
+    res
+}
+
+async fn viewer_page(Path(name): Path<String>) -> Response {
+    if !crate::is_valid_stream_name(&name) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    page("index.html", &[(header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
+}
+
+async fn embed_page(Path(name): Path<String>) -> Response {
+    if !crate::is_valid_stream_name(&name) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    page("embed.html", &[(header::CONTENT_SECURITY_POLICY, "frame-ancestors *"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
+}
+
+async fn asset(Path(path): Path<String>) -> Response {
+    let file = format!("assets/{path}");
+    match ui::get(&file) {
+        Some(body) => bytes_response(Bytes::from_static(body), ui::mime(&file), IMMUTABLE),
+        None => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}

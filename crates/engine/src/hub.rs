@@ -1,0 +1,338 @@
+//! The stream hub: one [`Stream`] per name, fed by exactly one [`Publisher`] at a time.
+//!
+//! A publisher turns FLV tag bodies into [`Frame`]s, feeds the stream's LL-HLS packager and its
+//! health figures, and wakes everyone waiting on the stream (blocking playlist reloads, preload
+//! hints) whenever a part completes. Dropping the publisher takes the stream offline, whatever the
+//! reason the connection ended (clean unpublish, error, panic in the session).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use onair_hls::{HlsConfig, Packager};
+use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, MediaError, Track, VideoTag};
+use tokio::sync::watch;
+
+use crate::stats::{Snapshot, Stats};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("stream {0:?} is already live (another publisher holds it)")]
+    AlreadyLive(String),
+}
+
+/// All streams by name.
+pub struct Registry {
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    hls: HlsConfig,
+}
+
+/// One stream: offline, or live with a packager.
+pub struct Stream {
+    name: String,
+    live: Mutex<Option<Live>>,
+    /// Bumped whenever a part completes or the stream goes on/off air.
+    changed: watch::Sender<u64>,
+}
+
+/// The state of a live stream (one publish session).
+pub struct Live {
+    pub session: String,
+    pub packager: Packager,
+    pub stats: Stats,
+    pub video: Option<AvcConfig>,
+    pub audio: Option<AacConfig>,
+    pub remote: SocketAddr,
+    pub started: SystemTime,
+    started_at: Instant,
+}
+
+impl Live {
+    pub fn uptime_s(&self) -> f64 {
+        self.started_at.elapsed().as_secs_f64()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl Registry {
+    pub fn new(hls: HlsConfig) -> Arc<Self> {
+        Arc::new(Self { streams: Mutex::new(HashMap::new()), hls })
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.map().get(name).cloned()
+    }
+
+    /// Live streams, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = self.map().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Claims `name` for a new publisher; refused while another publisher holds it.
+    pub fn publish(self: &Arc<Self>, name: &str, remote: SocketAddr) -> Result<Publisher, HubError> {
+        let mut map = self.map();
+        if map.contains_key(name) {
+            return Err(HubError::AlreadyLive(name.into()));
+        }
+        let session = new_session_id();
+        let live = Live {
+            packager: Packager::new(self.hls.clone(), &session),
+            session,
+            stats: Stats::default(),
+            video: None,
+            audio: None,
+            remote,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+        };
+        let stream =
+            Arc::new(Stream { name: name.into(), live: Mutex::new(Some(live)), changed: watch::Sender::new(0) });
+        map.insert(name.into(), stream.clone());
+        Ok(Publisher {
+            registry: self.clone(),
+            stream,
+            clock: [Unwrap::default(), Unwrap::default()],
+            last_dts: [None, None],
+            bad_tags: 0,
+        })
+    }
+
+    fn remove(&self, stream: &Arc<Stream>) {
+        let mut map = self.map();
+        if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            map.remove(&stream.name);
+        }
+    }
+}
+
+impl Stream {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Option<Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver that sees every later change of the stream.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether viewers can play it: live, with an init segment and at least one part.
+    pub fn is_playable(&self) -> bool {
+        self.lock().as_ref().is_some_and(|l| l.packager.is_ready())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// The one publisher of a stream. Dropping it takes the stream offline.
+pub struct Publisher {
+    registry: Arc<Registry>,
+    stream: Arc<Stream>,
+    clock: [Unwrap; 2],
+    last_dts: [Option<u64>; 2],
+    bad_tags: u64,
+}
+
+/// What a pushed tag amounted to, for the ingest's logging.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// First sight of B-frames in this publish.
+    pub bframes_detected: bool,
+    /// The publisher changed codec configuration mid-stream: a new packager session started.
+    pub restarted: bool,
+    /// The stream just became playable.
+    pub went_live: bool,
+}
+
+impl Publisher {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Tags that could not be parsed so far.
+    pub fn bad_tags(&self) -> u64 {
+        self.bad_tags
+    }
+
+    /// One FLV VIDEODATA body with its RTMP timestamp (ms, 32-bit, may wrap).
+    pub fn video(&mut self, body: Bytes, timestamp: u32) -> Result<Pushed, MediaError> {
+        let tag = onair_media::parse_video_tag(body).inspect_err(|_| self.bad_tags += 1)?;
+        match tag {
+            VideoTag::Config(cfg) => {
+                self.with_live(|live| {
+                    if live.video.as_ref() != Some(&cfg) {
+                        live.video = Some(cfg.clone());
+                        live.packager.set_video_config(cfg);
+                    }
+                });
+                Ok(Pushed::default())
+            }
+            VideoTag::EndOfSequence => Ok(Pushed::default()),
+            VideoTag::Frame { keyframe, composition_time_ms, data } => {
+                let dts = self.dts(Track::Video, timestamp);
+                Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }))
+            }
+        }
+    }
+
+    /// One FLV AUDIODATA body with its RTMP timestamp.
+    pub fn audio(&mut self, body: Bytes, timestamp: u32) -> Result<Pushed, MediaError> {
+        let tag = onair_media::parse_audio_tag(body).inspect_err(|_| self.bad_tags += 1)?;
+        match tag {
+            AudioTag::Config(cfg) => {
+                self.with_live(|live| {
+                    if live.audio.as_ref() != Some(&cfg) {
+                        live.audio = Some(cfg.clone());
+                        live.packager.set_audio_config(cfg);
+                    }
+                });
+                Ok(Pushed::default())
+            }
+            AudioTag::Frame(data) => {
+                let dts = self.dts(Track::Audio, timestamp);
+                Ok(self.push(Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }))
+            }
+        }
+    }
+
+    /// Unwraps the 32-bit clock and keeps each track's dts monotonic.
+    fn dts(&mut self, track: Track, timestamp: u32) -> u64 {
+        let i = track as usize;
+        let dts = self.clock[i].unwrap(timestamp);
+        let dts = self.last_dts[i].map_or(dts, |last| dts.max(last));
+        self.last_dts[i] = Some(dts);
+        dts
+    }
+
+    fn with_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> Option<R> {
+        self.stream.lock().as_mut().map(f)
+    }
+
+    fn push(&mut self, frame: Frame) -> Pushed {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let hls = self.registry.hls.clone();
+        let mut notify = false;
+        let pushed = self
+            .with_live(|live| {
+                let was_ready = live.packager.is_ready();
+                let bframes_detected = live.stats.observe(&frame);
+                let mut out = live.packager.push(frame.clone(), wall);
+                let mut restarted = false;
+                if out.restart_needed {
+                    restarted = true;
+                    live.session = new_session_id();
+                    live.packager = Packager::new(hls, &live.session);
+                    if let Some(v) = live.video.clone() {
+                        live.packager.set_video_config(v);
+                    }
+                    if let Some(a) = live.audio.clone() {
+                        live.packager.set_audio_config(a);
+                    }
+                    out = live.packager.push(frame, wall);
+                }
+                notify = out.part_completed || restarted;
+                Pushed { bframes_detected, restarted, went_live: !was_ready && live.packager.is_ready() }
+            })
+            .unwrap_or_default();
+        if notify {
+            self.stream.notify();
+        }
+        pushed
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.registry.remove(&self.stream);
+        if let Some(mut live) = self.stream.lock().take() {
+            live.packager.finish();
+        }
+        self.stream.notify();
+    }
+}
+
+/// Extends RTMP's 32-bit millisecond clock to 64 bits across wrap-arounds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unwrap {
+    last: Option<u32>,
+    high: u64,
+}
+
+impl Unwrap {
+    fn unwrap(&mut self, ts: u32) -> u64 {
+        if let Some(last) = self.last
+            && ts < last
+            && last - ts > u32::MAX / 2
+        {
+            self.high += 1 << 32;
+        }
+        self.last = Some(ts);
+        self.high + u64::from(ts)
+    }
+}
+
+fn new_session_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_unwraps() {
+        let mut u = Unwrap::default();
+        assert_eq!(u.unwrap(10), 10);
+        assert_eq!(u.unwrap(u32::MAX - 5), u64::from(u32::MAX) - 5);
+        assert_eq!(u.unwrap(3), (1u64 << 32) + 3);
+        // A small step back is jitter, not a wrap.
+        assert_eq!(u.unwrap(1), (1u64 << 32) + 1);
+    }
+
+    #[test]
+    fn second_publisher_is_refused_and_drop_frees_the_name() {
+        let reg = Registry::new(HlsConfig::default());
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let p = reg.publish("a", addr).unwrap();
+        assert_eq!(reg.publish("a", addr).err(), Some(HubError::AlreadyLive("a".into())));
+        let _b = reg.publish("b", addr).unwrap();
+        assert_eq!(reg.list().len(), 2);
+        let stream = p.stream().clone();
+        let mut rx = stream.subscribe();
+        drop(p);
+        assert!(rx.has_changed().unwrap());
+        assert!(stream.lock().is_none());
+        assert!(reg.get("a").is_none());
+        assert!(reg.publish("a", addr).is_ok());
+    }
+
+    #[test]
+    fn garbage_tags_are_errors_not_panics() {
+        let reg = Registry::new(HlsConfig::default());
+        let mut p = reg.publish("g", "127.0.0.1:1".parse().unwrap()).unwrap();
+        for body in [&b""[..], b"\x17", b"\x17\x00\x00\x00\x00\x01", b"\x27\x01\x00", b"\xaf", b"\x2f\x01"] {
+            let _ = p.video(Bytes::copy_from_slice(body), 0);
+            let _ = p.audio(Bytes::copy_from_slice(body), 0);
+        }
+        assert!(p.bad_tags() > 0);
+    }
+}

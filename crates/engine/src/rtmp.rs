@@ -1,0 +1,399 @@
+//! RTMP ingest: a sans-IO [`Ingest`] state machine per connection (handshake, rml_rtmp session,
+//! signed-URL check, hub publisher) and the tokio server that drives it.
+//!
+//! Contract of [`Ingest`]: feed it every byte the client sends, in order, with
+//! [`Ingest::handle_input`]; after each call send [`Ingest::take_output`] to the client, then close
+//! the connection if [`Ingest::closing`] says so. A publish is only accepted after the signed URL
+//! checks out, so no media of a refused publisher ever reaches the hub.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use onair_policy::Policy;
+use rml_rtmp::chunk_io::ChunkDeserializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::hub::{Publisher, Registry};
+use crate::secrets::SigningKey;
+
+/// What every connection needs to know.
+pub struct IngestContext {
+    pub registry: Arc<Registry>,
+    pub signing_key: SigningKey,
+    pub app: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("RTMP handshake failed: {0}")]
+    Handshake(String),
+    #[error("RTMP session error: {0}")]
+    Session(String),
+}
+
+enum Stage {
+    Handshake(Box<Handshake>),
+    Session(Box<ServerSession>),
+}
+
+/// One RTMP connection, without sockets.
+pub struct Ingest {
+    ctx: Arc<IngestContext>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    stage: Stage,
+    /// Reads the client's `connect` command for its tcUrl, which rml_rtmp does not expose.
+    sniffer: Option<ChunkDeserializer>,
+    tc_url: Option<String>,
+    publisher: Option<Publisher>,
+    stream_name: Option<String>,
+    policy: Option<Policy>,
+    out: Vec<u8>,
+    closing: bool,
+    bad_tag_logged: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Ingest {
+    pub fn new(ctx: Arc<IngestContext>, remote: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            ctx,
+            remote,
+            local,
+            stage: Stage::Handshake(Box::new(Handshake::new(PeerType::Server))),
+            sniffer: Some(ChunkDeserializer::new()),
+            tc_url: None,
+            publisher: None,
+            stream_name: None,
+            policy: None,
+            out: Vec::new(),
+            closing: false,
+            bad_tag_logged: false,
+        }
+    }
+
+    /// Bytes to send to the client now.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The connection should be closed (after sending the pending output).
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The stream this connection publishes, once accepted.
+    pub fn stream_name(&self) -> Option<&str> {
+        self.publisher.as_ref().map(|p| p.stream().name())
+    }
+
+    /// When the policy's `stream_expire` ends this publish (epoch ms).
+    pub fn stream_expire(&self) -> Option<u64> {
+        self.publisher.as_ref().and(self.policy.as_ref()).and_then(|p| p.stream_expire)
+    }
+
+    /// Ends the publish if its `stream_expire` has passed; returns whether it did.
+    pub fn enforce_expiry(&mut self, now_ms: u64) -> bool {
+        let Some(policy) = &self.policy else { return false };
+        if let Err(e) = onair_policy::check_stream_expire(policy, now_ms) {
+            info!(stream = self.stream_name.as_deref().unwrap_or(""), remote = %self.remote, reason = %e, "publish ended");
+            self.publisher = None;
+            self.closing = true;
+            return true;
+        }
+        false
+    }
+
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        match &mut self.stage {
+            Stage::Handshake(hs) => {
+                match hs.process_bytes(bytes).map_err(|e| IngestError::Handshake(format!("{e:?}")))? {
+                    HandshakeProcessResult::InProgress { response_bytes } => self.out.extend(response_bytes),
+                    HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                        self.out.extend(response_bytes);
+                        let (session, results) = ServerSession::new(ServerSessionConfig::new())
+                            .map_err(|e| IngestError::Session(format!("{e:?}")))?;
+                        self.stage = Stage::Session(Box::new(session));
+                        self.handle_results(results)?;
+                        if !remaining_bytes.is_empty() {
+                            self.handle_session_bytes(&remaining_bytes)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Stage::Session(_) => self.handle_session_bytes(bytes),
+        }
+    }
+
+    fn session(&mut self) -> &mut ServerSession {
+        match &mut self.stage {
+            Stage::Session(s) => s,
+            Stage::Handshake(_) => unreachable!("only called after the handshake"),
+        }
+    }
+
+    fn handle_session_bytes(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        self.sniff_tc_url(bytes);
+        let results = self.session().handle_input(bytes).map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        self.handle_results(results)
+    }
+
+    fn sniff_tc_url(&mut self, bytes: &[u8]) {
+        let Some(de) = &mut self.sniffer else { return };
+        let mut input = bytes;
+        loop {
+            match de.get_next_message(input) {
+                Ok(Some(payload)) => {
+                    input = &[];
+                    match payload.to_rtmp_message() {
+                        Ok(RtmpMessage::SetChunkSize { size }) => {
+                            if de.set_max_chunk_size(size as usize).is_err() {
+                                self.sniffer = None;
+                                return;
+                            }
+                        }
+                        Ok(RtmpMessage::Amf0Command { command_name, command_object, .. }) if command_name == "connect" => {
+                            if let rml_rtmp::rml_amf0::Amf0Value::Object(props) = command_object
+                                && let Some(rml_rtmp::rml_amf0::Amf0Value::Utf8String(url)) = props.get("tcUrl")
+                            {
+                                self.tc_url = Some(url.clone());
+                            }
+                            self.sniffer = None;
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.sniffer = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), IngestError> {
+        for result in results {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => self.out.extend_from_slice(&packet.bytes),
+                ServerSessionResult::RaisedEvent(event) => self.handle_event(event)?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+            if self.closing {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn respond(&mut self, results: Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>) -> Result<(), IngestError> {
+        let results = results.map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        self.handle_results(results)
+    }
+
+    fn refuse(&mut self, request_id: u32, code: &str, description: &str) -> Result<(), IngestError> {
+        let results = self.session().reject_request(request_id, code, description);
+        self.respond(results)?;
+        self.closing = true;
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: ServerSessionEvent) -> Result<(), IngestError> {
+        match event {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                if app_name != self.ctx.app {
+                    warn!(remote = %self.remote, app = %app_name, "connection refused: unknown application (expected {:?})", self.ctx.app);
+                    return self.refuse(request_id, "NetConnection.Connect.Rejected", "unknown application");
+                }
+                let results = self.session().accept_request(request_id);
+                self.respond(results)
+            }
+            ServerSessionEvent::PublishStreamRequested { request_id, app_name, stream_key, .. } => {
+                self.on_publish(request_id, &app_name, &stream_key)
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                self.refuse(request_id, "NetStream.Play.Failed", "RTMP playback is not offered; watch over HLS or WebRTC")
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.media(data, timestamp, true);
+                Ok(())
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.media(data, timestamp, false);
+                Ok(())
+            }
+            ServerSessionEvent::PublishStreamFinished { stream_key, .. } => {
+                if self.publisher.take().is_some() {
+                    info!(stream = %stream_name(&stream_key), remote = %self.remote, "publish finished");
+                }
+                Ok(())
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                debug!(remote = %self.remote, ?metadata, "stream metadata");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_publish(&mut self, request_id: u32, app_name: &str, stream_key: &str) -> Result<(), IngestError> {
+        let name = stream_name(stream_key).to_owned();
+        if !crate::is_valid_stream_name(&name) {
+            warn!(stream = %name, remote = %self.remote, "publish refused: invalid stream name (use 1-64 letters, digits, '-' or '_')");
+            return self.refuse(request_id, "NetStream.Publish.BadName", "invalid stream name");
+        }
+        // The URL as the client dialled it: its tcUrl plus the stream key (with its query).
+        let base = match &self.tc_url {
+            Some(tc) => tc.trim_end_matches('/').to_owned(),
+            None => format!("rtmp://{}/{}", self.local, app_name),
+        };
+        let url = format!("{base}/{stream_key}");
+        let policy = match onair_policy::verify(self.ctx.signing_key.as_bytes(), &url, self.remote.ip(), now_ms()) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
+                return self.refuse(request_id, "NetStream.Publish.Unauthorized", &format!("publish refused: {e}"));
+            }
+        };
+        match self.ctx.registry.publish(&name, self.remote) {
+            Ok(publisher) => {
+                info!(stream = %name, remote = %self.remote, "publish accepted");
+                self.publisher = Some(publisher);
+                self.stream_name = Some(name);
+                self.policy = Some(policy);
+                let results = self.session().accept_request(request_id);
+                self.respond(results)
+            }
+            Err(e) => {
+                warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
+                self.refuse(request_id, "NetStream.Publish.BadName", &e.to_string())
+            }
+        }
+    }
+
+    fn media(&mut self, data: Bytes, timestamp: RtmpTimestamp, video: bool) {
+        let Some(publisher) = &mut self.publisher else { return };
+        let result = if video { publisher.video(data, timestamp.value) } else { publisher.audio(data, timestamp.value) };
+        let name = publisher.stream().name().to_owned();
+        match result {
+            Ok(pushed) => {
+                if pushed.went_live {
+                    info!(stream = %name, "stream is live");
+                }
+                if pushed.bframes_detected {
+                    warn!(stream = %name, "the publisher sends B-frames: WebRTC viewers will stutter; fix: set Max B-frames to 0 in OBS (Settings → Output → Encoder, or x264 options bframes=0)");
+                }
+                if pushed.restarted {
+                    info!(stream = %name, "codec configuration changed: new HLS session");
+                }
+            }
+            Err(e) => {
+                if !self.bad_tag_logged {
+                    warn!(stream = %name, remote = %self.remote, error = %e, "dropping media the engine cannot read (logged once per publish)");
+                    self.bad_tag_logged = true;
+                }
+            }
+        }
+    }
+}
+
+/// The stream name of a stream key: the part before any `?query`.
+pub fn stream_name(stream_key: &str) -> &str {
+    stream_key.split_once('?').map_or(stream_key, |(n, _)| n)
+}
+
+/// Accepts RTMP connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, remote)) => {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(socket, remote, ctx, shutdown).await {
+                            debug!(%remote, error = %e, "RTMP connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "RTMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How long a connection may stay silent (handshake included) before it is dropped.
+const IDLE: Duration = Duration::from_secs(30);
+
+async fn connection(
+    mut socket: TcpStream,
+    remote: SocketAddr,
+    ctx: Arc<IngestContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let io = |e: std::io::Error| IngestError::Session(e.to_string());
+    socket.set_nodelay(true).ok();
+    let local = socket.local_addr().map_err(io)?;
+    let mut ingest = Ingest::new(ctx, remote, local);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let expiry = ingest.stream_expire().map(|at| {
+            let wait = at.saturating_sub(now_ms()) + 1;
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        let read = tokio::select! {
+            r = tokio::time::timeout(IDLE, socket.read(&mut buf)) => r,
+            _ = async { match expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                ingest.enforce_expiry(now_ms());
+                if ingest.closing() { break }
+                continue;
+            }
+            _ = shutdown.changed() => break,
+        };
+        let n = match read {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(io(e)),
+            Err(_) => {
+                debug!(%remote, "RTMP connection idle for {IDLE:?}: closing");
+                break;
+            }
+        };
+        let result = ingest.handle_input(&buf[..n]);
+        let out = ingest.take_output();
+        if !out.is_empty() {
+            socket.write_all(&out).await.map_err(io)?;
+        }
+        if let Err(e) = result {
+            if let Some(name) = ingest.stream_name() {
+                warn!(stream = %name, %remote, error = %e, "publisher sent data the RTMP session cannot read: disconnecting it");
+            }
+            return Err(e);
+        }
+        if ingest.closing() {
+            socket.flush().await.ok();
+            // Give the client a moment to read the refusal before the close.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds and runs OnAir headless (`onair serve`) with embedded defaults; extra arguments go to
+# `onair serve` (e.g. --http 127.0.0.1:8080). Installs build dependencies when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/onair/target}"
+cargo build --release --locked -p onair
+bin="$CARGO_TARGET_DIR/release/onair"
+
+# The signing key lives in the OS keyring. A desktop session has one; a bare server (SSH, no
+# desktop) usually has none: unless ONAIR_SIGNING_KEY is set, start a private Secret Service
+# (gnome-keyring, its keyring file kept in ~/.local/share/keyrings) for this run.
+if [ -z "${ONAIR_SIGNING_KEY:-}" ] && ! busctl --user list 2>/dev/null | grep -q org.freedesktop.secrets; then
+  if ! command -v gnome-keyring-daemon >/dev/null || ! command -v dbus-run-session >/dev/null; then
+    echo "run: no Secret Service found; installing gnome-keyring to keep the signing key"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq gnome-keyring dbus-x11 >/dev/null; else sudo apt-get install -y -qq gnome-keyring dbus-x11 >/dev/null; fi
+  fi
+  exec dbus-run-session -- sh -c 'printf "" | gnome-keyring-daemon --unlock --components=secrets >/dev/null; exec "$0" serve "$@"' "$bin" "$@"
+fi
+exec "$bin" serve "$@"

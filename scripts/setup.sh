@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what OnAir needs to build (and, with --test, to run its tests) on Debian/Ubuntu,
+# skipping whatever is already there. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+need() { # need <command> <package>
+  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+}
+need cc build-essential
+need pkg-config pkg-config
+need node nodejs
+need npm npm
+if [ $want_test = 1 ]; then
+  need ffmpeg ffmpeg
+  need ffprobe ffmpeg
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: Rust is missing. Install it with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
+
+# The web UI (embedded into the binary at build time).
+if [ ! -f ui/node_modules/.package-lock.json ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ $want_test = 1 ]; then
+  if [ ! -f tests/browser/node_modules/.package-lock.json ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

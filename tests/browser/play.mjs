@@ -1,0 +1,339 @@
+#!/usr/bin/env node
+// Open an OnAir page in headless Chromium and check that the video really plays.
+//
+//   node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S]
+//                 [--timeout MS] [--screenshot FILE] [--viewport WxH]
+//                 [--chromium PATH] [--fail-on-console-error] [--verbose]
+//
+// Prints exactly one JSON line on stdout and exits 0 when, within the timeout,
+// video.currentTime advanced by at least --min-advance seconds since playback
+// began (the page's data-state first became "playing") and videoWidth > 0;
+// otherwise prints {"ok":false,"reason":...} and exits 1. See README.md.
+
+import { chromium } from 'playwright-core';
+
+const USAGE =
+  'usage: node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S (3)] ' +
+  '[--timeout MS (30000)] [--screenshot FILE] [--viewport WxH (1280x720)] [--chromium PATH] ' +
+  '[--fail-on-console-error] [--verbose]';
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+function parseArgs(argv) {
+  const opts = {
+    url: null,
+    expectWidth: null,
+    expectHeight: null,
+    minAdvance: 3,
+    timeout: 30000,
+    screenshot: null,
+    viewport: { width: 1280, height: 720 },
+    chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+    failOnConsoleError: false,
+    verbose: false,
+  };
+  const num = (name, v) => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n)) throw new Error(`${name} needs a number`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf('=');
+    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
+    const value = () => (inline !== undefined ? inline : argv[++i]);
+    switch (flag) {
+      case '--expect-width':
+        opts.expectWidth = num(flag, value());
+        break;
+      case '--expect-height':
+        opts.expectHeight = num(flag, value());
+        break;
+      case '--min-advance':
+        opts.minAdvance = num(flag, value());
+        break;
+      case '--timeout':
+        opts.timeout = num(flag, value());
+        break;
+      case '--screenshot':
+        opts.screenshot = value();
+        if (!opts.screenshot) throw new Error('--screenshot needs a file');
+        break;
+      case '--viewport': {
+        const m = /^(\d+)x(\d+)$/.exec(value() ?? '');
+        if (!m) throw new Error('--viewport needs WxH');
+        opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
+        break;
+      }
+      case '--chromium':
+        opts.chromium = value();
+        break;
+      case '--fail-on-console-error':
+        opts.failOnConsoleError = true;
+        break;
+      case '--verbose':
+        opts.verbose = true;
+        break;
+      case '-h':
+      case '--help':
+        process.stderr.write(USAGE + '\n');
+        process.exit(2);
+        break;
+      default:
+        if (a.startsWith('--') || opts.url !== null) throw new Error(`unexpected argument: ${a}`);
+        opts.url = a;
+    }
+  }
+  if (!opts.url) throw new Error('missing <url>');
+  return opts;
+}
+
+let opts;
+try {
+  opts = parseArgs(process.argv.slice(2));
+} catch (e) {
+  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${e.message}` }) + '\n');
+  process.stderr.write(USAGE + '\n');
+  process.exit(2);
+}
+
+const t0 = Date.now();
+const elapsed = () => Date.now() - t0;
+const log = (...a) => {
+  if (opts.verbose) process.stderr.write(`[play ${(elapsed() / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let printed = false;
+function finish(result, code) {
+  if (!printed) {
+    printed = true;
+    process.stdout.write(JSON.stringify(result) + '\n');
+  }
+  process.exitCode = code;
+  return code;
+}
+
+// Everything the page tells us.
+const states = []; // [{state, t}] in order of change
+let navigations = 0;
+const consoleErrors = [];
+let resourceErrors = 0; // "Failed to load resource" (e.g. the 404s while offline): expected
+const pageErrors = [];
+const MAX_MESSAGES = 20;
+
+function recordState(s) {
+  if (typeof s !== 'string' || !s) return;
+  if (states.length === 0 || states[states.length - 1].state !== s) {
+    states.push({ state: s, t: elapsed() });
+    log('state', s);
+  }
+}
+
+const stateNames = () => states.map((s) => s.state);
+function sawOfflineBeforePlaying() {
+  for (const s of states) {
+    if (s.state === 'playing') return false;
+    if (s.state === 'offline') return true;
+  }
+  return false;
+}
+
+async function run() {
+  let browser;
+  const deadline = t0 + opts.timeout;
+  let last = null; // last sample
+  let result = null;
+  try {
+    browser = await chromium.launch({
+      executablePath: opts.chromium,
+      args: CHROMIUM_ARGS,
+      timeout: Math.max(1000, deadline - Date.now()),
+    });
+    const context = await browser.newContext({ viewport: opts.viewport });
+    const page = await context.newPage();
+
+    // State changes are pushed from the page (survives navigations; we also poll).
+    await page.exposeFunction('__onairReportState', (s) => recordState(s));
+    await page.addInitScript(() => {
+      const report = () => {
+        const s = document.body && document.body.dataset.state;
+        if (s) window.__onairReportState(s);
+      };
+      new MutationObserver(report).observe(document, {
+        subtree: true,
+        attributes: true,
+        attributeFilter: ['data-state'],
+      });
+      document.addEventListener('DOMContentLoaded', report);
+    });
+
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) {
+        navigations++;
+        log('navigated', frame.url());
+      }
+    });
+    page.on('console', (msg) => {
+      if (msg.type() !== 'error') return;
+      const text = msg.text();
+      if (/^Failed to load resource/.test(text)) {
+        resourceErrors++;
+        return;
+      }
+      if (consoleErrors.length < MAX_MESSAGES) consoleErrors.push(text);
+      log('console error:', text);
+    });
+    page.on('pageerror', (err) => {
+      if (pageErrors.length < MAX_MESSAGES) pageErrors.push(String(err && err.message ? err.message : err));
+      log('page error:', String(err));
+    });
+
+    const resp = await page.goto(opts.url, {
+      waitUntil: 'domcontentloaded',
+      timeout: Math.max(1000, deadline - Date.now()),
+    });
+    if (!resp || !resp.ok()) {
+      result = { ok: false, reason: `page load failed: HTTP ${resp ? resp.status() : 'no response'}` };
+      return await conclude(page, result, last);
+    }
+
+    let baseline = null; // currentTime when playback began
+    let lastLog = 0;
+    while (Date.now() < deadline) {
+      let sample;
+      try {
+        sample = await page.evaluate(() => {
+          const v = (window.onair && window.onair.video) || document.querySelector('video');
+          return {
+            state: document.body ? document.body.dataset.state || null : null,
+            transport: document.body ? document.body.dataset.transport || null : null,
+            currentTime: v ? v.currentTime : null,
+            paused: v ? v.paused : null,
+            readyState: v ? v.readyState : null,
+            videoWidth: v ? v.videoWidth : 0,
+            videoHeight: v ? v.videoHeight : 0,
+          };
+        });
+      } catch (e) {
+        // Navigation in progress (which the navigation count will show) or page gone.
+        log('evaluate failed:', e.message);
+        await sleep(200);
+        continue;
+      }
+      last = sample;
+      recordState(sample.state);
+      const ct = sample.currentTime;
+      // Playback began: the page says "playing" (or, for a page without
+      // data-state, the video runs).
+      const begun =
+        sample.state === 'playing' || (sample.state === null && sample.paused === false && ct > 0);
+      if (begun && typeof ct === 'number') {
+        if (baseline === null || ct < baseline - 0.5) {
+          baseline = ct; // first start, or a new session after the stream came back
+          log('playback began at', ct.toFixed(2));
+        }
+        const advanced = ct - baseline;
+        if (Date.now() - lastLog > 1000) {
+          lastLog = Date.now();
+          log(`t=${ct.toFixed(2)} advanced=${advanced.toFixed(2)} ${sample.videoWidth}x${sample.videoHeight}`);
+        }
+        if (advanced >= opts.minAdvance && sample.videoWidth > 0) {
+          result = {
+            ok: true,
+            currentTime: round(ct),
+            advanced: round(advanced),
+            videoWidth: sample.videoWidth,
+            videoHeight: sample.videoHeight,
+            state: sample.state,
+            transport: sample.transport,
+            sawOffline: sawOfflineBeforePlaying(),
+            navigations,
+          };
+          if (opts.expectWidth !== null && sample.videoWidth !== opts.expectWidth) {
+            result = { ...result, ok: false, reason: `videoWidth ${sample.videoWidth} != expected ${opts.expectWidth}` };
+          } else if (opts.expectHeight !== null && sample.videoHeight !== opts.expectHeight) {
+            result = {
+              ...result,
+              ok: false,
+              reason: `videoHeight ${sample.videoHeight} != expected ${opts.expectHeight}`,
+            };
+          } else if (opts.failOnConsoleError && (consoleErrors.length > 0 || pageErrors.length > 0)) {
+            result = { ...result, ok: false, reason: 'console or page errors' };
+          }
+          return await conclude(page, result, last);
+        }
+      }
+      await sleep(200);
+    }
+    const why =
+      last === null
+        ? 'page never answered'
+        : baseline === null
+          ? `never played (state ${last.state})`
+          : `advanced only ${round((last.currentTime ?? 0) - baseline)} s of ${opts.minAdvance}` +
+            (last.videoWidth > 0 ? '' : ', videoWidth 0');
+    result = { ok: false, reason: `timeout after ${opts.timeout} ms: ${why}` };
+    return await conclude(page, result, last);
+  } catch (e) {
+    result = { ok: false, reason: `error: ${e && e.message ? e.message.split('\n')[0] : String(e)}` };
+    return finish(withDetails(result, last), 1);
+  } finally {
+    if (browser) {
+      await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+    }
+  }
+}
+
+function round(x) {
+  return Math.round(x * 1000) / 1000;
+}
+
+function withDetails(result, last) {
+  const out = { ...result };
+  if (last) {
+    for (const k of ['currentTime', 'videoWidth', 'videoHeight', 'state', 'transport']) {
+      if (!(k in out)) out[k] = k === 'currentTime' && typeof last[k] === 'number' ? round(last[k]) : last[k];
+    }
+  }
+  if (!('sawOffline' in out)) out.sawOffline = sawOfflineBeforePlaying();
+  out.navigations = navigations;
+  out.states = stateNames();
+  out.consoleErrors = consoleErrors;
+  out.pageErrors = pageErrors;
+  out.resourceErrors = resourceErrors;
+  out.elapsedMs = elapsed();
+  return out;
+}
+
+async function conclude(page, result, last) {
+  if (opts.screenshot) {
+    try {
+      await page.screenshot({ path: opts.screenshot, timeout: 5000 });
+    } catch (e) {
+      log('screenshot failed:', e.message);
+      result = { ...result, screenshotError: e.message.split('\n')[0] };
+    }
+  }
+  return finish(withDetails(result, last), result.ok ? 0 : 1);
+}
+
+// Hard stop in case the browser hangs (launch/close included).
+const hardStop = setTimeout(() => {
+  finish(withDetails({ ok: false, reason: `hard timeout after ${opts.timeout + 15000} ms` }, null), 1);
+  process.exit(1);
+}, opts.timeout + 15000);
+hardStop.unref();
+
+const code = await run();
+process.exit(code ?? process.exitCode ?? 1);

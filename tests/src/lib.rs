@@ -1,0 +1,487 @@
+//! Harness for OnAir's end-to-end tests: an in-process engine on loopback, real `ffmpeg` publishers,
+//! `ffprobe`, headless Chromium (through `tests/browser/play.mjs`), a tiny HTTP client and a log
+//! capture. Every external tool is required: a missing tool fails the test with the fix, never
+//! skips it (`scripts/test.sh` installs them all).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use onair_engine::{Config, Engine, SigningKey};
+use onair_policy::Policy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// The signing secret every test engine uses.
+pub const SECRET: &str = "onair-e2e-secret-Do-Not-Log";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repo").to_path_buf()
+}
+
+/// Where tests leave screenshots and logs for humans.
+pub fn artifacts_dir() -> PathBuf {
+    let d = repo_root().join("tests/artifacts");
+    std::fs::create_dir_all(&d).ok();
+    d
+}
+
+/// Fails (never skips) when a tool the test needs is not installed.
+pub fn require_tool(tool: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+// ---------- logs ----------
+
+static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+
+struct Tee;
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.get_or_init(Default::default).lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a log subscriber (once per test binary) that keeps everything for [`logs`].
+pub fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,onair_engine=debug"))
+            .with_ansi(false)
+            .with_writer(|| Tee)
+            .try_init();
+    });
+}
+
+/// Everything logged so far in this test binary.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
+}
+
+// ---------- engine ----------
+
+/// An engine on loopback with ephemeral ports.
+pub struct TestServer {
+    pub engine: Engine,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(mut config: Config) -> TestServer {
+        init_logs();
+        config.http = "127.0.0.1:0".parse().unwrap();
+        config.rtmp = "127.0.0.1:0".parse().unwrap();
+        let engine = Engine::start(config, SigningKey::new(SECRET)).await.expect("engine starts");
+        TestServer { engine }
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.engine.http_addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http())
+    }
+
+    /// An unsigned publish URL.
+    pub fn rtmp_base(&self, stream: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{stream}", self.engine.rtmp_addr().port())
+    }
+
+    /// A publish URL signed with [`SECRET`] under `policy`.
+    pub fn signed_url_with(&self, stream: &str, policy: &Policy) -> String {
+        onair_policy::sign_url(SECRET.as_bytes(), &self.rtmp_base(stream), policy).unwrap()
+    }
+
+    /// A publish URL signed for the next hour.
+    pub fn signed_url(&self, stream: &str) -> String {
+        self.signed_url_with(stream, &Policy { url_expire: now_ms() + 3_600_000, ..Default::default() })
+    }
+
+    pub async fn shutdown(self) {
+        self.engine.shutdown().await;
+    }
+}
+
+// ---------- ffmpeg ----------
+
+/// What a synthetic publisher sends.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Keyframe interval in frames.
+    pub gop: u32,
+    pub bframes: u32,
+    pub sample_rate: u32,
+    /// Stop after this long (None: until killed).
+    pub seconds: Option<f64>,
+    /// Publish this file (`-re -c copy`) instead of generated media.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source { width: 640, height: 360, fps: 30, gop: 30, bframes: 0, sample_rate: 48_000, seconds: None, file: None }
+    }
+}
+
+impl Source {
+    pub fn small() -> Self {
+        Source { width: 320, height: 180, ..Default::default() }
+    }
+}
+
+/// A running `ffmpeg` publisher; killed when dropped.
+pub struct Publisher {
+    pub child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Publisher {
+    pub fn start(url: &str, src: &Source) -> Publisher {
+        let ffmpeg = require_tool("ffmpeg");
+        let mut cmd = Command::new(ffmpeg);
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+        match &src.file {
+            Some(file) => {
+                cmd.arg("-i").arg(file).args(["-c", "copy"]);
+            }
+            None => {
+                cmd.args(["-f", "lavfi", "-i"])
+                    .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps))
+                    .args(["-f", "lavfi", "-i"])
+                    .arg(format!("sine=frequency=440:sample_rate={}", src.sample_rate))
+                    .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+                    .args(["-g", &src.gop.to_string(), "-keyint_min", &src.gop.to_string(), "-sc_threshold", "0"])
+                    .args(["-bf", &src.bframes.to_string()])
+                    .args(["-c:a", "aac", "-b:a", "96k", "-ar", &src.sample_rate.to_string()]);
+                if src.bframes == 0 {
+                    cmd.args(["-tune", "zerolatency"]);
+                }
+            }
+        }
+        if let Some(s) = src.seconds {
+            cmd.args(["-t", &s.to_string()]);
+        }
+        cmd.args(["-f", "flv", url]);
+        let stderr_path = std::env::temp_dir().join(format!("onair-ffmpeg-{}-{}.log", std::process::id(), rand::random::<u32>()));
+        let log = std::fs::File::create(&stderr_path).unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
+        let child = cmd.spawn().expect("ffmpeg starts");
+        Publisher { child, stderr_path }
+    }
+
+    /// What ffmpeg printed so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits for ffmpeg to exit (up to `timeout`); returns whether it succeeded.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<bool> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status.success()),
+            _ => None,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// `ffprobe` of a URL: the first video stream's width and height and the codec names.
+pub async fn ffprobe(url: &str) -> Result<serde_json::Value> {
+    let out = Command::new(require_tool("ffprobe"))
+        .args(["-v", "error", "-rw_timeout", "15000000", "-show_streams", "-of", "json", url])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("ffprobe {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Decodes `seconds` of a URL with ffmpeg; returns what it printed at `error` level.
+pub async fn ffmpeg_decode(url: &str, seconds: f64) -> Result<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs_f64(seconds * 4.0 + 30.0),
+        Command::new(require_tool("ffmpeg"))
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-rw_timeout", "15000000", "-i", url])
+            .args(["-t", &seconds.to_string(), "-f", "null", "-"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("ffmpeg decode timed out")??;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("ffmpeg could not decode {url}: {stderr}");
+    }
+    Ok(stderr)
+}
+
+// ---------- browser ----------
+
+/// Runs `tests/browser/play.mjs` (playwright-core + /usr/bin/chromium) on `url` with `args`.
+pub async fn browser_play(url: &str, args: &[&str]) -> Result<serde_json::Value> {
+    require_tool("chromium");
+    let node = require_tool("node");
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        bail!("tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)");
+    }
+    let out = Command::new(node)
+        .arg(dir.join("play.mjs"))
+        .arg(url)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("play.mjs printed no JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(v)
+}
+
+// ---------- HTTP ----------
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close) against our own server.
+pub async fn get(url: &str) -> Result<HttpResponse> {
+    request("GET", url).await
+}
+
+pub async fn request(method: &str, url: &str) -> Result<HttpResponse> {
+    let rest = url.strip_prefix("http://").context("http:// URLs only")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await.context("HTTP timeout")??;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).context("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..eol])?.split(';').next().unwrap().trim(), 16)?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).context("short chunk")?);
+        data = data.get(size + 2..).context("short chunk")?;
+    }
+}
+
+/// Polls `check` every 100 ms until it returns Some, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}\n--- logs ---\n{}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Status of GET `url` (0 when the request itself failed).
+pub async fn status_of(url: &str) -> u16 {
+    get(url).await.map_or(0, |r| r.status)
+}
+
+/// Waits until the stream's plain playlist answers 200; returns how long it took.
+pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let url = server.url(&format!("/live/{stream}/playlist.m3u8"));
+    wait_for(&format!("{stream} to go live"), timeout, || async { (status_of(&url).await == 200).then_some(()) }).await;
+    start.elapsed()
+}
+
+// ---------- a scriptable RTMP publisher (for malformed media) ----------
+
+pub mod rtmp_client {
+    //! An RTMP publisher built on rml_rtmp's client session, to send exactly the tags a test wants.
+
+    use anyhow::{Result, bail};
+    use bytes::Bytes;
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub struct RawPublisher {
+        socket: TcpStream,
+        session: ClientSession,
+    }
+
+    impl RawPublisher {
+        /// Connects and publishes `stream_key` (with its `?policy=…&signature=…`) on app `live`.
+        pub async fn connect(addr: std::net::SocketAddr, stream_key: &str) -> Result<RawPublisher> {
+            let mut socket = TcpStream::connect(addr).await?;
+            let mut hs = Handshake::new(PeerType::Client);
+            socket.write_all(&hs.generate_outbound_p0_and_p1().map_err(|e| anyhow::anyhow!("{e:?}"))?).await?;
+            let mut buf = vec![0u8; 65536];
+            let leftover = loop {
+                let n = socket.read(&mut buf).await?;
+                if n == 0 {
+                    bail!("closed during handshake");
+                }
+                match hs.process_bytes(&buf[..n]).map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                    HandshakeProcessResult::InProgress { response_bytes } => socket.write_all(&response_bytes).await?,
+                    HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                        socket.write_all(&response_bytes).await?;
+                        break remaining_bytes;
+                    }
+                }
+            };
+            let mut config = ClientSessionConfig::new();
+            config.tc_url = Some(format!("rtmp://127.0.0.1:{}/live", addr.port()));
+            let (session, initial) = ClientSession::new(config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let mut p = RawPublisher { socket, session };
+            p.send_all(initial).await?;
+            let r = p.session.request_connection("live".into()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            p.send_all(vec![r]).await?;
+            p.feed(&leftover).await?;
+            p.until(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)).await?;
+            let r = p
+                .session
+                .request_publishing(stream_key.into(), PublishRequestType::Live)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            p.send_all(vec![r]).await?;
+            p.until(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)).await?;
+            Ok(p)
+        }
+
+        async fn send_all(&mut self, results: Vec<ClientSessionResult>) -> Result<()> {
+            for r in results {
+                if let ClientSessionResult::OutboundResponse(packet) = r {
+                    self.socket.write_all(&packet.bytes).await?;
+                }
+            }
+            Ok(())
+        }
+
+        async fn feed(&mut self, bytes: &[u8]) -> Result<Vec<ClientSessionEvent>> {
+            if bytes.is_empty() {
+                return Ok(vec![]);
+            }
+            let results = self.session.handle_input(bytes).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let mut events = vec![];
+            let mut out = vec![];
+            for r in results {
+                match r {
+                    ClientSessionResult::RaisedEvent(e) => events.push(e),
+                    other => out.push(other),
+                }
+            }
+            self.send_all(out).await?;
+            Ok(events)
+        }
+
+        async fn until(&mut self, want: impl Fn(&ClientSessionEvent) -> bool) -> Result<()> {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.socket.read(&mut buf)).await??;
+                if n == 0 {
+                    bail!("server closed the connection");
+                }
+                for e in self.feed(&buf[..n].to_vec()).await? {
+                    if want(&e) {
+                        return Ok(());
+                    }
+                    if let ClientSessionEvent::ConnectionRequestRejected { description } = e {
+                        bail!("rejected: {description}");
+                    }
+                }
+            }
+        }
+
+        pub async fn video(&mut self, body: &[u8], ts: u32) -> Result<()> {
+            let r = self
+                .session
+                .publish_video_data(Bytes::copy_from_slice(body), RtmpTimestamp::new(ts), false)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            self.send_all(vec![r]).await
+        }
+
+        pub async fn audio(&mut self, body: &[u8], ts: u32) -> Result<()> {
+            let r = self
+                .session
+                .publish_audio_data(Bytes::copy_from_slice(body), RtmpTimestamp::new(ts), false)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            self.send_all(vec![r]).await
+        }
+
+        /// Raw bytes straight onto the chunk stream.
+        pub async fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+            Ok(self.socket.write_all(bytes).await?)
+        }
+    }
+}

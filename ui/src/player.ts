@@ -1,0 +1,656 @@
+// Shared OnAir player: offline polling, LL-HLS playback via hls.js (or native
+// HLS), automatic recovery when a stream ends and comes back, and a small DOM
+// view (offline overlay, unmute button, LIVE badge, latency). Used by the viewer
+// page, the embed page and (later) the desktop window.
+
+import Hls, { ErrorTypes, Events, type ErrorData, type HlsConfig } from 'hls.js';
+
+export type PlayerState = 'offline' | 'loading' | 'playing' | 'error';
+export type Transport = 'llhls' | 'native';
+
+/** `GET /api/streams/<stream>`; every field is optional. */
+export interface StreamInfo {
+  name?: string;
+  live?: boolean;
+  title?: string;
+  video?: { codec?: string; width?: number; height?: number; fps?: number };
+  audio?: { codec?: string; sample_rate?: number; channels?: number };
+  bitrate_kbps?: number;
+  keyframe_interval_s?: number;
+  bframes?: boolean;
+  uptime_s?: number;
+  urls?: { llhls?: string; hls?: string; viewer?: string; embed?: string };
+}
+
+export interface PlayerStats {
+  /** Seconds behind the live edge, or null when unknown. */
+  latency: number | null;
+  videoWidth: number;
+  videoHeight: number;
+}
+
+// ---------------------------------------------------------------------------
+// URL helpers
+
+/**
+ * Stream name from a page path: the decoded last non-empty segment
+ * (`/demo` → `demo`, `/embed/demo` → `demo`). A `?stream=` query parameter
+ * wins (handy with the Vite dev server). Returns '' when there is none.
+ */
+export function streamFromLocation(loc: Pick<Location, 'pathname' | 'search'> = window.location): string {
+  const q = new URLSearchParams(loc.search).get('stream');
+  if (q) return q;
+  const segments = loc.pathname.split('/').filter((s) => s.length > 0);
+  let last = segments[segments.length - 1] ?? '';
+  try {
+    last = decodeURIComponent(last);
+  } catch {
+    // keep the raw segment when it is not valid percent-encoding
+  }
+  // Paths like /index.html or /embed.html (dev server, file preview) name no stream.
+  if (/\.html?$/i.test(last)) return '';
+  return last;
+}
+
+function joinOrigin(origin: string, path: string): string {
+  return origin ? origin.replace(/\/+$/, '') + path : path;
+}
+
+export function llhlsUrl(stream: string, origin = ''): string {
+  return joinOrigin(origin, `/live/${encodeURIComponent(stream)}/llhls.m3u8`);
+}
+
+export function hlsUrl(stream: string, origin = ''): string {
+  return joinOrigin(origin, `/live/${encodeURIComponent(stream)}/playlist.m3u8`);
+}
+
+export function apiUrl(stream: string, origin = ''): string {
+  return joinOrigin(origin, `/api/streams/${encodeURIComponent(stream)}`);
+}
+
+/** Fetch `/api/streams/<stream>`; null when offline, missing or unreadable. */
+export async function fetchStreamInfo(stream: string, origin = ''): Promise<StreamInfo | null> {
+  try {
+    const res = await fetchWithTimeout(apiUrl(stream, origin), 5000);
+    if (!res.ok) return null;
+    const body: unknown = await res.json();
+    return body && typeof body === 'object' ? (body as StreamInfo) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function fetchWithTimeout(url: string, timeoutMs: number): Promise<Response> {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  try {
+    return await fetch(url, { cache: 'no-store', signal: ctrl.signal });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** "640×360 · 30 fps · 1500 kbps"; falls back to the decoded video size. */
+export function describeStream(info: StreamInfo | null, stats?: Pick<PlayerStats, 'videoWidth' | 'videoHeight'>): string {
+  const parts: string[] = [];
+  const w = info?.video?.width ?? stats?.videoWidth ?? 0;
+  const h = info?.video?.height ?? stats?.videoHeight ?? 0;
+  if (w > 0 && h > 0) parts.push(`${w}×${h}`);
+  const fps = info?.video?.fps;
+  if (typeof fps === 'number' && fps > 0) parts.push(`${Number.isInteger(fps) ? fps : fps.toFixed(2)} fps`);
+  const kbps = info?.bitrate_kbps;
+  if (typeof kbps === 'number' && kbps > 0) {
+    parts.push(kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbps` : `${Math.round(kbps)} kbps`);
+  }
+  return parts.join(' · ');
+}
+
+// ---------------------------------------------------------------------------
+// LivePlayer: the state machine, no DOM besides the <video> element
+
+export interface LivePlayerOptions {
+  stream: string;
+  video: HTMLVideoElement;
+  /** Server origin, e.g. "http://127.0.0.1:8080"; '' = same origin as the page. */
+  origin?: string;
+  /** Playlist probe interval while offline (ms). */
+  pollIntervalMs?: number;
+  /** Extra hls.js settings (merged over the defaults below). */
+  hlsConfig?: Partial<HlsConfig>;
+  onStateChange?: (state: PlayerState, message: string) => void;
+  onTransportChange?: (transport: Transport) => void;
+  /** Called about once a second while loading/playing. */
+  onStats?: (stats: PlayerStats) => void;
+  /** Autoplay was refused even muted: the page should offer a play button. */
+  onNeedsGesture?: (needed: boolean) => void;
+  /** hls.js instance created or destroyed. */
+  onHlsChange?: (hls: Hls | null) => void;
+}
+
+/** hls.js settings for low-latency live playback. */
+export const LIVE_HLS_CONFIG: Partial<HlsConfig> = {
+  lowLatencyMode: true,
+  // Keep a short back buffer: this is live, nobody seeks far back.
+  backBufferLength: 30,
+  liveDurationInfinity: true,
+  // Catch up (slightly faster playback) when we fall behind the target latency.
+  maxLiveSyncPlaybackRate: 1.5,
+  // No liveSyncDuration(Count) here: setting one would override the
+  // playlist's PART-HOLD-BACK, i.e. the low-latency target.
+  startFragPrefetch: true,
+};
+
+const STALL_CHECK_MS = 6000; // no progress for this long → probe the playlist
+const LOADING_TIMEOUT_MS = 25000; // never started playing → start over
+const MAX_RETRY_DELAY_MS = 15000;
+
+export class LivePlayer {
+  readonly stream: string;
+  readonly video: HTMLVideoElement;
+  readonly origin: string;
+  readonly pollIntervalMs: number;
+
+  /** 'loading' until the first probe answers, so 'offline' always means the server said so. */
+  state: PlayerState = 'loading';
+  message = '';
+  transport: Transport | null = null;
+  hls: Hls | null = null;
+
+  private readonly opts: LivePlayerOptions;
+  private running = false;
+  /** Bumped on every teardown; async callbacks from an older session are ignored. */
+  private generation = 0;
+  private pollTimer: ReturnType<typeof setTimeout> | null = null;
+  private healthTimer: ReturnType<typeof setInterval> | null = null;
+  private mediaRecoveryUsed = false;
+  private consecutiveFailures = 0;
+  private sessionStartedAt = 0;
+  private lastProgressAt = 0;
+  private lastTime = -1;
+  private probing = false;
+  private lastHealthProbeAt = 0;
+  private endedPlaylistIsOffline = false;
+  private needsGesture = false;
+  private readonly listeners: Array<[string, EventListener]> = [];
+
+  constructor(opts: LivePlayerOptions) {
+    this.opts = opts;
+    this.stream = opts.stream;
+    this.video = opts.video;
+    this.origin = opts.origin ?? '';
+    this.pollIntervalMs = opts.pollIntervalMs ?? 1500;
+
+    const v = this.video;
+    v.muted = true; // autoplay policies only allow muted autoplay
+    v.autoplay = true;
+    v.playsInline = true;
+    v.setAttribute('playsinline', '');
+    v.setAttribute('muted', '');
+
+    this.listen('playing', () => this.onVideoPlaying());
+    this.listen('timeupdate', () => this.noteProgress());
+    this.listen('ended', () => this.onVideoEnded());
+    this.listen('error', () => this.onVideoError());
+  }
+
+  get playlistUrl(): string {
+    return llhlsUrl(this.stream, this.origin);
+  }
+
+  /** Begin: probe the playlist (showing offline while it is absent) until the stream is live. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    if (!this.stream) {
+      this.setState('error', 'No stream named in the URL.');
+      return;
+    }
+    this.schedulePoll(0);
+  }
+
+  /** Stop everything (timers, hls.js, network). */
+  stop(): void {
+    this.running = false;
+    this.clearPoll();
+    this.teardown();
+  }
+
+  /** Stop and remove the video listeners; the player cannot be restarted. */
+  destroy(): void {
+    this.stop();
+    for (const [type, fn] of this.listeners) this.video.removeEventListener(type, fn);
+    this.listeners.length = 0;
+  }
+
+  /** Start playback after a user gesture (when autoplay was refused). */
+  async playFromGesture(): Promise<void> {
+    try {
+      await this.video.play();
+      this.setNeedsGesture(false);
+    } catch {
+      // still refused; keep the button
+    }
+  }
+
+  stats(): PlayerStats {
+    return {
+      latency: this.latency(),
+      videoWidth: this.video.videoWidth,
+      videoHeight: this.video.videoHeight,
+    };
+  }
+
+  /** Seconds behind the live edge (hls.js estimate, or seekable end for native). */
+  latency(): number | null {
+    if (this.state !== 'playing') return null;
+    if (this.hls) {
+      if (this.hls.latestLevelDetails?.live === false) return null; // not a live playlist
+      const l = this.hls.latency;
+      return Number.isFinite(l) && l > 0 ? l : null;
+    }
+    const s = this.video.seekable;
+    if (s.length > 0) {
+      const l = s.end(s.length - 1) - this.video.currentTime;
+      return Number.isFinite(l) && l >= 0 ? l : null;
+    }
+    return null;
+  }
+
+  // -- internals ------------------------------------------------------------
+
+  private listen(type: string, fn: () => void): void {
+    const l: EventListener = () => fn();
+    this.video.addEventListener(type, l);
+    this.listeners.push([type, l]);
+  }
+
+  private setState(state: PlayerState, message = ''): void {
+    if (state === this.state && message === this.message) return;
+    this.state = state;
+    this.message = message;
+    this.opts.onStateChange?.(state, message);
+  }
+
+  private setNeedsGesture(needed: boolean): void {
+    if (needed === this.needsGesture) return;
+    this.needsGesture = needed;
+    this.opts.onNeedsGesture?.(needed);
+  }
+
+  private clearPoll(): void {
+    if (this.pollTimer !== null) {
+      clearTimeout(this.pollTimer);
+      this.pollTimer = null;
+    }
+  }
+
+  private schedulePoll(delayMs: number): void {
+    this.clearPoll();
+    if (!this.running) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      void this.poll();
+    }, delayMs);
+  }
+
+  /** 'live' on 200, 'offline' on 404/other HTTP status, 'unknown' on network failure. */
+  private async probe(): Promise<'live' | 'offline' | 'unknown'> {
+    try {
+      const res = await fetchWithTimeout(this.playlistUrl, 5000);
+      if (!res.ok) {
+        void res.body?.cancel().catch(() => undefined);
+        this.endedPlaylistIsOffline = false;
+        return 'offline';
+      }
+      if (this.endedPlaylistIsOffline) {
+        // We just played this stream to its end: its finished playlist
+        // (EXT-X-ENDLIST) may linger for a moment; that is not a new stream.
+        const text = await res.text();
+        if (text.includes('#EXT-X-ENDLIST')) return 'offline';
+        this.endedPlaylistIsOffline = false;
+      } else {
+        void res.body?.cancel().catch(() => undefined);
+      }
+      return 'live';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  private async poll(): Promise<void> {
+    const gen = this.generation;
+    const result = await this.probe();
+    if (!this.running || gen !== this.generation) return;
+    if (result === 'live') {
+      this.attach();
+    } else {
+      this.setState('offline');
+      this.schedulePoll(this.pollIntervalMs);
+    }
+  }
+
+  private attach(): void {
+    try {
+      this.attachSession();
+    } catch (e) {
+      console.error('onair: could not start playback', e);
+      void this.fail(e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  private attachSession(): void {
+    this.teardown();
+    const gen = this.generation;
+    this.mediaRecoveryUsed = false;
+    this.sessionStartedAt = performance.now();
+    this.lastProgressAt = this.sessionStartedAt;
+    this.lastTime = -1;
+    this.setState('loading');
+
+    const url = this.playlistUrl;
+    if (Hls.isSupported()) {
+      this.setTransport('llhls');
+      const hls = new Hls({ ...LIVE_HLS_CONFIG, ...this.opts.hlsConfig });
+      this.hls = hls;
+      hls.on(Events.ERROR, (_evt, data) => this.onHlsError(gen, data));
+      hls.on(Events.MANIFEST_PARSED, () => {
+        if (gen === this.generation) this.tryPlay(gen);
+      });
+      hls.attachMedia(this.video);
+      hls.loadSource(url);
+      this.opts.onHlsChange?.(hls);
+    } else if (this.video.canPlayType('application/vnd.apple.mpegurl')) {
+      this.setTransport('native');
+      this.video.src = url;
+      this.tryPlay(gen);
+    } else {
+      this.setState('error', 'This browser cannot play HLS video.');
+      return;
+    }
+    this.healthTimer = setInterval(() => this.health(gen), 1000);
+  }
+
+  private setTransport(t: Transport): void {
+    this.transport = t;
+    this.opts.onTransportChange?.(t);
+  }
+
+  /** Destroy the current playback session (if any). */
+  private teardown(): void {
+    this.generation++;
+    if (this.healthTimer !== null) {
+      clearInterval(this.healthTimer);
+      this.healthTimer = null;
+    }
+    const hadHls = this.hls !== null;
+    if (this.hls) {
+      this.hls.destroy();
+      this.hls = null;
+    }
+    if (hadHls) this.opts.onHlsChange?.(null);
+    const v = this.video;
+    if (v.getAttribute('src') !== null || v.currentSrc) {
+      v.pause();
+      v.removeAttribute('src');
+      v.load();
+    }
+    this.setNeedsGesture(false);
+  }
+
+  private tryPlay(gen: number): void {
+    const p = this.video.play();
+    if (!p) return;
+    p.then(
+      () => {
+        if (gen === this.generation) this.setNeedsGesture(false);
+      },
+      (err: unknown) => {
+        if (gen !== this.generation) return;
+        const name = err instanceof DOMException ? err.name : '';
+        if (name !== 'NotAllowedError') return; // AbortError etc: a later play() wins
+        if (!this.video.muted) {
+          // Unmuted autoplay refused: fall back to muted autoplay.
+          this.video.muted = true;
+          this.tryPlay(gen);
+        } else {
+          this.setNeedsGesture(true);
+        }
+      },
+    );
+  }
+
+  private noteProgress(): void {
+    const t = this.video.currentTime;
+    if (t !== this.lastTime) {
+      this.lastTime = t;
+      this.lastProgressAt = performance.now();
+    }
+  }
+
+  private onVideoPlaying(): void {
+    if (this.healthTimer === null) return; // no session
+    this.consecutiveFailures = 0;
+    this.setNeedsGesture(false);
+    this.setState('playing');
+  }
+
+  private onVideoEnded(): void {
+    // A live playlist got EXT-X-ENDLIST and we played to the end: stream over.
+    if (this.healthTimer === null) return;
+    this.endedPlaylistIsOffline = true;
+    this.goOffline();
+  }
+
+  private onVideoError(): void {
+    if (this.transport !== 'native' || this.healthTimer === null) return;
+    void this.fail('Playback error');
+  }
+
+  private onHlsError(gen: number, data: ErrorData): void {
+    if (gen !== this.generation || !data.fatal) return;
+    if (data.type === ErrorTypes.MEDIA_ERROR && !this.mediaRecoveryUsed && this.hls) {
+      this.mediaRecoveryUsed = true;
+      console.warn(`onair: media error (${data.details}), trying to recover`);
+      this.hls.recoverMediaError();
+      return;
+    }
+    void this.fail(`${data.type}: ${data.details}`);
+  }
+
+  /** Playback broke: drop the session; offline if the playlist is gone, else retry with backoff. */
+  private async fail(reason: string): Promise<void> {
+    this.teardown();
+    const gen = this.generation;
+    const result = await this.probe();
+    if (!this.running || gen !== this.generation) return;
+    if (result === 'live') {
+      this.consecutiveFailures++;
+      const delay = Math.min(this.pollIntervalMs * 2 ** this.consecutiveFailures, MAX_RETRY_DELAY_MS);
+      console.warn(`onair: playback failed (${reason}); retrying in ${Math.round(delay)} ms`);
+      this.setState('error', 'Playback interrupted — reconnecting…');
+      this.schedulePoll(delay);
+    } else {
+      this.setState('offline');
+      this.schedulePoll(this.pollIntervalMs);
+    }
+  }
+
+  private goOffline(): void {
+    this.teardown();
+    this.consecutiveFailures = 0;
+    this.setState('offline');
+    this.schedulePoll(this.pollIntervalMs);
+  }
+
+  /** Once a second during a session: stats, stall and end-of-stream detection. */
+  private health(gen: number): void {
+    if (gen !== this.generation) return;
+    this.noteProgress();
+    this.opts.onStats?.(this.stats());
+    if (this.needsGesture || this.probing) return;
+    const now = performance.now();
+    const stalled = now - this.lastProgressAt > STALL_CHECK_MS;
+    const neverStarted = this.state === 'loading' && now - this.sessionStartedAt > LOADING_TIMEOUT_MS;
+    if (!stalled && !neverStarted) return;
+    if (now - this.lastHealthProbeAt < 3000) return;
+    this.lastHealthProbeAt = now;
+    this.probing = true;
+    void this.probe().then((result) => {
+      this.probing = false;
+      if (gen !== this.generation || !this.running) return;
+      if (result === 'offline') {
+        this.goOffline();
+      } else if (neverStarted) {
+        void this.fail('playback did not start');
+      } else {
+        // Still live but stuck: give the player a while longer, then restart it.
+        if (now - this.lastProgressAt > STALL_CHECK_MS * 3) void this.fail('playback stalled');
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// PlayerView: the DOM around a LivePlayer
+
+export interface PlayerViewOptions {
+  stream: string;
+  origin?: string;
+  pollIntervalMs?: number;
+  onStateChange?: (state: PlayerState, message: string) => void;
+  onTransportChange?: (transport: Transport) => void;
+  onStats?: (stats: PlayerStats) => void;
+}
+
+export interface PlayerView {
+  root: HTMLElement;
+  video: HTMLVideoElement;
+  player: LivePlayer;
+}
+
+const ICON_SOUND_OFF =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 9v6h4l5 5V4L7 9H3z" fill="currentColor"/><path d="M16 9l5 6M21 9l-5 6" stroke="currentColor" stroke-width="2" stroke-linecap="round" fill="none"/></svg>';
+const ICON_SOUND_ON =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 9v6h4l5 5V4L7 9H3z" fill="currentColor"/><path d="M15.5 8.5a5 5 0 0 1 0 7M18.5 5.5a9 9 0 0 1 0 13" stroke="currentColor" stroke-width="2" stroke-linecap="round" fill="none"/></svg>';
+const ICON_FULLSCREEN =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" fill="none"/></svg>';
+const ICON_PLAY = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M8 5v14l11-7z" fill="currentColor"/></svg>';
+const ICON_OFFLINE =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><rect x="2.5" y="5" width="14" height="14" rx="2.5" stroke="currentColor" stroke-width="1.6" fill="none"/><path d="M16.5 10l5-3v10l-5-3" stroke="currentColor" stroke-width="1.6" stroke-linejoin="round" fill="none"/><path d="M3 3l18 18" stroke="currentColor" stroke-width="1.6" stroke-linecap="round"/></svg>';
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, html?: string): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (html !== undefined) e.innerHTML = html;
+  return e;
+}
+
+/**
+ * Build the player UI inside `container` and start it: video, offline /
+ * loading / error overlays, LIVE badge with latency, unmute and fullscreen
+ * buttons. `container.dataset.state` mirrors the player state for CSS.
+ */
+export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): PlayerView {
+  container.classList.add('player');
+  container.dataset.state = 'loading';
+
+  const video = el('video', 'player-video');
+  video.setAttribute('aria-label', `Live stream ${opts.stream}`);
+
+  // Offline overlay: "Offline — waiting for <stream> to go live"
+  const offline = el('div', 'player-overlay overlay-offline');
+  offline.setAttribute('role', 'status');
+  const offIcon = el('div', 'overlay-icon', ICON_OFFLINE);
+  const offTitle = el('p', 'overlay-title');
+  const offName = el('strong');
+  offName.textContent = opts.stream;
+  offTitle.append('Offline — waiting for ', offName, ' to go live');
+  const offSub = el('p', 'overlay-sub');
+  offSub.innerHTML = '<span class="pulse-dot" aria-hidden="true"></span> Playback starts automatically';
+  offline.append(offIcon, offTitle, offSub);
+
+  const loading = el('div', 'player-overlay overlay-loading');
+  loading.innerHTML = '<div class="spinner" aria-hidden="true"></div><p class="overlay-sub">Connecting…</p>';
+
+  const errorBox = el('div', 'player-overlay overlay-error');
+  errorBox.setAttribute('role', 'alert');
+  const errorText = el('p', 'overlay-title');
+  errorBox.append(errorText);
+
+  const playBtn = el('button', 'player-bigplay', ICON_PLAY);
+  playBtn.type = 'button';
+  playBtn.setAttribute('aria-label', 'Play');
+  playBtn.hidden = true;
+
+  // Top-left corner: LIVE badge + latency
+  const corner = el('div', 'player-corner');
+  const badge = el('span', 'live-badge', 'LIVE');
+  const latency = el('span', 'player-latency');
+  latency.title = 'Delay behind the live edge';
+  corner.append(badge, latency);
+
+  // Bottom controls
+  const controls = el('div', 'player-controls');
+  const unmute = el('button', 'player-btn player-unmute');
+  unmute.type = 'button';
+  const fullscreen = el('button', 'player-btn player-fullscreen', ICON_FULLSCREEN);
+  fullscreen.type = 'button';
+  fullscreen.setAttribute('aria-label', 'Fullscreen');
+  fullscreen.title = 'Fullscreen';
+  controls.append(unmute, fullscreen);
+
+  container.replaceChildren(video, corner, controls, offline, loading, errorBox, playBtn);
+
+  const player = new LivePlayer({
+    stream: opts.stream,
+    video,
+    origin: opts.origin,
+    pollIntervalMs: opts.pollIntervalMs,
+    onStateChange: (state, message) => {
+      container.dataset.state = state;
+      errorText.textContent = message || 'Playback error';
+      if (state !== 'playing') latency.textContent = '';
+      opts.onStateChange?.(state, message);
+    },
+    onTransportChange: (t) => {
+      container.dataset.transport = t;
+      opts.onTransportChange?.(t);
+    },
+    onStats: (stats) => {
+      latency.textContent = stats.latency !== null ? `Latency ${stats.latency.toFixed(1)} s` : '';
+      opts.onStats?.(stats);
+    },
+    onNeedsGesture: (needed) => {
+      playBtn.hidden = !needed;
+    },
+  });
+
+  const renderMute = (): void => {
+    const muted = video.muted || video.volume === 0;
+    unmute.innerHTML = (muted ? ICON_SOUND_OFF : ICON_SOUND_ON) + `<span>${muted ? 'Unmute' : 'Mute'}</span>`;
+    unmute.classList.toggle('is-muted', muted);
+    unmute.setAttribute('aria-pressed', String(!muted));
+  };
+  renderMute();
+  video.addEventListener('volumechange', renderMute);
+  unmute.addEventListener('click', () => {
+    const muted = video.muted || video.volume === 0;
+    video.muted = !muted;
+    if (muted && video.volume === 0) video.volume = 1;
+    if (muted && video.paused) void player.playFromGesture();
+  });
+
+  playBtn.addEventListener('click', () => {
+    video.muted = false;
+    void player.playFromGesture();
+  });
+
+  if (!document.fullscreenEnabled) fullscreen.hidden = true;
+  fullscreen.addEventListener('click', () => {
+    if (document.fullscreenElement) void document.exitFullscreen();
+    else void container.requestFullscreen().catch(() => undefined);
+  });
+
+  player.start();
+  return { root: container, video, player };
+}
