@@ -485,3 +485,14 @@ pub mod rtmp_client {
         }
     }
 }
+
+/// Waits until the stream's plain playlist lists at least `n` complete segments (what ffmpeg's HLS
+/// reader needs to find the streams; it ignores LL-HLS parts).
+pub async fn wait_segments(server: &TestServer, stream: &str, n: usize) {
+    let url = server.url(&format!("/live/{stream}/playlist.m3u8"));
+    wait_for(&format!("{n} segments of {stream}"), Duration::from_secs(20), || async {
+        let r = get(&url).await.ok()?;
+        (r.status == 200 && r.text().lines().filter(|l| l.starts_with("#EXTINF")).count() >= n).then_some(())
+    })
+    .await;
+}

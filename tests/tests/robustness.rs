@@ -85,6 +85,7 @@ async fn garbage_on_the_rtmp_port_leaves_other_streams_playing() {
         position(&server, "steady").await.filter(|now| *now > before)
     })
     .await;
+    wait_segments(&server, "steady", 3).await;
     let errors = ffmpeg_decode(&server.url("/live/steady/llhls.m3u8"), 2.0).await.unwrap();
     assert!(errors.trim().is_empty(), "{errors}");
     assert_eq!(status_of(&server.url("/healthz")).await, 200);

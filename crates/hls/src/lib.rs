@@ -36,8 +36,10 @@
 //! of both tracks completed while the part was open. Video drives them: a part closes when one
 //! more frame of the predicted duration (the longer of the last two) would exceed
 //! `part_target_ms`, so at ordinary frame rates (≥ 10 fps) parts last 0.7–1.0 × the part target
-//! and never exceed it; a part also closes at a segment boundary and before a keyframe, so a part
-//! is `INDEPENDENT` exactly when it starts with a keyframe. Audio-only parts close the same way
+//! and never exceed it. A part also closes at a segment boundary, and before a keyframe inside a
+//! segment (a scene cut) unless the part already starts with one (all-intra video): so a part is
+//! `INDEPENDENT=YES` exactly when it starts with a keyframe, and every keyframe is in such a
+//! part. The last part of a segment may be short. Audio-only parts close the same way
 //! on 1024-sample frames. In a video stream, audio alone closes a part only past three part
 //! targets (stalled video). A part's duration is that of its video (of its audio if it has no
 //! video).

@@ -435,18 +435,16 @@ impl Packager {
             * 1000
     }
 
-    /// The duration of the segment in progress so far, including the open part.
+    /// The duration of the segment in progress so far, including the open part (measured on
+    /// the video when the stream has video).
     fn current_segment_us(&self) -> u64 {
         let closed = self.in_progress().map_or(0, |s| s.duration_us);
-        closed.saturating_add(self.open_part_us())
-    }
-
-    fn open_part_us(&self) -> u64 {
-        if self.has_video && !self.open.video.is_empty() {
+        let open = if self.has_video {
             ticks_to_us(self.open.video_ticks, VIDEO_TIMESCALE)
         } else {
             ticks_to_us(self.open.audio_ticks, self.sample_rate)
-        }
+        };
+        closed.saturating_add(open)
     }
 
     fn predicted_video_duration(&self) -> u32 {
@@ -554,12 +552,11 @@ impl Packager {
     /// then).
     fn complete_video(&mut self, h: Held, duration: u32, next_is_key: bool) {
         let key = h.frame.keyframe;
-        if key && self.in_progress().is_some_and(|s| s.has_video_sample) {
-            if self.current_segment_us() >= u64::from(self.config.min_segment_ms) * 1000 {
+        if key {
+            if self.keyframe_closes_segment() {
                 self.close_part();
                 self.close_segment();
-            } else if !self.open.video.is_empty() {
-                // A keyframe inside a segment starts its own part: INDEPENDENT=YES stays exact.
+            } else if self.keyframe_closes_part() {
                 self.close_part();
             }
         }
@@ -588,14 +585,33 @@ impl Packager {
         }
         self.open.video.push(sample);
         self.open.video_ticks = self.open.video_ticks.saturating_add(u64::from(duration));
-        // Close when another sample of the predicted duration would overshoot the target.
+        // Close when another sample of the predicted duration would overshoot the target,
+        // unless the next frame is a keyframe that will close the part anyway: then the part
+        // stays open for the audio arriving until then.
         let predicted = u64::from(self.predicted_video_duration().max(duration));
-        if !next_is_key
-            && self.open.video_ticks.saturating_add(predicted)
-                > self.part_target_ticks(VIDEO_TIMESCALE)
+        let full = self.open.video_ticks.saturating_add(predicted)
+            > self.part_target_ticks(VIDEO_TIMESCALE);
+        if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part()))
         {
             self.close_part_on_size();
         }
+    }
+
+    /// A keyframe completing now would close the segment in progress: it has video and is at
+    /// least `min_segment_ms` long.
+    fn keyframe_closes_segment(&self) -> bool {
+        self.in_progress().is_some_and(|s| s.has_video_sample)
+            && self.current_segment_us() >= u64::from(self.config.min_segment_ms) * 1000
+    }
+
+    /// A keyframe inside a segment closes the open part when that part does not start with a
+    /// keyframe, so that the keyframe starts its own part and `INDEPENDENT=YES` stays exact
+    /// (a part that already starts with one, as in all-intra streams, simply goes on).
+    fn keyframe_closes_part(&self) -> bool {
+        self.open
+            .video
+            .first()
+            .is_some_and(|s| s.flags != SYNC_SAMPLE_FLAGS)
     }
 
     fn complete_audio(&mut self, h: Held, duration: u32) {
@@ -1078,6 +1094,24 @@ mod tests {
             assert!(v.samples[1..].iter().all(|s| s.2 != SYNC_SAMPLE_FLAGS));
         }
         assert!(seg1.parts.iter().all(|p| p.duration_us <= 334_000));
+    }
+
+    #[test]
+    fn all_intra_video_keeps_full_parts() {
+        let mut p = Packager::new(HlsConfig::default(), "i");
+        p.set_video_config(avc_config());
+        for i in 0..200u64 {
+            p.push(video(i * 100 / 3, 0, true, 1), T0);
+        }
+        let snap = p.snapshot();
+        let complete: Vec<_> = snap.segments.iter().filter(|s| s.complete).collect();
+        assert_eq!(complete.len(), 6);
+        for seg in complete {
+            // Segments close at the first keyframe past min_segment_ms: 30 frames.
+            assert_eq!(seg.duration_us, 1_000_000);
+            assert_eq!(seg.parts.len(), 3);
+            assert!(seg.parts.iter().all(|p| p.independent));
+        }
     }
 
     #[test]

@@ -232,8 +232,7 @@ fn golden_obs29_package() {
         "ended: no waiting"
     );
 
-    eprintln!("{ll}");
-    ffprobe_check(&init, &media, g.video_frames);
+    ffprobe_check(p, &init, &media, g.video_frames, g.audio_frames);
 }
 
 #[test]
@@ -299,39 +298,73 @@ fn golden_live_edge() {
     assert_eq!(plain.matches("#EXTINF:").count(), 2);
 }
 
-/// If `ffprobe` is installed, it must read init + media back as H.264 640x360 + AAC 48 kHz with
-/// every video frame.
-fn ffprobe_check(init: &Bytes, media: &[u8], video_frames: usize) {
+/// If `ffprobe` is installed, it must read the stream back as H.264 640x360 + AAC 48 kHz with
+/// every frame: init + media as one fragmented MP4, and through both playlists (ffmpeg's HLS
+/// demuxer, with the resources laid out as the URIs say).
+fn ffprobe_check(
+    p: &Packager,
+    init: &Bytes,
+    media: &[u8],
+    video_frames: usize,
+    audio_frames: usize,
+) {
     let dir = std::env::temp_dir().join(format!("onair-hls-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("stream.mp4");
+    let session = dir.join("golden");
+    std::fs::create_dir_all(&session).unwrap();
+    let mp4 = dir.join("stream.mp4");
     let mut all = init.to_vec();
     all.extend_from_slice(media);
-    std::fs::write(&file, &all).unwrap();
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-show_entries"])
-        .arg("stream=codec_name,width,height,sample_rate,channels,nb_read_frames")
-        .args(["-of", "compact"])
-        .arg(&file)
-        .output();
-    std::fs::copy(&file, "/tmp/golden-stream.mp4").unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let Ok(out) = out else {
-        eprintln!("ffprobe not installed: skipping the ffprobe check");
-        return;
+    std::fs::write(&mp4, &all).unwrap();
+    std::fs::write(session.join("init.mp4"), init).unwrap();
+    for seg in &p.snapshot().segments {
+        let Lookup::Ready(parts) = p.segment(seg.msn) else {
+            panic!("segment {}", seg.msn)
+        };
+        std::fs::write(session.join(format!("{}.m4s", seg.msn)), parts.concat()).unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            std::fs::write(session.join(format!("{}.{i}.m4s", seg.msn)), part).unwrap();
+        }
+    }
+    std::fs::write(dir.join("llhls.m3u8"), p.llhls_playlist().unwrap()).unwrap();
+    std::fs::write(dir.join("playlist.m3u8"), p.hls_playlist().unwrap()).unwrap();
+
+    let probe = |input: &std::path::Path| {
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-show_entries"])
+            .arg("stream=codec_name,width,height,sample_rate,channels,nb_read_frames")
+            .args(["-of", "compact"])
+            .arg(input)
+            .output()
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ffprobe failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "ffprobe complained: {stderr}");
-    assert!(
-        stdout.contains(&format!(
-            "codec_name=h264|width=640|height=360|nb_read_frames={video_frames}"
-        )),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("codec_name=aac|sample_rate=48000|channels=2"),
-        "{stdout}"
-    );
+    let results: Vec<_> = [mp4, dir.join("playlist.m3u8"), dir.join("llhls.m3u8")]
+        .iter()
+        .map(|f| (f.clone(), probe(f)))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    for (input, out) in results {
+        let Ok(out) = out else {
+            eprintln!("ffprobe not installed: skipping the ffprobe check");
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = input.display();
+        assert!(out.status.success(), "ffprobe {what} failed: {stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "ffprobe {what} complained: {stderr}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "codec_name=h264|width=640|height=360|nb_read_frames={video_frames}"
+            )),
+            "{what}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "codec_name=aac|sample_rate=48000|channels=2|nb_read_frames={audio_frames}"
+            )),
+            "{what}: {stdout}"
+        );
+    }
 }
