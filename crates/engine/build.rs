@@ -11,7 +11,16 @@ fn main() {
     let ui = manifest.join("../../ui").canonicalize().expect("the ui/ folder is beside crates/");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-env-changed=ONAIR_UI_DIST");
-    for watched in ["src", "public", "index.html", "embed.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json"] {
+    for watched in [
+        "src",
+        "public",
+        "index.html",
+        "embed.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.ts",
+        "tsconfig.json",
+    ] {
         let p = ui.join(watched);
         if p.exists() {
             println!("cargo:rerun-if-changed={}", p.display());

@@ -33,10 +33,11 @@ pub fn artifacts_dir() -> PathBuf {
 
 /// Fails (never skips) when a tool the test needs is not installed.
 pub fn require_tool(tool: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| panic!("`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need"))
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file()));
+    found.unwrap_or_else(|| {
+        panic!("`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need")
+    })
 }
 
 pub fn now_ms() -> u64 {
@@ -186,7 +187,8 @@ impl Publisher {
             cmd.args(["-t", &s.to_string()]);
         }
         cmd.args(["-f", "flv", url]);
-        let stderr_path = std::env::temp_dir().join(format!("onair-ffmpeg-{}-{}.log", std::process::id(), rand::random::<u32>()));
+        let stderr_path =
+            std::env::temp_dir().join(format!("onair-ffmpeg-{}-{}.log", std::process::id(), rand::random::<u32>()));
         let log = std::fs::File::create(&stderr_path).unwrap();
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
         let child = cmd.spawn().expect("ffmpeg starts");
@@ -252,13 +254,7 @@ pub async fn browser_play(url: &str, args: &[&str]) -> Result<serde_json::Value>
     if !dir.join("node_modules/playwright-core").exists() {
         bail!("tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)");
     }
-    let out = Command::new(node)
-        .arg(dir.join("play.mjs"))
-        .arg(url)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await?;
+    let out = Command::new(node).arg(dir.join("play.mjs")).arg(url).args(args).kill_on_drop(true).output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(line)
@@ -304,10 +300,10 @@ pub async fn request(method: &str, url: &str) -> Result<HttpResponse> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).context("bad status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let status: u16 =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).context("bad status line")?;
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
@@ -452,7 +448,7 @@ pub mod rtmp_client {
                 if n == 0 {
                     bail!("server closed the connection");
                 }
-                for e in self.feed(&buf[..n].to_vec()).await? {
+                for e in self.feed(&buf[..n]).await? {
                     if want(&e) {
                         return Ok(());
                     }

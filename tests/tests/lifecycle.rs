@@ -17,7 +17,8 @@ async fn offline_live_offline() {
     // Keyframes every second; live must be announced within ~2 s of the first keyframe (ffmpeg
     // itself needs a moment to start, hence the margin).
     let started = Instant::now();
-    let mut publisher = Publisher::start(&server.signed_url("cycle"), &Source { seconds: Some(6.0), ..Source::small() });
+    let mut publisher =
+        Publisher::start(&server.signed_url("cycle"), &Source { seconds: Some(6.0), ..Source::small() });
     let took = wait_live(&server, "cycle", Duration::from_secs(15)).await;
     assert!(took < Duration::from_secs(4), "live after {took:?}");
     assert_eq!(status_of(&llhls).await, 200);
@@ -43,8 +44,10 @@ async fn offline_live_offline() {
 async fn three_publishers_at_once() {
     let server = TestServer::start().await;
     let names = ["one", "two", "three"];
-    let publishers: Vec<_> =
-        names.iter().map(|n| Publisher::start(&server.signed_url(n), &Source { width: 256, height: 144, ..Source::small() })).collect();
+    let publishers: Vec<_> = names
+        .iter()
+        .map(|n| Publisher::start(&server.signed_url(n), &Source { width: 256, height: 144, ..Source::small() }))
+        .collect();
     for n in names {
         wait_live(&server, n, Duration::from_secs(20)).await;
     }
@@ -53,7 +56,13 @@ async fn three_publishers_at_once() {
     for n in names {
         wait_segments(&server, n, 2).await;
         let probe = ffprobe(&server.url(&format!("/live/{n}/llhls.m3u8"))).await.unwrap();
-        let video = probe["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video").cloned().unwrap_or_else(|| panic!("no video stream: {probe}"));
+        let video = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .cloned()
+            .unwrap_or_else(|| panic!("no video stream: {probe}"));
         assert_eq!(video["width"], 256, "{n}");
     }
     // Ending one leaves the others live.

@@ -53,7 +53,8 @@ async fn signed_publish_plays_in_ffmpeg_and_chromium() {
         let url = server.url(&format!("/live/demo/{playlist}"));
         let probe = ffprobe(&url).await.unwrap();
         let streams = probe["streams"].as_array().unwrap();
-        let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("no video stream: {probe}"));
+        let video =
+            streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("no video stream: {probe}"));
         assert_eq!(video["codec_name"], "h264");
         assert_eq!(video["width"], 640);
         assert_eq!(video["height"], 360);
@@ -131,7 +132,13 @@ async fn real_obs_capture_replays_through_the_engine() {
     assert_eq!(st["video"]["width"], 640);
     wait_segments(&server, "obs", 2).await;
     let probe = ffprobe(&server.url("/live/obs/llhls.m3u8")).await.unwrap();
-    let video = probe["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video").cloned().unwrap_or_else(|| panic!("no video stream: {probe}"));
+    let video = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .cloned()
+        .unwrap_or_else(|| panic!("no video stream: {probe}"));
     assert_eq!(video["profile"], "High");
     assert_eq!(video["height"], 360);
     assert_eq!(publisher.wait(Duration::from_secs(30)).await, Some(true), "{}", publisher.stderr());

@@ -58,12 +58,12 @@ async fn garbage_on_the_rtmp_port_leaves_other_streams_playing() {
         vec![],
         vec![0x17],
         vec![0x17, 0x00],
-        vec![0x17, 0x00, 0, 0, 0, 1, 0x64],        // truncated AVC config
+        vec![0x17, 0x00, 0, 0, 0, 1, 0x64], // truncated AVC config
         vec![0x17, 0x00, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0xff, 0xff], // SPS length past the end
         vec![0x17, 0x01, 0xff, 0xff, 0xff, 0, 0, 0, 9, 0x65], // NALU length past the end
         vec![0x27, 0x01, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
-        vec![0x9c, 0x00, 0, 0, 0],                     // enhanced RTMP header
-        vec![0x12, 0x00],                              // unsupported codec
+        vec![0x9c, 0x00, 0, 0, 0], // enhanced RTMP header
+        vec![0x12, 0x00],          // unsupported codec
     ];
     for (i, b) in bodies.iter().enumerate() {
         p.video(b, i as u32 * 33).await.unwrap();
@@ -123,7 +123,8 @@ async fn bad_playlist_and_media_requests_get_clear_errors() {
     let text = get(&server.url("/live/req/llhls.m3u8")).await.unwrap().text();
     let seq: u64 = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).unwrap().parse().unwrap();
     let segments = text.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64;
-    let r = get(&server.url(&format!("/live/req/llhls.m3u8?_HLS_msn={}&_HLS_part=0", seq + segments + 1))).await.unwrap();
+    let r =
+        get(&server.url(&format!("/live/req/llhls.m3u8?_HLS_msn={}&_HLS_part=0", seq + segments + 1))).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains(&format!("{}.0.m4s", seq + segments + 1)), "{}", r.text());
     p.stop().await;

@@ -97,7 +97,8 @@ impl Config {
         let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
         let path = file.map(Path::to_path_buf).or_else(|| Self::default_path().filter(|p| p.exists()));
         if let Some(path) = path {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             let file_value: toml::Value =
                 toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
             merge(&mut value, file_value);
@@ -105,10 +106,9 @@ impl Config {
             value.clone().try_into::<Config>().map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
         }
         apply_env(&mut value, "ONAIR", std::env::vars())?;
-        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-            key: "environment",
-            message: e.to_string(),
-        })?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid { key: "environment", message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -256,8 +256,7 @@ mod tests {
 
     #[test]
     fn validate_explains() {
-        let mut c = Config::default();
-        c.default_stream = "a/b".into();
+        let c = Config { default_stream: "a/b".into(), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("default_stream"));
         let mut c = Config::default();
         c.hls.part_target_ms = 5;

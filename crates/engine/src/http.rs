@@ -46,11 +46,8 @@ pub fn router(state: AppState) -> Router {
 
 /// `Access-Control-Allow-Origin: *` on everything, and preflight answers.
 async fn cors(req: Request, next: Next) -> Response {
-    let mut res = if req.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
+    let mut res =
+        if req.method() == Method::OPTIONS { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
@@ -75,13 +72,11 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const NO_CACHE: &str = "no-cache, no-store";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, Response> {
+/// An optional numeric query parameter; the error names the bad value.
+fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, String> {
     match q.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{key}={v:?} is not a valid number"))),
+        Some(v) => v.parse().map(Some).map_err(|_| format!("{key}={v:?} is not a valid number")),
     }
 }
 
@@ -98,7 +93,7 @@ async fn playlist(
     };
     let (msn, part) = match (parse_u::<u64>(&q, "_HLS_msn"), parse_u::<u32>(&q, "_HLS_part")) {
         (Ok(m), Ok(p)) => (m, p),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(why), _) | (_, Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
     };
     if part.is_some() && msn.is_none() {
         return error(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
@@ -302,7 +297,10 @@ async fn embed_page(Path(name): Path<String>) -> Response {
     if !crate::is_valid_stream_name(&name) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    page("embed.html", &[(header::CONTENT_SECURITY_POLICY, "frame-ancestors *"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
+    page(
+        "embed.html",
+        &[(header::CONTENT_SECURITY_POLICY, "frame-ancestors *"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
+    )
 }
 
 async fn asset(Path(path): Path<String>) -> Response {

@@ -87,7 +87,7 @@ impl Registry {
         }
         let session = new_session_id();
         let live = Live {
-            packager: Packager::new(self.hls.clone(), &session),
+            packager: Packager::new(self.hls, &session),
             session,
             stats: Stats::default(),
             video: None,
@@ -226,7 +226,7 @@ impl Publisher {
 
     fn push(&mut self, frame: Frame) -> Pushed {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let hls = self.registry.hls.clone();
+        let hls = self.registry.hls;
         let mut notify = false;
         let pushed = self
             .with_live(|live| {
@@ -317,7 +317,7 @@ mod tests {
         let _b = reg.publish("b", addr).unwrap();
         assert_eq!(reg.list().len(), 2);
         let stream = p.stream().clone();
-        let mut rx = stream.subscribe();
+        let rx = stream.subscribe();
         drop(p);
         assert!(rx.has_changed().unwrap());
         assert!(stream.lock().is_none());

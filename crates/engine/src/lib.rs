@@ -53,12 +53,16 @@ pub struct Engine {
 impl Engine {
     /// Binds the HTTP and RTMP listeners and starts serving.
     pub async fn start(config: Config, signing_key: SigningKey) -> Result<Engine, EngineError> {
-        let http = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| EngineError::Bind { what: "HTTP", addr: config.http, source })?;
-        let rtmp = TcpListener::bind(config.rtmp)
-            .await
-            .map_err(|source| EngineError::Bind { what: "RTMP", addr: config.rtmp, source })?;
+        let http = TcpListener::bind(config.http).await.map_err(|source| EngineError::Bind {
+            what: "HTTP",
+            addr: config.http,
+            source,
+        })?;
+        let rtmp = TcpListener::bind(config.rtmp).await.map_err(|source| EngineError::Bind {
+            what: "RTMP",
+            addr: config.rtmp,
+            source,
+        })?;
         let http_addr = http.local_addr().expect("bound");
         let rtmp_addr = rtmp.local_addr().expect("bound");
         let registry = Registry::new(config.hls.packager_config());
@@ -71,7 +75,8 @@ impl Engine {
         });
         let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, shutdown.subscribe()));
 
-        let app = http::router(http::AppState { registry: registry.clone(), default_stream: config.default_stream.clone() });
+        let app =
+            http::router(http::AppState { registry: registry.clone(), default_stream: config.default_stream.clone() });
         let mut stop = shutdown.subscribe();
         let http_task = tokio::spawn(async move {
             let served = axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())

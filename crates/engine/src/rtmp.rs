@@ -159,13 +159,13 @@ impl Ingest {
                 Ok(Some(payload)) => {
                     input = &[];
                     match payload.to_rtmp_message() {
-                        Ok(RtmpMessage::SetChunkSize { size }) => {
-                            if de.set_max_chunk_size(size as usize).is_err() {
-                                self.sniffer = None;
-                                return;
-                            }
+                        Ok(RtmpMessage::SetChunkSize { size }) if de.set_max_chunk_size(size as usize).is_err() => {
+                            self.sniffer = None;
+                            return;
                         }
-                        Ok(RtmpMessage::Amf0Command { command_name, command_object, .. }) if command_name == "connect" => {
+                        Ok(RtmpMessage::Amf0Command { command_name, command_object, .. })
+                            if command_name == "connect" =>
+                        {
                             if let rml_rtmp::rml_amf0::Amf0Value::Object(props) = command_object
                                 && let Some(rml_rtmp::rml_amf0::Amf0Value::Utf8String(url)) = props.get("tcUrl")
                             {
@@ -200,7 +200,10 @@ impl Ingest {
         Ok(())
     }
 
-    fn respond(&mut self, results: Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>) -> Result<(), IngestError> {
+    fn respond(
+        &mut self,
+        results: Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>,
+    ) -> Result<(), IngestError> {
         let results = results.map_err(|e| IngestError::Session(format!("{e:?}")))?;
         self.handle_results(results)
     }
@@ -225,9 +228,11 @@ impl Ingest {
             ServerSessionEvent::PublishStreamRequested { request_id, app_name, stream_key, .. } => {
                 self.on_publish(request_id, &app_name, &stream_key)
             }
-            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                self.refuse(request_id, "NetStream.Play.Failed", "RTMP playback is not offered; watch over HLS or WebRTC")
-            }
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => self.refuse(
+                request_id,
+                "NetStream.Play.Failed",
+                "RTMP playback is not offered; watch over HLS or WebRTC",
+            ),
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 self.media(data, timestamp, true);
                 Ok(())
@@ -287,7 +292,8 @@ impl Ingest {
 
     fn media(&mut self, data: Bytes, timestamp: RtmpTimestamp, video: bool) {
         let Some(publisher) = &mut self.publisher else { return };
-        let result = if video { publisher.video(data, timestamp.value) } else { publisher.audio(data, timestamp.value) };
+        let result =
+            if video { publisher.video(data, timestamp.value) } else { publisher.audio(data, timestamp.value) };
         let name = publisher.stream().name().to_owned();
         match result {
             Ok(pushed) => {

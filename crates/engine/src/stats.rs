@@ -66,7 +66,7 @@ impl Stats {
         let bytes: usize = self.recent.iter().map(|r| r.1).sum();
         let video_frames = self.recent.iter().filter(|r| r.2).count();
         Snapshot {
-            bitrate_kbps: if span > 0 { bytes as u64 * 8 / span } else { 0 },
+            bitrate_kbps: (bytes as u64 * 8).checked_div(span).unwrap_or(0),
             fps: (span >= 500 && video_frames > 1).then(|| (video_frames - 1) as f64 * 1000.0 / span as f64),
             keyframe_interval_s: self.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
             bframes: self.bframes,

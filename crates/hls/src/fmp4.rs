@@ -56,9 +56,7 @@ struct Writer {
 
 impl Writer {
     fn new() -> Self {
-        Writer {
-            buf: Vec::with_capacity(1024),
-        }
+        Writer { buf: Vec::with_capacity(1024) }
     }
 
     fn u8(&mut self, v: u8) {
@@ -154,10 +152,7 @@ pub fn init_segment(video: Option<&AvcConfig>, audio: Option<&AacConfig>) -> Byt
             audio_trak(w, a);
         }
         w.boxed(b"mvex", |w| {
-            let ids = video
-                .map(|_| VIDEO_TRACK_ID)
-                .into_iter()
-                .chain(audio.map(|_| AUDIO_TRACK_ID));
+            let ids = video.map(|_| VIDEO_TRACK_ID).into_iter().chain(audio.map(|_| AUDIO_TRACK_ID));
             for id in ids {
                 w.full(b"trex", 0, 0, |w| {
                     w.u32(id);
@@ -330,11 +325,7 @@ fn audio_trak(w: &mut Writer, c: &AacConfig) {
                         w.u16(0); // reserved
                         // samplerate is 16.16 fixed point; rates above 65535 Hz do not fit and the
                         // decoder takes the real one from the AudioSpecificConfig anyway.
-                        w.u32(if c.sample_rate <= 0xFFFF {
-                            c.sample_rate << 16
-                        } else {
-                            0
-                        });
+                        w.u32(if c.sample_rate <= 0xFFFF { c.sample_rate << 16 } else { 0 });
                         esds(w, c);
                     });
                 });
@@ -350,11 +341,7 @@ fn audio_trak(w: &mut Writer, c: &AacConfig) {
 /// byte (counted from the start of the `moof`, `default-base-is-moof`).
 pub fn fragment(sequence: u32, tracks: &[TrackRun]) -> Bytes {
     let runs: Vec<&TrackRun> = tracks.iter().filter(|t| !t.samples.is_empty()).collect();
-    let data_len: usize = runs
-        .iter()
-        .flat_map(|t| t.samples.iter())
-        .map(|s| s.data.len())
-        .sum();
+    let data_len: usize = runs.iter().flat_map(|t| t.samples.iter()).map(|s| s.data.len()).sum();
     let mut w = Writer::new();
     w.buf.reserve(data_len + 16);
     let mut offset_slots = Vec::with_capacity(runs.len());
@@ -382,11 +369,7 @@ pub fn fragment(sequence: u32, tracks: &[TrackRun]) -> Bytes {
     });
     let moof_len = w.buf.len();
     // mdat header: 8 bytes, or 16 with a 64-bit largesize.
-    let mdat_header = if data_len + 8 > u32::MAX as usize {
-        16
-    } else {
-        8
-    };
+    let mdat_header = if data_len + 8 > u32::MAX as usize { 16 } else { 8 };
     let mut offset = moof_len + mdat_header;
     for (slot, run) in offset_slots.into_iter().zip(&runs) {
         w.patch_i32(slot, i32::try_from(offset).unwrap_or(i32::MAX));
@@ -424,11 +407,7 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < data.len() {
-            assert!(
-                data.len() - pos >= 8,
-                "truncated box header at {}",
-                base + pos
-            );
+            assert!(data.len() - pos >= 8, "truncated box header at {}", base + pos);
             let size32 = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
             let kind: [u8; 4] = data[pos + 4..pos + 8].try_into().unwrap();
             let (size, header) = if size32 == 1 {
@@ -438,11 +417,7 @@ pub(crate) mod tests {
                 (size32, 8)
             };
             assert!(size >= header, "box {:?} too small", kind);
-            assert!(
-                pos + size <= data.len(),
-                "box {:?} overruns its parent",
-                kind
-            );
+            assert!(pos + size <= data.len(), "box {:?} overruns its parent", kind);
             out.push(BoxRef {
                 kind,
                 start: base + pos,
@@ -499,11 +474,7 @@ pub(crate) mod tests {
         for traf in inner.iter().filter(|b| &b.kind == b"traf") {
             let kids = children(traf);
             let tfhd = child(&kids, b"tfhd");
-            assert_eq!(
-                be32(tfhd.payload, 0) & 0xFF_FFFF,
-                0x02_0000,
-                "default-base-is-moof"
-            );
+            assert_eq!(be32(tfhd.payload, 0) & 0xFF_FFFF, 0x02_0000, "default-base-is-moof");
             let tfdt = child(&kids, b"tfdt");
             assert_eq!(tfdt.payload[0], 1, "tfdt version 1");
             let trun = child(&kids, b"trun");
@@ -524,10 +495,7 @@ pub(crate) mod tests {
                     be32(trun.payload, o + 12) as i32,
                 );
                 let size = s.1 as usize;
-                assert!(
-                    at >= mdat.payload_start
-                        && at + size <= mdat.payload_start + mdat.payload.len()
-                );
+                assert!(at >= mdat.payload_start && at + size <= mdat.payload_start + mdat.payload.len());
                 sample_bytes.push(data[at..at + size].to_vec());
                 at += size;
                 samples.push(s);
@@ -565,12 +533,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn aac_config() -> AacConfig {
-        AacConfig {
-            asc: Bytes::from_static(&[0x11, 0x90]),
-            object_type: 2,
-            sample_rate: 48_000,
-            channels: 2,
-        }
+        AacConfig { asc: Bytes::from_static(&[0x11, 0x90]), object_type: 2, sample_rate: 48_000, channels: 2 }
     }
 
     #[test]
@@ -609,28 +572,16 @@ pub(crate) mod tests {
         assert_eq!(&walk(&dref.payload[8..], 0)[0].kind, b"url ");
         let stbl = children(&child(&minf, b"stbl"));
         let kinds: Vec<_> = stbl.iter().map(|b| b.kind).collect();
-        assert_eq!(
-            kinds,
-            vec![*b"stsd", *b"stts", *b"stsc", *b"stsz", *b"stco"]
-        );
+        assert_eq!(kinds, vec![*b"stsd", *b"stts", *b"stsc", *b"stsz", *b"stco"]);
         for b in &stbl[1..] {
-            assert!(
-                b.payload[4..].iter().all(|&x| x == 0),
-                "empty sample tables"
-            );
+            assert!(b.payload[4..].iter().all(|&x| x == 0), "empty sample tables");
         }
         let stsd = &stbl[0];
         assert_eq!(be32(stsd.payload, 4), 1);
         let avc1 = &walk(&stsd.payload[8..], stsd.payload_start + 8)[0];
         assert_eq!(&avc1.kind, b"avc1");
-        assert_eq!(
-            u16::from_be_bytes([avc1.payload[24], avc1.payload[25]]),
-            640
-        );
-        assert_eq!(
-            u16::from_be_bytes([avc1.payload[26], avc1.payload[27]]),
-            360
-        );
+        assert_eq!(u16::from_be_bytes([avc1.payload[24], avc1.payload[25]]), 640);
+        assert_eq!(u16::from_be_bytes([avc1.payload[26], avc1.payload[27]]), 360);
         let avcc = &walk(&avc1.payload[78..], 0)[0];
         assert_eq!(&avcc.kind, b"avcC");
         assert_eq!(avcc.payload, &v.record[..]);
@@ -663,10 +614,7 @@ pub(crate) mod tests {
         assert_eq!(&d[24..], &[0x06, 0x01, 0x02]);
 
         // mvex: one trex per track.
-        let trex: Vec<u32> = children(&moov[3])
-            .iter()
-            .map(|b| be32(b.payload, 4))
-            .collect();
+        let trex: Vec<u32> = children(&moov[3]).iter().map(|b| be32(b.payload, 4)).collect();
         assert_eq!(trex, vec![VIDEO_TRACK_ID, AUDIO_TRACK_ID]);
     }
 
@@ -707,12 +655,7 @@ pub(crate) mod tests {
     }
 
     fn sample(duration: u32, flags: u32, cts: i32, fill: u8, len: usize) -> Sample {
-        Sample {
-            duration,
-            flags,
-            composition_offset: cts,
-            data: Bytes::from(vec![fill; len]),
-        }
+        Sample { duration, flags, composition_offset: cts, data: Bytes::from(vec![fill; len]) }
     }
 
     #[test]
@@ -722,23 +665,12 @@ pub(crate) mod tests {
             sample(3000, NON_SYNC_SAMPLE_FLAGS, -3000, 2, 10),
             sample(3003, NON_SYNC_SAMPLE_FLAGS, 0, 3, 33),
         ];
-        let audio = [
-            sample(1024, SYNC_SAMPLE_FLAGS, 0, 9, 7),
-            sample(1024, SYNC_SAMPLE_FLAGS, 0, 8, 5),
-        ];
+        let audio = [sample(1024, SYNC_SAMPLE_FLAGS, 0, 9, 7), sample(1024, SYNC_SAMPLE_FLAGS, 0, 8, 5)];
         let frag = fragment(
             42,
             &[
-                TrackRun {
-                    track_id: VIDEO_TRACK_ID,
-                    base_decode_time: 1 << 33,
-                    samples: &video,
-                },
-                TrackRun {
-                    track_id: AUDIO_TRACK_ID,
-                    base_decode_time: 48_000,
-                    samples: &audio,
-                },
+                TrackRun { track_id: VIDEO_TRACK_ID, base_decode_time: 1 << 33, samples: &video },
+                TrackRun { track_id: AUDIO_TRACK_ID, base_decode_time: 48_000, samples: &audio },
             ],
         );
         let (seq, trafs, bytes) = parse_fragment(&frag);
@@ -776,16 +708,8 @@ pub(crate) mod tests {
         let frag = fragment(
             1,
             &[
-                TrackRun {
-                    track_id: VIDEO_TRACK_ID,
-                    base_decode_time: 0,
-                    samples: &[],
-                },
-                TrackRun {
-                    track_id: AUDIO_TRACK_ID,
-                    base_decode_time: 7,
-                    samples: &audio,
-                },
+                TrackRun { track_id: VIDEO_TRACK_ID, base_decode_time: 0, samples: &[] },
+                TrackRun { track_id: AUDIO_TRACK_ID, base_decode_time: 7, samples: &audio },
             ],
         );
         let (_, trafs, bytes) = parse_fragment(&frag);

@@ -60,13 +60,7 @@ pub struct PlaylistSnapshot<'a> {
 ///
 /// Durations are first rounded to milliseconds, as they are printed.
 pub fn target_duration(segments: &[SegmentInfo]) -> u64 {
-    segments
-        .iter()
-        .filter(|s| s.complete)
-        .map(|s| us_to_ms(s.duration_us).div_ceil(1000))
-        .max()
-        .unwrap_or(1)
-        .max(1)
+    segments.iter().filter(|s| s.complete).map(|s| us_to_ms(s.duration_us).div_ceil(1000)).max().unwrap_or(1).max(1)
 }
 
 fn us_to_ms(us: u64) -> u64 {
@@ -131,20 +125,12 @@ fn header(out: &mut String, s: &PlaylistSnapshot<'_>, media_sequence: u64, targe
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
     if ll {
         let pt = u64::from(s.part_target_ms);
-        let _ = writeln!(
-            out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
-            seconds_ms(pt * 3)
-        );
+        let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}", seconds_ms(pt * 3));
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds_ms(pt));
     }
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let _ = writeln!(
-        out,
-        "#EXT-X-MAP:URI=\"{}\"",
-        uri::path(s.session, Resource::Init)
-    );
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", uri::path(s.session, Resource::Init));
 }
 
 fn segment_lines(out: &mut String, session: &str, seg: &SegmentInfo, with_parts: bool) {
@@ -158,11 +144,7 @@ fn segment_lines(out: &mut String, session: &str, seg: &SegmentInfo, with_parts:
                 seconds_us(p.duration_us),
                 uri::path(session, Resource::Part(seg.msn, part))
             );
-            out.push_str(if p.independent {
-                ",INDEPENDENT=YES\n"
-            } else {
-                "\n"
-            });
+            out.push_str(if p.independent { ",INDEPENDENT=YES\n" } else { "\n" });
         }
     }
     if seg.complete {
@@ -177,12 +159,7 @@ fn segment_lines(out: &mut String, session: &str, seg: &SegmentInfo, with_parts:
 /// than three target durations before the end of the playlist (RFC 8216bis §4.4.4.9).
 pub fn render_llhls(s: &PlaylistSnapshot<'_>) -> String {
     let target = target_duration(&s.segments);
-    let media_sequence = s
-        .segments
-        .first()
-        .map(|g| g.msn)
-        .or(s.preload_hint.map(|h| h.msn))
-        .unwrap_or(0);
+    let media_sequence = s.segments.first().map(|g| g.msn).or(s.preload_hint.map(|h| h.msn)).unwrap_or(0);
     let mut out = String::with_capacity(256 + 96 * s.segments.len() * 8);
     header(&mut out, s, media_sequence, target, true);
     // Walk back from the end: a segment keeps its parts while the media after its end is
@@ -282,34 +259,18 @@ mod tests {
     }
 
     fn part(ms: u64, independent: bool) -> PartInfo {
-        PartInfo {
-            duration_us: ms * 1000,
-            independent,
-        }
+        PartInfo { duration_us: ms * 1000, independent }
     }
 
     fn seg(msn: u64, wall_ms: u64, complete: bool, parts: Vec<PartInfo>) -> SegmentInfo {
         let duration_us = parts.iter().map(|p| p.duration_us).sum();
-        SegmentInfo {
-            msn,
-            wall_ms,
-            complete,
-            duration_us,
-            parts,
-        }
+        SegmentInfo { msn, wall_ms, complete, duration_us, parts }
     }
 
     const T0: u64 = 1_795_599_000_123; // 2026-11-25T09:30:00.123Z
 
     fn six_parts() -> Vec<PartInfo> {
-        vec![
-            part(333, true),
-            part(334, false),
-            part(333, false),
-            part(333, false),
-            part(334, false),
-            part(333, false),
-        ]
+        vec![part(333, true), part(334, false), part(333, false), part(333, false), part(334, false), part(333, false)]
     }
 
     #[test]
@@ -321,12 +282,7 @@ mod tests {
                 seg(7, T0, true, six_parts()),
                 seg(8, T0 + 2000, true, six_parts()),
                 seg(9, T0 + 4000, true, six_parts()),
-                seg(
-                    10,
-                    T0 + 6000,
-                    false,
-                    vec![part(333, true), part(334, false)],
-                ),
+                seg(10, T0 + 6000, false, vec![part(333, true), part(334, false)]),
             ],
             preload_hint: Some(Position { msn: 10, part: 2 }),
             ended: false,
@@ -452,21 +408,12 @@ ab/4.m4s
 
     #[test]
     fn target_duration_rounds_up() {
-        let segs = vec![
-            seg(0, 0, true, vec![part(2001, true)]),
-            seg(1, 0, false, vec![part(9000, true)]),
-        ];
+        let segs = vec![seg(0, 0, true, vec![part(2001, true)]), seg(1, 0, false, vec![part(9000, true)])];
         assert_eq!(target_duration(&segs), 3);
         // The segment in progress does not count; none complete -> 1.
         assert_eq!(target_duration(&segs[1..]), 1);
         // 2.0004 s prints as 2.000 and counts as 2.
-        let segs = vec![SegmentInfo {
-            msn: 0,
-            wall_ms: 0,
-            complete: true,
-            duration_us: 2_000_400,
-            parts: vec![],
-        }];
+        let segs = vec![SegmentInfo { msn: 0, wall_ms: 0, complete: true, duration_us: 2_000_400, parts: vec![] }];
         assert_eq!(target_duration(&segs), 2);
     }
 

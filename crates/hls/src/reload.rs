@@ -119,11 +119,7 @@ mod tests {
         assert_eq!(decide(&s, 5, Some(0)), Ready);
         assert_eq!(decide(&s, 5, Some(2)), Ready);
         assert_eq!(decide(&s, 4, Some(5)), Ready);
-        assert_eq!(
-            decide(&s, 4, Some(100)),
-            Ready,
-            "segment 4 is complete: later state exists"
-        );
+        assert_eq!(decide(&s, 4, Some(100)), Ready, "segment 4 is complete: later state exists");
         assert_eq!(decide(&s, 0, None), Ready);
         assert_eq!(decide(&s, 4, None), Ready);
         // The next part, the segment in progress, the next segments: wait.
@@ -145,11 +141,7 @@ mod tests {
 
         // The segment in progress has no part yet: the last part is the end of segment 5.
         let s = state(Some((5, 5)), Some(5));
-        assert_eq!(
-            decide(&s, 5, Some(6)),
-            Ready,
-            "segment 5 closed with 6 parts"
-        );
+        assert_eq!(decide(&s, 5, Some(6)), Ready, "segment 5 closed with 6 parts");
         assert_eq!(decide(&s, 5, None), Ready);
         assert_eq!(decide(&s, 6, Some(0)), Wait);
         assert_eq!(decide(&s, 6, None), Wait);

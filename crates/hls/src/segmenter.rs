@@ -8,8 +8,8 @@ use bytes::Bytes;
 use onair_media::{AacConfig, AvcConfig, Frame, Track};
 
 use crate::fmp4::{
-    self, AAC_FRAME_SAMPLES, AUDIO_TRACK_ID, NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS, Sample,
-    TrackRun, VIDEO_TIMESCALE, VIDEO_TRACK_ID,
+    self, AAC_FRAME_SAMPLES, AUDIO_TRACK_ID, NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS, Sample, TrackRun,
+    VIDEO_TIMESCALE, VIDEO_TRACK_ID,
 };
 use crate::playlist::{self, PartInfo, PlaylistSnapshot, SegmentInfo};
 use crate::reload::{self, Reload, ReloadState};
@@ -28,11 +28,7 @@ pub struct HlsConfig {
 
 impl Default for HlsConfig {
     fn default() -> Self {
-        HlsConfig {
-            part_target_ms: 334,
-            min_segment_ms: 1000,
-            window_segments: 6,
-        }
+        HlsConfig { part_target_ms: 334, min_segment_ms: 1000, window_segments: 6 }
     }
 }
 
@@ -209,11 +205,7 @@ impl Packager {
     pub fn set_video_config(&mut self, c: AvcConfig) {
         if !self.started {
             self.video_config = Some(c);
-        } else if self
-            .video_config
-            .as_ref()
-            .is_none_or(|old| old.record != c.record)
-        {
+        } else if self.video_config.as_ref().is_none_or(|old| old.record != c.record) {
             self.restart_needed = true;
         }
     }
@@ -224,11 +216,7 @@ impl Packager {
     pub fn set_audio_config(&mut self, c: AacConfig) {
         if !self.started {
             self.audio_config = Some(c);
-        } else if self
-            .audio_config
-            .as_ref()
-            .is_none_or(|old| old.asc != c.asc)
-        {
+        } else if self.audio_config.as_ref().is_none_or(|old| old.asc != c.asc) {
             self.restart_needed = true;
         }
     }
@@ -302,9 +290,7 @@ impl Packager {
     /// A complete segment: its parts' bytes in order (back to back they form the segment).
     pub fn segment(&self, msn: u64) -> Lookup<Vec<Bytes>> {
         match self.find(msn) {
-            Some(seg) if seg.complete => {
-                Lookup::Ready(seg.parts.iter().map(|p| p.bytes.clone()).collect())
-            }
+            Some(seg) if seg.complete => Lookup::Ready(seg.parts.iter().map(|p| p.bytes.clone()).collect()),
             Some(_) => Lookup::Pending,
             None if self.is_next_segment(msn) => Lookup::Pending,
             None => Lookup::Gone,
@@ -349,10 +335,7 @@ impl Packager {
                     parts: s
                         .parts
                         .iter()
-                        .map(|p| PartInfo {
-                            duration_us: p.duration_us,
-                            independent: p.independent,
-                        })
+                        .map(|p| PartInfo { duration_us: p.duration_us, independent: p.independent })
                         .collect(),
                 })
                 .collect(),
@@ -383,8 +366,8 @@ impl Packager {
         }
         let snap = self.snapshot();
         let ll = playlist::render_llhls(&snap);
-        let plain = (self.hls.is_none() || self.segment_completed || self.finished)
-            .then(|| playlist::render_hls(&snap));
+        let plain =
+            (self.hls.is_none() || self.segment_completed || self.finished).then(|| playlist::render_hls(&snap));
         self.llhls = Some(Bytes::from(ll));
         if let Some(p) = plain {
             self.hls = Some(Bytes::from(p));
@@ -396,14 +379,8 @@ impl Packager {
             return None;
         }
         Some(match self.in_progress() {
-            Some(s) => Position {
-                msn: s.msn,
-                part: clamp_u32(s.parts.len() as u64),
-            },
-            None => Position {
-                msn: self.next_msn,
-                part: 0,
-            },
+            Some(s) => Position { msn: s.msn, part: clamp_u32(s.parts.len() as u64) },
+            None => Position { msn: self.next_msn, part: 0 },
         })
     }
 
@@ -429,10 +406,7 @@ impl Packager {
     /// Segments longer than this are cut at the next part boundary even without a keyframe (a
     /// safety net for streams without keyframes, or whose video stalled, to bound memory).
     fn max_segment_us(&self) -> u64 {
-        u64::from(self.config.min_segment_ms)
-            .saturating_mul(10)
-            .max(30_000)
-            * 1000
+        u64::from(self.config.min_segment_ms).saturating_mul(10).max(30_000) * 1000
     }
 
     /// The duration of the segment in progress so far, including the open part (measured on
@@ -451,32 +425,18 @@ impl Packager {
         let [a, b] = self.video_durations;
         match a.max(b) {
             0 => {
-                let fps = self
-                    .video_config
-                    .as_ref()
-                    .and_then(|c| c.fps)
-                    .unwrap_or(30.0);
-                if fps.is_finite() && fps >= 1.0 {
-                    (90_000.0 / fps) as u32
-                } else {
-                    3000
-                }
+                let fps = self.video_config.as_ref().and_then(|c| c.fps).unwrap_or(30.0);
+                if fps.is_finite() && fps >= 1.0 { (90_000.0 / fps) as u32 } else { 3000 }
             }
             d => d,
         }
     }
 
     fn start(&mut self, dts: u64) {
-        self.init = Some(fmp4::init_segment(
-            self.video_config.as_ref(),
-            self.audio_config.as_ref(),
-        ));
+        self.init = Some(fmp4::init_segment(self.video_config.as_ref(), self.audio_config.as_ref()));
         self.has_video = self.video_config.is_some();
         self.has_audio = self.audio_config.is_some();
-        self.sample_rate = self
-            .audio_config
-            .as_ref()
-            .map_or(0, |c| c.sample_rate.max(1));
+        self.sample_rate = self.audio_config.as_ref().map_or(0, |c| c.sample_rate.max(1));
         self.start_dts = dts;
         self.started = true;
     }
@@ -504,11 +464,7 @@ impl Packager {
                 next
             }
         };
-        self.held_video = Some(Held {
-            frame,
-            wall_ms,
-            time,
-        });
+        self.held_video = Some(Held { frame, wall_ms, time });
     }
 
     fn push_audio(&mut self, frame: Frame, wall_ms: u64) {
@@ -530,21 +486,13 @@ impl Packager {
                 let drift_ms = ticks_to_us(expected.abs_diff(t), rate) / 1000;
                 // Resync forward jumps (a gap in the audio) by stretching the held sample;
                 // backward drift keeps the accumulated clock (decode times never go back).
-                let duration = if drift_ms > 100 && t > h.time {
-                    clamp_u32(t - h.time)
-                } else {
-                    AAC_FRAME_SAMPLES
-                };
+                let duration = if drift_ms > 100 && t > h.time { clamp_u32(t - h.time) } else { AAC_FRAME_SAMPLES };
                 let next = h.time.saturating_add(u64::from(duration));
                 self.complete_audio(h, duration);
                 next
             }
         };
-        self.held_audio = Some(Held {
-            frame,
-            wall_ms,
-            time,
-        });
+        self.held_audio = Some(Held { frame, wall_ms, time });
     }
 
     /// A video sample whose duration is now known. `next_is_key`: the frame after it is a
@@ -568,16 +516,8 @@ impl Packager {
             .saturating_sub(i64::try_from(h.time).unwrap_or(i64::MAX));
         let sample = Sample {
             duration,
-            flags: if key {
-                SYNC_SAMPLE_FLAGS
-            } else {
-                NON_SYNC_SAMPLE_FLAGS
-            },
-            composition_offset: i32::try_from(composition).unwrap_or(if composition < 0 {
-                i32::MIN
-            } else {
-                i32::MAX
-            }),
+            flags: if key { SYNC_SAMPLE_FLAGS } else { NON_SYNC_SAMPLE_FLAGS },
+            composition_offset: i32::try_from(composition).unwrap_or(if composition < 0 { i32::MIN } else { i32::MAX }),
             data: h.frame.data,
         };
         if self.open.video.is_empty() {
@@ -589,10 +529,8 @@ impl Packager {
         // unless the next frame is a keyframe that will close the part anyway: then the part
         // stays open for the audio arriving until then.
         let predicted = u64::from(self.predicted_video_duration().max(duration));
-        let full = self.open.video_ticks.saturating_add(predicted)
-            > self.part_target_ticks(VIDEO_TIMESCALE);
-        if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part()))
-        {
+        let full = self.open.video_ticks.saturating_add(predicted) > self.part_target_ticks(VIDEO_TIMESCALE);
+        if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part())) {
             self.close_part_on_size();
         }
     }
@@ -608,10 +546,7 @@ impl Packager {
     /// keyframe, so that the keyframe starts its own part and `INDEPENDENT=YES` stays exact
     /// (a part that already starts with one, as in all-intra streams, simply goes on).
     fn keyframe_closes_part(&self) -> bool {
-        self.open
-            .video
-            .first()
-            .is_some_and(|s| s.flags != SYNC_SAMPLE_FLAGS)
+        self.open.video.first().is_some_and(|s| s.flags != SYNC_SAMPLE_FLAGS)
     }
 
     fn complete_audio(&mut self, h: Held, duration: u32) {
@@ -619,22 +554,14 @@ impl Packager {
         if self.open.audio.is_empty() {
             self.open.audio_base = h.time;
         }
-        self.open.audio.push(Sample {
-            duration,
-            flags: SYNC_SAMPLE_FLAGS,
-            composition_offset: 0,
-            data: h.frame.data,
-        });
+        self.open.audio.push(Sample { duration, flags: SYNC_SAMPLE_FLAGS, composition_offset: 0, data: h.frame.data });
         self.open.audio_ticks = self.open.audio_ticks.saturating_add(u64::from(duration));
         let target = self.part_target_ticks(self.sample_rate);
         let close = if self.has_video {
             // Video drives the parts; this only bounds a part when the video stalled.
             self.open.audio_ticks > target.saturating_mul(3)
         } else {
-            self.open
-                .audio_ticks
-                .saturating_add(u64::from(AAC_FRAME_SAMPLES))
-                > target
+            self.open.audio_ticks.saturating_add(u64::from(AAC_FRAME_SAMPLES)) > target
         };
         if close {
             self.close_part_on_size();
@@ -687,42 +614,22 @@ impl Packager {
         } else {
             ticks_to_us(open.audio_ticks, self.sample_rate)
         };
-        let independent = if self.has_video {
-            open.video
-                .first()
-                .is_some_and(|s| s.flags == SYNC_SAMPLE_FLAGS)
-        } else {
-            true
-        };
+        let independent =
+            if self.has_video { open.video.first().is_some_and(|s| s.flags == SYNC_SAMPLE_FLAGS) } else { true };
         let bytes = fmp4::fragment(
             self.sequence,
             &[
-                TrackRun {
-                    track_id: VIDEO_TRACK_ID,
-                    base_decode_time: open.video_base,
-                    samples: &open.video,
-                },
-                TrackRun {
-                    track_id: AUDIO_TRACK_ID,
-                    base_decode_time: open.audio_base,
-                    samples: &open.audio,
-                },
+                TrackRun { track_id: VIDEO_TRACK_ID, base_decode_time: open.video_base, samples: &open.video },
+                TrackRun { track_id: AUDIO_TRACK_ID, base_decode_time: open.audio_base, samples: &open.audio },
             ],
         );
         self.sequence = self.sequence.wrapping_add(1);
         let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else {
             return; // unreachable: samples are only added with a segment in progress
         };
-        seg.parts.push(Part {
-            bytes,
-            duration_us,
-            independent,
-        });
+        seg.parts.push(Part { bytes, duration_us, independent });
         seg.duration_us = seg.duration_us.saturating_add(duration_us);
-        self.last_part = Some(Position {
-            msn: seg.msn,
-            part: clamp_u32(seg.parts.len() as u64 - 1),
-        });
+        self.last_part = Some(Position { msn: seg.msn, part: clamp_u32(seg.parts.len() as u64 - 1) });
         self.part_completed = true;
     }
 
@@ -754,23 +661,11 @@ mod tests {
     const T0: u64 = 1_795_599_000_123; // 2026-11-25T09:30:00.123Z
 
     fn video(dts: u64, cts: i32, keyframe: bool, tag: u8) -> Frame {
-        Frame {
-            track: Track::Video,
-            dts,
-            cts,
-            keyframe,
-            data: Bytes::from(vec![tag; 50]),
-        }
+        Frame { track: Track::Video, dts, cts, keyframe, data: Bytes::from(vec![tag; 50]) }
     }
 
     fn audio(dts: u64) -> Frame {
-        Frame {
-            track: Track::Audio,
-            dts,
-            cts: 0,
-            keyframe: true,
-            data: Bytes::from_static(&[0xAA; 7]),
-        }
+        Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data: Bytes::from_static(&[0xAA; 7]) }
     }
 
     /// 30 fps video with a keyframe every 60 frames and 48 kHz AAC, interleaved in dts order,
@@ -822,9 +717,7 @@ mod tests {
     type ParsedPart = (Vec<Traf>, Vec<Vec<Vec<u8>>>);
 
     fn parts_of(p: &Packager, msn: u64) -> Vec<ParsedPart> {
-        let Lookup::Ready(parts) = p.segment(msn) else {
-            panic!("segment {msn} not ready")
-        };
+        let Lookup::Ready(parts) = p.segment(msn) else { panic!("segment {msn} not ready") };
         parts
             .iter()
             .map(|b| {
@@ -844,10 +737,7 @@ mod tests {
         assert!(p.is_ready());
         // Keyframes at 0, 2, …, 20 s: segments 0..=9 complete, 10 in progress.
         assert_eq!(segments, 10);
-        assert_eq!(
-            p.snapshot().segments.iter().filter(|s| s.complete).count(),
-            6
-        );
+        assert_eq!(p.snapshot().segments.iter().filter(|s| s.complete).count(), 6);
         let snap = p.snapshot();
         assert_eq!(snap.segments.first().unwrap().msn, 4);
         assert_eq!(snap.segments.last().unwrap().msn, 10);
@@ -862,58 +752,33 @@ mod tests {
             assert_eq!(seg.wall_ms, T0 + seg.msn * 2000 + 5);
             assert_eq!(seg.parts.len(), 6);
             for (i, part) in seg.parts.iter().enumerate() {
-                assert!(
-                    part.duration_us <= 334_000,
-                    "{} > part target",
-                    part.duration_us
-                );
-                assert!(
-                    part.duration_us >= 300_000,
-                    "{} too short",
-                    part.duration_us
-                );
+                assert!(part.duration_us <= 334_000, "{} > part target", part.duration_us);
+                assert!(part.duration_us >= 300_000, "{} too short", part.duration_us);
                 assert_eq!(part.independent, i == 0);
             }
             let parsed = parts_of(&p, seg.msn);
             for (i, (trafs, bytes)) in parsed.iter().enumerate() {
-                let v = trafs
-                    .iter()
-                    .find(|t| t.track_id == VIDEO_TRACK_ID)
-                    .expect("video in every part");
+                let v = trafs.iter().find(|t| t.track_id == VIDEO_TRACK_ID).expect("video in every part");
                 // Segments start on keyframes; keyframes only start segments here.
                 for (k, s) in v.samples.iter().enumerate() {
                     let sync = s.2 == SYNC_SAMPLE_FLAGS;
-                    assert_eq!(
-                        sync,
-                        i == 0 && k == 0,
-                        "msn {} part {i} sample {k}",
-                        seg.msn
-                    );
+                    assert_eq!(sync, i == 0 && k == 0, "msn {} part {i} sample {k}", seg.msn);
                     assert_eq!(s.3, 0);
                 }
                 // Decode times are continuous across parts and segments.
                 if let Some(n) = video_next {
                     assert_eq!(v.base_decode_time, n);
                 }
-                video_next = Some(
-                    v.base_decode_time + v.samples.iter().map(|s| u64::from(s.0)).sum::<u64>(),
-                );
+                video_next = Some(v.base_decode_time + v.samples.iter().map(|s| u64::from(s.0)).sum::<u64>());
                 if let Some(a) = trafs.iter().find(|t| t.track_id == AUDIO_TRACK_ID) {
-                    assert!(
-                        a.samples
-                            .iter()
-                            .all(|s| s.0 == 1024 && s.1 == 7 && s.2 == SYNC_SAMPLE_FLAGS)
-                    );
+                    assert!(a.samples.iter().all(|s| s.0 == 1024 && s.1 == 7 && s.2 == SYNC_SAMPLE_FLAGS));
                     if let Some(n) = audio_next {
                         assert_eq!(a.base_decode_time, n);
                     }
                     audio_next = Some(a.base_decode_time + 1024 * a.samples.len() as u64);
                 }
                 // Sample bytes come back through the data offsets.
-                let vi = trafs
-                    .iter()
-                    .position(|t| t.track_id == VIDEO_TRACK_ID)
-                    .unwrap();
+                let vi = trafs.iter().position(|t| t.track_id == VIDEO_TRACK_ID).unwrap();
                 assert!(bytes[vi].iter().all(|b| b.len() == 50));
             }
         }
@@ -921,30 +786,18 @@ mod tests {
         let first = &parts_of(&p, 4)[0].0;
         assert_eq!(first[0].base_decode_time, 8 * 90_000);
         let a = first.iter().find(|t| t.track_id == AUDIO_TRACK_ID).unwrap();
-        assert!(
-            a.base_decode_time.abs_diff(8 * 48_000) < 2 * 1024,
-            "{}",
-            a.base_decode_time
-        );
+        assert!(a.base_decode_time.abs_diff(8 * 48_000) < 2 * 1024, "{}", a.base_decode_time);
 
         // The playlists.
         let ll = text(p.llhls_playlist());
         assert!(ll.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n"));
         assert!(ll.contains("#EXT-X-MEDIA-SEQUENCE:4\n"));
         assert!(ll.contains("#EXT-X-MAP:URI=\"sess/init.mp4\"\n"));
-        assert!(ll.contains(
-            "#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:30:08.128Z\n#EXTINF:2.000,\nsess/4.m4s\n"
-        ));
+        assert!(ll.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:30:08.128Z\n#EXTINF:2.000,\nsess/4.m4s\n"));
         assert!(ll.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:30:20.128Z\n#EXT-X-PART:DURATION=0.333,URI=\"sess/10.0.m4s\",INDEPENDENT=YES\n"));
-        assert_eq!(
-            ll.matches("INDEPENDENT=YES").count(),
-            ll.matches("#EXT-X-PART:").count().div_ceil(6)
-        );
+        assert_eq!(ll.matches("INDEPENDENT=YES").count(), ll.matches("#EXT-X-PART:").count().div_ceil(6));
         let hint = p.snapshot().preload_hint.unwrap();
-        assert!(ll.ends_with(&format!(
-            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"sess/10.{}.m4s\"\n",
-            hint.part
-        )));
+        assert!(ll.ends_with(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"sess/10.{}.m4s\"\n", hint.part)));
         let plain = text(p.hls_playlist());
         assert!(plain.contains("#EXT-X-MEDIA-SEQUENCE:4\n"));
         assert_eq!(plain.matches("#EXTINF:2.000,").count(), 6);
@@ -952,24 +805,14 @@ mod tests {
         assert!(!plain.contains("SERVER-CONTROL"));
 
         // Lookups.
-        assert_eq!(
-            p.position(),
-            Some(Position {
-                msn: 10,
-                part: hint.part - 1
-            })
-        );
+        assert_eq!(p.position(), Some(Position { msn: 10, part: hint.part - 1 }));
         assert!(matches!(p.part(10, 0), Lookup::Ready(_)));
         assert_eq!(p.part(10, hint.part), Lookup::Pending);
         assert_eq!(p.part(10, hint.part + 1), Lookup::Gone);
         assert_eq!(p.part(11, 0), Lookup::Gone);
         assert_eq!(p.segment(10), Lookup::Pending);
         assert!(matches!(p.segment(4), Lookup::Ready(v) if v.len() == 6));
-        assert_eq!(
-            p.part(9, 6),
-            Lookup::Gone,
-            "past the end of a closed segment"
-        );
+        assert_eq!(p.part(9, 6), Lookup::Gone, "past the end of a closed segment");
         assert_eq!(p.segment(3), Lookup::Gone, "fell out of the window");
         assert_eq!(p.part(0, 0), Lookup::Gone);
         assert_eq!(p.segment(u64::MAX), Lookup::Gone);
@@ -995,10 +838,7 @@ mod tests {
         assert!(text(p.hls_playlist()).ends_with("sess/10.m4s\n#EXT-X-ENDLIST\n"));
         assert_eq!(p.blocking_reload(11, Some(0)), Reload::Ready);
         // Pushing after the end does nothing.
-        assert_eq!(
-            p.push(video(30_000, 0, true, 1), T0),
-            PushOutcome::default()
-        );
+        assert_eq!(p.push(video(30_000, 0, true, 1), T0), PushOutcome::default());
     }
 
     #[test]
@@ -1059,15 +899,9 @@ mod tests {
         assert!(p.init_segment().is_some());
         let (trafs, _) = &parts_of(&p, 0)[0];
         assert_eq!(trafs[0].track_id, VIDEO_TRACK_ID);
-        assert_eq!(
-            trafs[0].base_decode_time, 90_000,
-            "starts at the keyframe at 1 s"
-        );
+        assert_eq!(trafs[0].base_decode_time, 90_000, "starts at the keyframe at 1 s");
         let a = trafs.iter().find(|t| t.track_id == AUDIO_TRACK_ID).unwrap();
-        assert!(
-            a.base_decode_time >= 48_000,
-            "no audio from before the keyframe"
-        );
+        assert!(a.base_decode_time >= 48_000, "no audio from before the keyframe");
         assert_eq!(p.snapshot().segments[0].wall_ms, T0 + 1005);
     }
 
@@ -1131,11 +965,7 @@ mod tests {
             // Parts of 15 frames (0.320 s), segments close at the first boundary past 1 s.
             assert_eq!(seg.parts.len(), 4);
             assert_eq!(seg.duration_us, 1_280_000);
-            assert!(
-                seg.parts
-                    .iter()
-                    .all(|p| p.independent && p.duration_us == 320_000)
-            );
+            assert!(seg.parts.iter().all(|p| p.independent && p.duration_us == 320_000));
         }
         let first = snap.segments[0].msn;
         assert!(first >= 2, "the window slid");
@@ -1175,12 +1005,7 @@ mod tests {
         assert_eq!(samples.len(), 50);
         // The sample before the hole is stretched to reach 700 ms exactly.
         assert_eq!(samples[9], (700 * 48 - 9 * 1024) as u32);
-        assert!(
-            samples
-                .iter()
-                .enumerate()
-                .all(|(i, &d)| i == 9 || d == 1024)
-        );
+        assert!(samples.iter().enumerate().all(|(i, &d)| i == 9 || d == 1024));
     }
 
     #[test]
@@ -1259,18 +1084,10 @@ mod tests {
             let snap = p.snapshot();
             for seg in &snap.segments {
                 for (i, part) in seg.parts.iter().enumerate() {
-                    assert!(
-                        part.duration_us <= 334_000,
-                        "{fps} fps: {}",
-                        part.duration_us
-                    );
+                    assert!(part.duration_us <= 334_000, "{fps} fps: {}", part.duration_us);
                     // The last part of a segment takes what is left before the keyframe.
                     if i + 1 < seg.parts.len() {
-                        assert!(
-                            part.duration_us >= 200_000,
-                            "{fps} fps: {}",
-                            part.duration_us
-                        );
+                        assert!(part.duration_us >= 200_000, "{fps} fps: {}", part.duration_us);
                     }
                 }
             }
@@ -1305,11 +1122,7 @@ mod tests {
                     _ => dts.saturating_add(r % 60),
                 };
                 let f = Frame {
-                    track: if r & 1 == 0 {
-                        Track::Video
-                    } else {
-                        Track::Audio
-                    },
+                    track: if r & 1 == 0 { Track::Video } else { Track::Audio },
                     dts,
                     cts: (r >> 8) as i32,
                     keyframe: r % 5 == 0,

@@ -45,16 +45,12 @@ pub fn parse_uri(name: &str) -> Option<Resource> {
     let stem = name.strip_suffix(".m4s")?;
     match stem.split_once('.') {
         None => Some(Resource::Segment(number(stem)?)),
-        Some((msn, part)) => Some(Resource::Part(
-            number(msn)?,
-            u32::try_from(number(part)?).ok()?,
-        )),
+        Some((msn, part)) => Some(Resource::Part(number(msn)?, u32::try_from(number(part)?).ok()?)),
     }
 }
 
 fn number(s: &str) -> Option<u64> {
-    let canonical =
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if canonical { s.parse().ok() } else { None }
 }
 
@@ -71,10 +67,7 @@ mod tests {
             ("12.3.m4s", Resource::Part(12, 3)),
             ("0.0.m4s", Resource::Part(0, 0)),
             ("18446744073709551615.m4s", Resource::Segment(u64::MAX)),
-            (
-                "18446744073709551615.4294967295.m4s",
-                Resource::Part(u64::MAX, u32::MAX),
-            ),
+            ("18446744073709551615.4294967295.m4s", Resource::Part(u64::MAX, u32::MAX)),
         ];
         for (name, want) in ok {
             assert_eq!(parse_uri(name), Some(want), "{name}");

@@ -6,9 +6,7 @@ use std::process::Command;
 use bytes::Bytes;
 use onair_hls::{HlsConfig, Lookup, Packager, Position, Reload, parse_uri};
 use onair_media::flv::{FlvTag, read_flv};
-use onair_media::{
-    AacConfig, AudioTag, AvcConfig, Frame, Track, VideoTag, parse_audio_tag, parse_video_tag,
-};
+use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, Track, VideoTag, parse_audio_tag, parse_video_tag};
 
 const FILE: &[u8] = include_bytes!("../../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv");
 const T0: u64 = 1_795_599_000_000; // 2026-11-25T09:30:00.000Z
@@ -37,22 +35,12 @@ fn package() -> Packaged {
                     avc = Some(c);
                     continue;
                 }
-                VideoTag::Frame {
-                    keyframe,
-                    composition_time_ms,
-                    data,
-                } => {
+                VideoTag::Frame { keyframe, composition_time_ms, data } => {
                     video_frames += 1;
                     if keyframe {
                         keyframes_ms.push(dts);
                     }
-                    Frame {
-                        track: Track::Video,
-                        dts,
-                        cts: composition_time_ms,
-                        keyframe,
-                        data,
-                    }
+                    Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }
                 }
                 VideoTag::EndOfSequence => continue,
             },
@@ -67,13 +55,7 @@ fn package() -> Packaged {
                     if !keyframes_ms.is_empty() {
                         audio_frames += 1;
                     }
-                    Frame {
-                        track: Track::Audio,
-                        dts,
-                        cts: 0,
-                        keyframe: true,
-                        data,
-                    }
+                    Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }
                 }
             },
             _ => continue,
@@ -137,25 +119,15 @@ fn golden_obs29_package() {
     let g = package();
     let p = &g.packager;
     assert_eq!(g.video_frames, 240);
-    assert_eq!(
-        g.keyframes_ms.len(),
-        5,
-        "IDRs at 0, 2, 4, 6 s and a scene cut at 7.5 s"
-    );
+    assert_eq!(g.keyframes_ms.len(), 5, "IDRs at 0, 2, 4, 6 s and a scene cut at 7.5 s");
 
     // The init segment carries the decoder configurations verbatim.
     let init = p.init_segment().expect("init segment");
     let mut avcc = b"avcC".to_vec();
     avcc.extend_from_slice(&g.avc.record);
-    assert!(
-        contains(&init, &avcc),
-        "avcC holds the AVCDecoderConfigurationRecord"
-    );
+    assert!(contains(&init, &avcc), "avcC holds the AVCDecoderConfigurationRecord");
     assert!(contains(&init, b"mp4a"));
-    assert!(
-        contains(&init, &g.aac.asc),
-        "esds holds the AudioSpecificConfig"
-    );
+    assert!(contains(&init, &g.aac.asc), "esds holds the AudioSpecificConfig");
 
     // Segments follow the publisher's IDRs: 0-2, 2-4, 4-6, 6-7.5 s, then the tail.
     let snap = p.snapshot();
@@ -164,38 +136,24 @@ fn golden_obs29_package() {
     assert!((4..=5).contains(&segs.len()), "{} segments", segs.len());
     assert!(segs.iter().all(|s| s.complete));
     for s in &segs[..3] {
-        assert!(
-            s.duration_us.abs_diff(2_000_000) <= 40_000,
-            "{}",
-            s.duration_us
-        );
+        assert!(s.duration_us.abs_diff(2_000_000) <= 40_000, "{}", s.duration_us);
     }
     for (seg, &kf) in segs.iter().zip(&g.keyframes_ms) {
-        assert_eq!(
-            seg.wall_ms,
-            T0 + kf,
-            "PROGRAM-DATE-TIME = arrival of the segment's IDR"
-        );
+        assert_eq!(seg.wall_ms, T0 + kf, "PROGRAM-DATE-TIME = arrival of the segment's IDR");
         assert!(seg.parts[0].independent);
     }
     let total_us: u64 = segs.iter().map(|s| s.duration_us).sum();
     assert!(total_us.abs_diff(8_000_000) < 100_000, "{total_us}");
     for seg in segs {
         for part in &seg.parts {
-            assert!(
-                part.duration_us <= 334_000,
-                "part of {} us",
-                part.duration_us
-            );
+            assert!(part.duration_us <= 334_000, "part of {} us", part.duration_us);
         }
     }
 
     // Every frame went into exactly one part.
     let mut media = Vec::new();
     for seg in segs {
-        let Lookup::Ready(parts) = p.segment(seg.msn) else {
-            panic!("segment {}", seg.msn)
-        };
+        let Lookup::Ready(parts) = p.segment(seg.msn) else { panic!("segment {}", seg.msn) };
         assert_eq!(parts.len(), seg.parts.len());
         for (i, part) in parts.iter().enumerate() {
             assert_eq!(p.part(seg.msn, i as u32), Lookup::Ready(part.clone()));
@@ -208,10 +166,7 @@ fn golden_obs29_package() {
 
     // The playlists name what the lookups serve.
     let ll = String::from_utf8(p.llhls_playlist().unwrap().to_vec()).unwrap();
-    assert!(
-        ll.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:30:00.016Z\n"),
-        "{ll}"
-    );
+    assert!(ll.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T09:30:00.016Z\n"), "{ll}");
     assert!(ll.ends_with("#EXT-X-ENDLIST\n"));
     for line in ll.lines().filter(|l| !l.starts_with('#')) {
         let name = line.strip_prefix("golden/").expect("session directory");
@@ -219,18 +174,11 @@ fn golden_obs29_package() {
     }
     for uri in ll.split("URI=\"").skip(1) {
         let uri = &uri[..uri.find('"').unwrap()];
-        assert!(
-            parse_uri(uri.strip_prefix("golden/").unwrap()).is_some(),
-            "{uri}"
-        );
+        assert!(parse_uri(uri.strip_prefix("golden/").unwrap()).is_some(), "{uri}");
     }
     let last = p.position().unwrap();
     assert_eq!(last.msn, segs.last().unwrap().msn);
-    assert_eq!(
-        p.blocking_reload(last.msn + 1, Some(0)),
-        Reload::Ready,
-        "ended: no waiting"
-    );
+    assert_eq!(p.blocking_reload(last.msn + 1, Some(0)), Reload::Ready, "ended: no waiting");
 
     ffprobe_check(p, &init, &media, g.video_frames, g.audio_frames);
 }
@@ -250,17 +198,9 @@ fn golden_live_edge() {
                     p.set_video_config(c);
                     continue;
                 }
-                VideoTag::Frame {
-                    keyframe,
-                    composition_time_ms,
-                    data,
-                } => Frame {
-                    track: Track::Video,
-                    dts,
-                    cts: composition_time_ms,
-                    keyframe,
-                    data,
-                },
+                VideoTag::Frame { keyframe, composition_time_ms, data } => {
+                    Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }
+                }
                 VideoTag::EndOfSequence => continue,
             },
             FlvTag::AUDIO => match parse_audio_tag(tag.body).unwrap() {
@@ -268,13 +208,7 @@ fn golden_live_edge() {
                     p.set_audio_config(c);
                     continue;
                 }
-                AudioTag::Frame(data) => Frame {
-                    track: Track::Audio,
-                    dts,
-                    cts: 0,
-                    keyframe: true,
-                    data,
-                },
+                AudioTag::Frame(data) => Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data },
             },
             _ => continue,
         };
@@ -282,18 +216,12 @@ fn golden_live_edge() {
     }
     let pos = p.position().unwrap();
     assert_eq!(pos.msn, 2, "segments 0 and 1 complete, 2 in progress");
-    let next = Position {
-        msn: 2,
-        part: pos.part + 1,
-    };
+    let next = Position { msn: 2, part: pos.part + 1 };
     assert_eq!(p.part(next.msn, next.part), Lookup::Pending);
     assert_eq!(p.segment(2), Lookup::Pending);
     assert_eq!(p.blocking_reload(next.msn, Some(next.part)), Reload::Wait);
     let ll = String::from_utf8(p.llhls_playlist().unwrap().to_vec()).unwrap();
-    assert!(ll.ends_with(&format!(
-        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"live/2.{}.m4s\"\n",
-        next.part
-    )));
+    assert!(ll.ends_with(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"live/2.{}.m4s\"\n", next.part)));
     let plain = String::from_utf8(p.hls_playlist().unwrap().to_vec()).unwrap();
     assert_eq!(plain.matches("#EXTINF:").count(), 2);
 }
@@ -301,13 +229,7 @@ fn golden_live_edge() {
 /// If `ffprobe` is installed, it must read the stream back as H.264 640x360 + AAC 48 kHz with
 /// every frame: init + media as one fragmented MP4, and through both playlists (ffmpeg's HLS
 /// demuxer, with the resources laid out as the URIs say).
-fn ffprobe_check(
-    p: &Packager,
-    init: &Bytes,
-    media: &[u8],
-    video_frames: usize,
-    audio_frames: usize,
-) {
+fn ffprobe_check(p: &Packager, init: &Bytes, media: &[u8], video_frames: usize, audio_frames: usize) {
     let dir = std::env::temp_dir().join(format!("onair-hls-golden-{}", std::process::id()));
     let session = dir.join("golden");
     std::fs::create_dir_all(&session).unwrap();
@@ -317,9 +239,7 @@ fn ffprobe_check(
     std::fs::write(&mp4, &all).unwrap();
     std::fs::write(session.join("init.mp4"), init).unwrap();
     for seg in &p.snapshot().segments {
-        let Lookup::Ready(parts) = p.segment(seg.msn) else {
-            panic!("segment {}", seg.msn)
-        };
+        let Lookup::Ready(parts) = p.segment(seg.msn) else { panic!("segment {}", seg.msn) };
         std::fs::write(session.join(format!("{}.m4s", seg.msn)), parts.concat()).unwrap();
         for (i, part) in parts.iter().enumerate() {
             std::fs::write(session.join(format!("{}.{i}.m4s", seg.msn)), part).unwrap();
@@ -336,10 +256,8 @@ fn ffprobe_check(
             .arg(input)
             .output()
     };
-    let results: Vec<_> = [mp4, dir.join("playlist.m3u8"), dir.join("llhls.m3u8")]
-        .iter()
-        .map(|f| (f.clone(), probe(f)))
-        .collect();
+    let results: Vec<_> =
+        [mp4, dir.join("playlist.m3u8"), dir.join("llhls.m3u8")].iter().map(|f| (f.clone(), probe(f))).collect();
     let _ = std::fs::remove_dir_all(&dir);
     for (input, out) in results {
         let Ok(out) = out else {
@@ -350,20 +268,13 @@ fn ffprobe_check(
         let stderr = String::from_utf8_lossy(&out.stderr);
         let what = input.display();
         assert!(out.status.success(), "ffprobe {what} failed: {stderr}");
+        assert!(stderr.trim().is_empty(), "ffprobe {what} complained: {stderr}");
         assert!(
-            stderr.trim().is_empty(),
-            "ffprobe {what} complained: {stderr}"
-        );
-        assert!(
-            stdout.contains(&format!(
-                "codec_name=h264|width=640|height=360|nb_read_frames={video_frames}"
-            )),
+            stdout.contains(&format!("codec_name=h264|width=640|height=360|nb_read_frames={video_frames}")),
             "{what}: {stdout}"
         );
         assert!(
-            stdout.contains(&format!(
-                "codec_name=aac|sample_rate=48000|channels=2|nb_read_frames={audio_frames}"
-            )),
+            stdout.contains(&format!("codec_name=aac|sample_rate=48000|channels=2|nb_read_frames={audio_frames}")),
             "{what}: {stdout}"
         );
     }

@@ -9,9 +9,8 @@ const WHAT: &str = "AudioSpecificConfig";
 
 /// Sampling frequencies of `samplingFrequencyIndex` 0..=12 (13 and 14 are reserved,
 /// 15 means an explicit 24-bit rate follows).
-pub const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+pub const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 /// Audio object type of AAC Main.
 pub const AOT_AAC_MAIN: u8 = 1;
@@ -81,10 +80,7 @@ impl AacConfig {
 }
 
 fn invalid(reason: impl Into<String>) -> MediaError {
-    MediaError::Invalid {
-        what: WHAT,
-        reason: reason.into(),
-    }
+    MediaError::Invalid { what: WHAT, reason: reason.into() }
 }
 
 fn read_object_type(r: &mut BitReader<'_>) -> Result<u8> {
@@ -159,20 +155,13 @@ fn parse_asc(asc: &[u8]) -> Result<Parsed> {
             Err(_) => channels_of(channel_configuration)?,
         }
     } else if channel_configuration == 0 {
-        return Err(invalid(format!(
-            "channelConfiguration 0 with audio object type {core_type} is not supported"
-        )));
+        return Err(invalid(format!("channelConfiguration 0 with audio object type {core_type} is not supported")));
     } else {
         channels_of(channel_configuration)?
     };
 
     Ok(Parsed {
-        config: AacConfig {
-            asc: Bytes::copy_from_slice(asc),
-            object_type,
-            sample_rate,
-            channels,
-        },
+        config: AacConfig { asc: Bytes::copy_from_slice(asc), object_type, sample_rate, channels },
         samples_per_frame,
     })
 }
@@ -275,10 +264,7 @@ mod tests {
         let c = AacConfig::parse(&asc).unwrap();
         assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 22_000, 2));
         let asc = pack(&[(5, 2), (4, 0xf), (24, 0), (4, 2), (3, 0)]);
-        assert!(matches!(
-            AacConfig::parse(&asc),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&asc), Err(MediaError::Invalid { .. })));
     }
 
     #[test]
@@ -317,16 +303,7 @@ mod tests {
 
     #[test]
     fn channel_configurations() {
-        for (cfg, ch) in [
-            (1, 1),
-            (2, 2),
-            (6, 6),
-            (7, 8),
-            (11, 7),
-            (12, 8),
-            (13, 24),
-            (14, 8),
-        ] {
+        for (cfg, ch) in [(1, 1), (2, 2), (6, 6), (7, 8), (11, 7), (12, 8), (13, 24), (14, 8)] {
             let asc = pack(&[(5, 2), (4, 3), (4, cfg), (3, 0)]);
             assert_eq!(AacConfig::parse(&asc).unwrap().channels, ch, "config {cfg}");
         }
@@ -366,39 +343,21 @@ mod tests {
         assert_eq!(c.channels, 6);
         // The PCE is required when channelConfiguration is 0.
         let asc = pack(&[(5, 2), (4, 3), (4, 0), (3, 0), (4, 0)]);
-        assert!(matches!(
-            AacConfig::parse(&asc),
-            Err(MediaError::Truncated { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&asc), Err(MediaError::Truncated { .. })));
         // An empty PCE.
         let asc = pack(&[(5, 2), (4, 3), (4, 0), (3, 0), (32, 0), (8, 0)]);
-        assert!(matches!(
-            AacConfig::parse(&asc),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&asc), Err(MediaError::Invalid { .. })));
     }
 
     #[test]
     fn errors() {
-        assert!(matches!(
-            AacConfig::parse(&[]),
-            Err(MediaError::Truncated { .. })
-        ));
-        assert!(matches!(
-            AacConfig::parse(&[0x12]),
-            Err(MediaError::Truncated { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&[]), Err(MediaError::Truncated { .. })));
+        assert!(matches!(AacConfig::parse(&[0x12]), Err(MediaError::Truncated { .. })));
         // Object type 0.
-        assert!(matches!(
-            AacConfig::parse(&[0x01, 0x10]),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&[0x01, 0x10]), Err(MediaError::Invalid { .. })));
         // Reserved frequency index 13.
         let asc = pack(&[(5, 2), (4, 13), (4, 2), (3, 0)]);
-        assert!(matches!(
-            AacConfig::parse(&asc),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AacConfig::parse(&asc), Err(MediaError::Invalid { .. })));
         // Escape without its 6 bits.
         assert!(AacConfig::parse(&[0xf8]).is_err());
         // Explicit frequency cut short.
@@ -415,9 +374,6 @@ mod tests {
         assert_eq!(asc.len(), 2);
         let asc = [asc[0], asc[1] | 0x07]; // frameLength, dependsOnCore, extension all set
         let c = AacConfig::parse(&asc).unwrap();
-        assert_eq!(
-            (c.sample_rate, c.channels, c.samples_per_frame()),
-            (48000, 2, 1024)
-        );
+        assert_eq!((c.sample_rate, c.channels, c.samples_per_frame()), (48000, 2, 1024));
     }
 }

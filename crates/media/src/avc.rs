@@ -30,10 +30,7 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
 }
 
 fn invalid(what: &'static str, reason: impl Into<String>) -> MediaError {
-    MediaError::Invalid {
-        what,
-        reason: reason.into(),
-    }
+    MediaError::Invalid { what, reason: reason.into() }
 }
 
 /// An H.264 decoder configuration, as carried by the FLV/RTMP "sequence header" (AVC packet
@@ -74,17 +71,10 @@ impl AvcConfig {
         const WHAT: &str = "AVCDecoderConfigurationRecord";
         let record = Bytes::copy_from_slice(record);
         if record.len() < 6 {
-            return Err(MediaError::Truncated {
-                what: WHAT,
-                need: 6,
-                have: record.len(),
-            });
+            return Err(MediaError::Truncated { what: WHAT, need: 6, have: record.len() });
         }
         if record[0] != 1 {
-            return Err(invalid(
-                WHAT,
-                format!("configurationVersion {} (expected 1)", record[0]),
-            ));
+            return Err(invalid(WHAT, format!("configurationVersion {} (expected 1)", record[0])));
         }
         let nal_length_size = (record[4] & 0b11) + 1;
         if nal_length_size == 3 {
@@ -100,11 +90,7 @@ impl AvcConfig {
         let sps = read_parameter_sets(&record, &mut pos, num_sps, NAL_SPS, "SPS")?;
 
         let Some(&num_pps) = record.get(pos) else {
-            return Err(MediaError::Truncated {
-                what: WHAT,
-                need: pos.saturating_add(1),
-                have: record.len(),
-            });
+            return Err(MediaError::Truncated { what: WHAT, need: pos.saturating_add(1), have: record.len() });
         };
         pos += 1;
         let pps = read_parameter_sets(&record, &mut pos, usize::from(num_pps), NAL_PPS, "PPS")?;
@@ -126,10 +112,7 @@ impl AvcConfig {
 
     /// The RFC 6381 codec string, e.g. `avc1.64001f` for High profile level 3.1.
     pub fn codec_string(&self) -> String {
-        format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            self.profile_idc, self.profile_compat, self.level_idc
-        )
+        format!("avc1.{:02x}{:02x}{:02x}", self.profile_idc, self.profile_compat, self.level_idc)
     }
 
     /// All SPS then all PPS, each preceded by a 4-byte Annex-B start code (what an MPEG-TS
@@ -162,29 +145,18 @@ fn read_parameter_sets(
     for _ in 0..count {
         let len_end = pos.saturating_add(2);
         let Some(len_bytes) = record.get(*pos..len_end) else {
-            return Err(MediaError::Truncated {
-                what,
-                need: len_end,
-                have: record.len(),
-            });
+            return Err(MediaError::Truncated { what, need: len_end, have: record.len() });
         };
         let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
         let end = len_end.saturating_add(len);
         if end > record.len() {
-            return Err(MediaError::Truncated {
-                what,
-                need: end,
-                have: record.len(),
-            });
+            return Err(MediaError::Truncated { what, need: end, have: record.len() });
         }
         let nal = record.slice(len_end..end);
         match nal_type(&nal) {
             None => return Err(invalid(what, "empty NAL unit")),
             Some(t) if t != nal_type_expected => {
-                return Err(invalid(
-                    what,
-                    format!("NAL unit type {t} (expected {nal_type_expected})"),
-                ));
+                return Err(invalid(what, format!("NAL unit type {t} (expected {nal_type_expected})")));
             }
             Some(_) => {}
         }
@@ -240,10 +212,7 @@ pub struct Sps {
 
 /// Profiles whose SPS carries `chroma_format_idc`, bit depths and scaling matrices.
 fn has_chroma_info(profile_idc: u8) -> bool {
-    matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    )
+    matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135)
 }
 
 /// Sample aspect ratios of `aspect_ratio_idc` 1..=16 (Table E-1).
@@ -277,11 +246,7 @@ impl Sps {
         const WHAT: &str = "SPS";
         match nal_type(nal) {
             None => {
-                return Err(MediaError::Truncated {
-                    what: WHAT,
-                    need: 1,
-                    have: 0,
-                });
+                return Err(MediaError::Truncated { what: WHAT, need: 1, have: 0 });
             }
             Some(NAL_SPS) => {}
             Some(t) => return Err(invalid(WHAT, format!("NAL unit type {t} (expected 7)"))),
@@ -297,10 +262,7 @@ impl Sps {
         let level_idc = r.read_u8(8)?;
         let seq_parameter_set_id = r.read_ue()?;
         if seq_parameter_set_id > 31 {
-            return Err(invalid(
-                WHAT,
-                format!("seq_parameter_set_id {seq_parameter_set_id}"),
-            ));
+            return Err(invalid(WHAT, format!("seq_parameter_set_id {seq_parameter_set_id}")));
         }
 
         let mut chroma_format_idc = 1u32;
@@ -310,10 +272,7 @@ impl Sps {
         if has_chroma_info(profile_idc) {
             chroma_format_idc = r.read_ue()?;
             if chroma_format_idc > 3 {
-                return Err(invalid(
-                    WHAT,
-                    format!("chroma_format_idc {chroma_format_idc}"),
-                ));
+                return Err(invalid(WHAT, format!("chroma_format_idc {chroma_format_idc}")));
             }
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.read_bit()?;
@@ -352,10 +311,7 @@ impl Sps {
                 let _offset_for_top_to_bottom_field = r.read_se()?;
                 let cycle = r.read_ue()?;
                 if cycle > 255 {
-                    return Err(invalid(
-                        WHAT,
-                        "num_ref_frames_in_pic_order_cnt_cycle above 255",
-                    ));
+                    return Err(invalid(WHAT, "num_ref_frames_in_pic_order_cnt_cycle above 255"));
                 }
                 for _ in 0..cycle {
                     let _offset_for_ref_frame = r.read_se()?;
@@ -373,8 +329,7 @@ impl Sps {
             let _mb_adaptive_frame_field = r.read_bit()?;
         }
         let _direct_8x8_inference = r.read_bit()?;
-        let (mut crop_left, mut crop_right, mut crop_top, mut crop_bottom) =
-            (0u64, 0u64, 0u64, 0u64);
+        let (mut crop_left, mut crop_right, mut crop_top, mut crop_bottom) = (0u64, 0u64, 0u64, 0u64);
         if r.read_bit()? {
             crop_left = u64::from(r.read_ue()?);
             crop_right = u64::from(r.read_ue()?);
@@ -383,11 +338,7 @@ impl Sps {
         }
 
         // §7.4.2.1.1: crop units depend on ChromaArrayType and field coding.
-        let chroma_array_type = if separate_colour_plane {
-            0
-        } else {
-            chroma_format_idc
-        };
+        let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
         let (sub_width_c, sub_height_c) = match chroma_array_type {
             1 => (2, 2),
             2 => (2, 1),
@@ -404,9 +355,7 @@ impl Sps {
         if crop_x >= coded_width || crop_y >= coded_height {
             return Err(invalid(
                 WHAT,
-                format!(
-                    "frame cropping ({crop_x}x{crop_y}) removes the whole {coded_width}x{coded_height} picture"
-                ),
+                format!("frame cropping ({crop_x}x{crop_y}) removes the whole {coded_width}x{coded_height} picture"),
             ));
         }
         let width = u32::try_from(coded_width - crop_x)
@@ -444,10 +393,7 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<()> {
         if next_scale != 0 {
             let delta_scale = r.read_se()?;
             if !(-128..=127).contains(&delta_scale) {
-                return Err(invalid(
-                    "SPS",
-                    format!("scaling list delta_scale {delta_scale}"),
-                ));
+                return Err(invalid("SPS", format!("scaling list delta_scale {delta_scale}")));
             }
             next_scale = (last_scale + delta_scale + 256).rem_euclid(256);
         }
@@ -516,29 +462,16 @@ impl<'a> Iterator for NalUnits<'a> {
             let n = usize::from(self.nal_length_size);
             if !(1..=4).contains(&n) {
                 self.done = true;
-                return Some(Err(invalid(
-                    "NAL length size",
-                    format!("{n} (must be 1, 2 or 4)"),
-                )));
+                return Some(Err(invalid("NAL length size", format!("{n} (must be 1, 2 or 4)"))));
             }
             let Some((len_bytes, rest)) = self.rest.split_at_checked(n) else {
                 self.done = true;
-                return Some(Err(MediaError::Truncated {
-                    what: "NAL unit length",
-                    need: n,
-                    have: self.rest.len(),
-                }));
+                return Some(Err(MediaError::Truncated { what: "NAL unit length", need: n, have: self.rest.len() }));
             };
-            let len = len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             let Some((nal, rest)) = rest.split_at_checked(len) else {
                 self.done = true;
-                return Some(Err(MediaError::Truncated {
-                    what: "NAL unit",
-                    need: len,
-                    have: rest.len(),
-                }));
+                return Some(Err(MediaError::Truncated { what: "NAL unit", need: len, have: rest.len() }));
             };
             self.rest = rest;
             if !nal.is_empty() {
@@ -554,11 +487,7 @@ impl FusedIterator for NalUnits<'_> {}
 /// `nal_length_size` bytes (1, 2 or 4; 3 is accepted too). Zero-length NAL units are skipped.
 /// A malformed unit yields one `Err` and ends the iteration.
 pub fn nal_units(data: &[u8], nal_length_size: u8) -> NalUnits<'_> {
-    NalUnits {
-        rest: data,
-        nal_length_size,
-        done: false,
-    }
+    NalUnits { rest: data, nal_length_size, done: false }
 }
 
 /// Converts an AVCC access unit to Annex-B, with a 4-byte start code before each NAL unit.
@@ -574,9 +503,7 @@ pub fn avcc_to_annexb(data: &[u8], nal_length_size: u8) -> Result<Vec<u8>> {
 /// Whether the access unit holds an IDR slice (NAL unit type 5). Units after a malformed
 /// length are not looked at.
 pub fn is_idr(data: &[u8], nal_length_size: u8) -> bool {
-    nal_units(data, nal_length_size)
-        .map_while(Result::ok)
-        .any(|nal| nal_type(nal) == Some(NAL_IDR))
+    nal_units(data, nal_length_size).map_while(Result::ok).any(|nal| nal_type(nal) == Some(NAL_IDR))
 }
 
 /// Iterates the NAL units of an Annex-B byte stream (split at `00 00 01` / `00 00 00 01`),
@@ -594,12 +521,7 @@ pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
             i += 1;
         }
     }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&s| s - 3)
-        .chain(std::iter::once(data.len()))
-        .collect();
+    let ends: Vec<usize> = starts.iter().skip(1).map(|&s| s - 3).chain(std::iter::once(data.len())).collect();
     starts.into_iter().zip(ends).filter_map(move |(s, e)| {
         let nal = data.get(s..e)?;
         let trimmed_len = nal.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
@@ -612,23 +534,13 @@ pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn annexb_to_avcc(data: &[u8], nal_length_size: u8) -> Result<Vec<u8>> {
     let n = usize::from(nal_length_size);
     if !(1..=4).contains(&n) {
-        return Err(invalid(
-            "NAL length size",
-            format!("{n} (must be 1, 2 or 4)"),
-        ));
+        return Err(invalid("NAL length size", format!("{n} (must be 1, 2 or 4)")));
     }
-    let max_len = if n == 4 {
-        u32::MAX as usize
-    } else {
-        (1usize << (8 * n)) - 1
-    };
+    let max_len = if n == 4 { u32::MAX as usize } else { (1usize << (8 * n)) - 1 };
     let mut out = Vec::with_capacity(data.len());
     for nal in annexb_nal_units(data) {
         if nal.len() > max_len {
-            return Err(invalid(
-                "NAL unit",
-                format!("{} bytes do not fit a {n}-byte length", nal.len()),
-            ));
+            return Err(invalid("NAL unit", format!("{} bytes do not fit a {n}-byte length", nal.len())));
         }
         let len = (nal.len() as u64).to_be_bytes();
         out.extend_from_slice(&len[8 - n..]);
@@ -643,10 +555,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     // Parameter sets produced by libx264 (via ffmpeg) for the sizes in their names.
@@ -656,8 +565,7 @@ mod tests {
     const SPS_HIGH_640X360_30: &str = "6764001eacd940a02ff970110000030001000003003c0f162d96";
     const PPS_HIGH: &str = "68ebe3cb22c0";
     const SPS_HIGH444_1280X720_60: &str = "67f40020919b280a00b76022000003000200000300f01e30632c";
-    const SPS_HIGH422_10BIT_1280X720_50: &str =
-        "677a0020b6cd9405005bb011000003000100000300640f183196";
+    const SPS_HIGH422_10BIT_1280X720_50: &str = "677a0020b6cd9405005bb011000003000100000300640f183196";
     const SPS_HIGH_INTERLACED_720X576_25: &str = "6764001eacd940b424d8088000000300800000190f8a14cb";
     const SPS_HIGH_1280X720_23976: &str = "6764001facd9405005bb011000003e90000bb800f1831960";
     // From the golden OBS 29 stream (x264, High, 640x360, 30 fps).
@@ -665,13 +573,7 @@ mod tests {
 
     fn record(sps: &[&[u8]], pps: &[&[u8]], length_size_minus_one: u8) -> Vec<u8> {
         let first = sps.first().copied().unwrap_or(&[0x67, 0x42, 0, 0x1e]);
-        let mut r = vec![
-            1,
-            first[1],
-            first[2],
-            first[3],
-            0xfc | length_size_minus_one,
-        ];
+        let mut r = vec![1, first[1], first[2], first[3], 0xfc | length_size_minus_one];
         r.push(0xe0 | sps.len() as u8);
         for s in sps {
             r.extend_from_slice(&(s.len() as u16).to_be_bytes());
@@ -688,10 +590,7 @@ mod tests {
     #[test]
     fn sps_baseline_320x240() {
         let sps = Sps::parse(&hex(SPS_BASELINE_320X240_30)).unwrap();
-        assert_eq!(
-            (sps.profile_idc, sps.constraint_flags, sps.level_idc),
-            (66, 0xc0, 13)
-        );
+        assert_eq!((sps.profile_idc, sps.constraint_flags, sps.level_idc), (66, 0xc0, 13));
         assert_eq!((sps.width, sps.height), (320, 240));
         assert_eq!(sps.chroma_format_idc, 1);
         assert!(sps.frame_mbs_only);
@@ -773,11 +672,8 @@ mod tests {
             while !self.bits.len().is_multiple_of(8) {
                 self.bits.push(false);
             }
-            let rbsp: Vec<u8> = self
-                .bits
-                .chunks(8)
-                .map(|c| c.iter().fold(0u8, |a, &b| (a << 1) | u8::from(b)))
-                .collect();
+            let rbsp: Vec<u8> =
+                self.bits.chunks(8).map(|c| c.iter().fold(0u8, |a, &b| (a << 1) | u8::from(b))).collect();
             let mut nal = vec![0x67];
             let mut zeros = 0;
             for b in rbsp {
@@ -872,15 +768,7 @@ mod tests {
     #[test]
     fn sps_truncated_vui_keeps_the_size() {
         let mut w = BitWriter::default();
-        w.u(8, 66)
-            .u(8, 0)
-            .u(8, 30)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(1)
-            .u(1, 0);
+        w.u(8, 66).u(8, 0).u(8, 30).ue(0).ue(0).ue(0).ue(0).ue(1).u(1, 0);
         w.ue(39).ue(29).u(1, 1).u(1, 1).u(1, 0); // 640x480
         w.u(1, 1).u(1, 0).u(1, 0).u(1, 0).u(1, 0).u(1, 1).u(8, 0); // timing info cut short
         let nal = w.sps_nal();
@@ -891,14 +779,8 @@ mod tests {
     #[test]
     fn sps_errors() {
         assert!(matches!(Sps::parse(&[]), Err(MediaError::Truncated { .. })));
-        assert!(matches!(
-            Sps::parse(&[0x68, 0x42]),
-            Err(MediaError::Invalid { .. })
-        ));
-        assert!(matches!(
-            Sps::parse(&[0xe7, 0x42]),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(Sps::parse(&[0x68, 0x42]), Err(MediaError::Invalid { .. })));
+        assert!(matches!(Sps::parse(&[0xe7, 0x42]), Err(MediaError::Invalid { .. })));
         // Every strict prefix of a real SPS, up to the crop fields, fails cleanly.
         let full = hex(SPS_HIGH_1920X1080_25);
         for len in 0..11 {
@@ -906,72 +788,27 @@ mod tests {
         }
         // Cropping more than the picture.
         let mut w = BitWriter::default();
-        w.u(8, 66)
-            .u(8, 0)
-            .u(8, 30)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(1)
-            .u(1, 0);
-        w.ue(0)
-            .ue(0)
-            .u(1, 1)
-            .u(1, 1)
-            .u(1, 1)
-            .ue(4)
-            .ue(4)
-            .ue(0)
-            .ue(0)
-            .u(1, 0);
-        assert!(matches!(
-            Sps::parse(&w.sps_nal()),
-            Err(MediaError::Invalid { .. })
-        ));
+        w.u(8, 66).u(8, 0).u(8, 30).ue(0).ue(0).ue(0).ue(0).ue(1).u(1, 0);
+        w.ue(0).ue(0).u(1, 1).u(1, 1).u(1, 1).ue(4).ue(4).ue(0).ue(0).u(1, 0);
+        assert!(matches!(Sps::parse(&w.sps_nal()), Err(MediaError::Invalid { .. })));
         // A huge width overflows u32 and is refused, not wrapped.
         let mut w = BitWriter::default();
-        w.u(8, 66)
-            .u(8, 0)
-            .u(8, 30)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(0)
-            .ue(1)
-            .u(1, 0);
-        w.ue(u64::from(u32::MAX) - 1)
-            .ue(0)
-            .u(1, 1)
-            .u(1, 1)
-            .u(1, 0)
-            .u(1, 0);
-        assert!(matches!(
-            Sps::parse(&w.sps_nal()),
-            Err(MediaError::Invalid { .. })
-        ));
+        w.u(8, 66).u(8, 0).u(8, 30).ue(0).ue(0).ue(0).ue(0).ue(1).u(1, 0);
+        w.ue(u64::from(u32::MAX) - 1).ue(0).u(1, 1).u(1, 1).u(1, 0).u(1, 0);
+        assert!(matches!(Sps::parse(&w.sps_nal()), Err(MediaError::Invalid { .. })));
         // Bad poc type, chroma format.
         let mut w = BitWriter::default();
         w.u(8, 66).u(8, 0).u(8, 30).ue(0).ue(0).ue(3);
-        assert!(matches!(
-            Sps::parse(&w.sps_nal()),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(Sps::parse(&w.sps_nal()), Err(MediaError::Invalid { .. })));
         let mut w = BitWriter::default();
         w.u(8, 100).u(8, 0).u(8, 30).ue(0).ue(4);
-        assert!(matches!(
-            Sps::parse(&w.sps_nal()),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(Sps::parse(&w.sps_nal()), Err(MediaError::Invalid { .. })));
     }
 
     #[test]
     fn emulation_prevention_removed() {
         assert_eq!(remove_emulation_prevention(&[0, 0, 3, 1]), [0, 0, 1]);
-        assert_eq!(
-            remove_emulation_prevention(&[0, 0, 3, 0, 0, 3]),
-            [0, 0, 0, 0]
-        );
+        assert_eq!(remove_emulation_prevention(&[0, 0, 3, 0, 0, 3]), [0, 0, 0, 0]);
         assert_eq!(remove_emulation_prevention(&[0, 3, 0, 3]), [0, 3, 0, 3]);
         assert_eq!(remove_emulation_prevention(&[0, 0, 0, 3, 3]), [0, 0, 0, 3]);
         assert_eq!(remove_emulation_prevention(&[]), [] as [u8; 0]);
@@ -984,10 +821,7 @@ mod tests {
         let rec = record(&[&sps], &[&pps], 3);
         let cfg = AvcConfig::parse(&rec).unwrap();
         assert_eq!(&cfg.record[..], &rec[..]);
-        assert_eq!(
-            (cfg.profile_idc, cfg.profile_compat, cfg.level_idc),
-            (100, 0, 30)
-        );
+        assert_eq!((cfg.profile_idc, cfg.profile_compat, cfg.level_idc), (100, 0, 30));
         assert_eq!(cfg.nal_length_size, 4);
         assert_eq!(cfg.sps, vec![Bytes::from(sps.clone())]);
         assert_eq!(cfg.pps, vec![Bytes::from(pps.clone())]);
@@ -1032,44 +866,24 @@ mod tests {
         }
         let mut bad = good.clone();
         bad[0] = 0;
-        assert!(matches!(
-            AvcConfig::parse(&bad),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AvcConfig::parse(&bad), Err(MediaError::Invalid { .. })));
         let bad = record(&[&sps], &[&pps], 2);
-        assert!(matches!(
-            AvcConfig::parse(&bad),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AvcConfig::parse(&bad), Err(MediaError::Invalid { .. })));
         let bad = record(&[], &[&pps], 3);
-        assert!(matches!(
-            AvcConfig::parse(&bad),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AvcConfig::parse(&bad), Err(MediaError::Invalid { .. })));
         let bad = record(&[&pps], &[&sps], 3);
-        assert!(matches!(
-            AvcConfig::parse(&bad),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AvcConfig::parse(&bad), Err(MediaError::Invalid { .. })));
         let bad = record(&[&sps, &[]], &[&pps], 3);
-        assert!(matches!(
-            AvcConfig::parse(&bad),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(AvcConfig::parse(&bad), Err(MediaError::Invalid { .. })));
     }
 
     #[test]
     fn nal_units_and_annexb() {
-        let au4 = [
-            0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84,
-        ];
+        let au4 = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
         let nals: Vec<&[u8]> = nal_units(&au4, 4).map(Result::unwrap).collect();
         assert_eq!(nals, [&[0x09, 0xf0][..], &[0x65, 0x88, 0x84][..]]);
         assert!(is_idr(&au4, 4));
-        assert_eq!(
-            avcc_to_annexb(&au4, 4).unwrap(),
-            [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 0x88, 0x84]
-        );
+        assert_eq!(avcc_to_annexb(&au4, 4).unwrap(), [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 0x88, 0x84]);
 
         let au1 = [1, 0x41, 2, 0x06, 0x05];
         assert!(!is_idr(&au1, 1));
@@ -1084,26 +898,10 @@ mod tests {
     #[test]
     fn nal_units_errors() {
         // Truncated length, truncated unit, bad length sizes.
-        assert!(matches!(
-            avcc_to_annexb(&[0, 0, 1], 4),
-            Err(MediaError::Truncated { .. })
-        ));
-        assert!(matches!(
-            avcc_to_annexb(&[0, 0, 0, 9, 0x65], 4),
-            Err(MediaError::Truncated {
-                need: 9,
-                have: 1,
-                ..
-            })
-        ));
-        assert!(matches!(
-            avcc_to_annexb(&[1, 0x65], 0),
-            Err(MediaError::Invalid { .. })
-        ));
-        assert!(matches!(
-            avcc_to_annexb(&[1, 0x65], 5),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(avcc_to_annexb(&[0, 0, 1], 4), Err(MediaError::Truncated { .. })));
+        assert!(matches!(avcc_to_annexb(&[0, 0, 0, 9, 0x65], 4), Err(MediaError::Truncated { need: 9, have: 1, .. })));
+        assert!(matches!(avcc_to_annexb(&[1, 0x65], 0), Err(MediaError::Invalid { .. })));
+        assert!(matches!(avcc_to_annexb(&[1, 0x65], 5), Err(MediaError::Invalid { .. })));
         // An IDR before the broken unit still counts; the iterator stops after the error.
         let au = [1, 0x65, 9, 0x41];
         assert!(is_idr(&au, 1));
@@ -1115,26 +913,12 @@ mod tests {
 
     #[test]
     fn annexb_round_trip() {
-        let annexb = [
-            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 0, 1, 0x65, 0x88, 0, 0, 3, 1,
-        ];
+        let annexb = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 0, 1, 0x65, 0x88, 0, 0, 3, 1];
         let nals: Vec<&[u8]> = annexb_nal_units(&annexb).collect();
-        assert_eq!(
-            nals,
-            [
-                &[0x09, 0xf0][..],
-                &[0x67, 0x42][..],
-                &[0x65, 0x88, 0, 0, 3, 1][..]
-            ]
-        );
+        assert_eq!(nals, [&[0x09, 0xf0][..], &[0x67, 0x42][..], &[0x65, 0x88, 0, 0, 3, 1][..]]);
         let avcc = annexb_to_avcc(&annexb, 4).unwrap();
         let back = avcc_to_annexb(&avcc, 4).unwrap();
-        assert_eq!(
-            back,
-            [
-                0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88, 0, 0, 3, 1
-            ]
-        );
+        assert_eq!(back, [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88, 0, 0, 3, 1]);
         assert!(annexb_to_avcc(&[0, 0, 1, 0x65], 3).is_ok());
         assert!(annexb_to_avcc(&[0, 0, 1, 0x65], 0).is_err());
         let big = [&[0, 0, 1][..], &[0x65; 300][..]].concat();

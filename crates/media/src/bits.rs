@@ -33,11 +33,7 @@ impl<'a> BitReader<'a> {
     }
 
     pub(crate) fn read_bit(&mut self) -> Result<bool> {
-        let byte = self
-            .data
-            .get(self.pos / 8)
-            .copied()
-            .ok_or_else(|| self.truncated(1))?;
+        let byte = self.data.get(self.pos / 8).copied().ok_or_else(|| self.truncated(1))?;
         let bit = (byte >> (7 - (self.pos % 8))) & 1;
         self.pos += 1;
         Ok(bit == 1)
@@ -85,10 +81,8 @@ impl<'a> BitReader<'a> {
         let suffix = u64::from(self.read_bits(leading_zeros)?);
         let value = ((1u64 << leading_zeros) - 1) + suffix;
         // At most 2^32 - 2.
-        u32::try_from(value).map_err(|_| MediaError::Invalid {
-            what: self.what,
-            reason: "Exp-Golomb value out of range".into(),
-        })
+        u32::try_from(value)
+            .map_err(|_| MediaError::Invalid { what: self.what, reason: "Exp-Golomb value out of range".into() })
     }
 
     /// Signed Exp-Golomb code, `se(v)`.
@@ -96,10 +90,8 @@ impl<'a> BitReader<'a> {
         let k = i64::from(self.read_ue()?);
         let value = if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) };
         // |value| <= 2^31 - 1 because k <= 2^32 - 2.
-        i32::try_from(value).map_err(|_| MediaError::Invalid {
-            what: self.what,
-            reason: "signed Exp-Golomb value out of range".into(),
-        })
+        i32::try_from(value)
+            .map_err(|_| MediaError::Invalid { what: self.what, reason: "signed Exp-Golomb value out of range".into() })
     }
 }
 
@@ -115,14 +107,7 @@ mod tests {
         assert_eq!(r.read_u8(4).unwrap(), 0b1100);
         assert_eq!(r.read_bits(24).unwrap(), 0xff_00_01);
         assert_eq!(r.bits_left(), 0);
-        assert!(matches!(
-            r.read_bit(),
-            Err(MediaError::Truncated {
-                need: 5,
-                have: 4,
-                ..
-            })
-        ));
+        assert!(matches!(r.read_bit(), Err(MediaError::Truncated { need: 5, have: 4, .. })));
     }
 
     #[test]

@@ -40,11 +40,7 @@ pub enum VideoTag {
 pub fn parse_video_tag(body: Bytes) -> Result<VideoTag> {
     const WHAT: &str = "FLV video tag";
     let Some(&first) = body.first() else {
-        return Err(MediaError::Truncated {
-            what: WHAT,
-            need: 1,
-            have: 0,
-        });
+        return Err(MediaError::Truncated { what: WHAT, need: 1, have: 0 });
     };
     if first & 0x80 != 0 {
         return Err(MediaError::Invalid {
@@ -68,34 +64,20 @@ pub fn parse_video_tag(body: Bytes) -> Result<VideoTag> {
             });
         }
         other => {
-            return Err(MediaError::Invalid {
-                what: WHAT,
-                reason: format!("FrameType {other}"),
-            });
+            return Err(MediaError::Invalid { what: WHAT, reason: format!("FrameType {other}") });
         }
     }
     if body.len() < 5 {
-        return Err(MediaError::Truncated {
-            what: "FLV AVC video tag header",
-            need: 5,
-            have: body.len(),
-        });
+        return Err(MediaError::Truncated { what: "FLV AVC video tag header", need: 5, have: body.len() });
     }
     let packet_type = body[1];
     // SI24, big-endian: put it in the top 24 bits and shift back arithmetically.
     let composition_time_ms = i32::from_be_bytes([body[2], body[3], body[4], 0]) >> 8;
     match packet_type {
         0 => AvcConfig::parse(&body[5..]).map(VideoTag::Config),
-        1 => Ok(VideoTag::Frame {
-            keyframe: frame_type == 1,
-            composition_time_ms,
-            data: body.slice(5..),
-        }),
+        1 => Ok(VideoTag::Frame { keyframe: frame_type == 1, composition_time_ms, data: body.slice(5..) }),
         2 => Ok(VideoTag::EndOfSequence),
-        other => Err(MediaError::Invalid {
-            what: WHAT,
-            reason: format!("AVCPacketType {other}"),
-        }),
+        other => Err(MediaError::Invalid { what: WHAT, reason: format!("AVCPacketType {other}") }),
     }
 }
 
@@ -116,30 +98,19 @@ pub enum AudioTag {
 pub fn parse_audio_tag(body: Bytes) -> Result<AudioTag> {
     const WHAT: &str = "FLV audio tag";
     let Some(&first) = body.first() else {
-        return Err(MediaError::Truncated {
-            what: WHAT,
-            need: 1,
-            have: 0,
-        });
+        return Err(MediaError::Truncated { what: WHAT, need: 1, have: 0 });
     };
     let format = first >> 4;
     if format != AUDIO_FORMAT_AAC {
         return Err(MediaError::UnsupportedAudioFormat(format));
     }
     let Some(&packet_type) = body.get(1) else {
-        return Err(MediaError::Truncated {
-            what: "FLV AAC audio tag header",
-            need: 2,
-            have: 1,
-        });
+        return Err(MediaError::Truncated { what: "FLV AAC audio tag header", need: 2, have: 1 });
     };
     match packet_type {
         0 => AacConfig::parse(&body[2..]).map(AudioTag::Config),
         1 => Ok(AudioTag::Frame(body.slice(2..))),
-        other => Err(MediaError::Invalid {
-            what: WHAT,
-            reason: format!("AACPacketType {other}"),
-        }),
+        other => Err(MediaError::Invalid { what: WHAT, reason: format!("AACPacketType {other}") }),
     }
 }
 
@@ -189,23 +160,13 @@ impl FlvReader {
     pub fn new(data: Bytes) -> Result<Self> {
         const WHAT: &str = "FLV header";
         if data.len() < FLV_HEADER_LEN {
-            return Err(MediaError::Truncated {
-                what: WHAT,
-                need: FLV_HEADER_LEN,
-                have: data.len(),
-            });
+            return Err(MediaError::Truncated { what: WHAT, need: FLV_HEADER_LEN, have: data.len() });
         }
         if &data[..3] != b"FLV" {
-            return Err(MediaError::Invalid {
-                what: WHAT,
-                reason: "signature is not \"FLV\"".into(),
-            });
+            return Err(MediaError::Invalid { what: WHAT, reason: "signature is not \"FLV\"".into() });
         }
         if data[3] != 1 {
-            return Err(MediaError::Invalid {
-                what: WHAT,
-                reason: format!("version {}", data[3]),
-            });
+            return Err(MediaError::Invalid { what: WHAT, reason: format!("version {}", data[3]) });
         }
         let flags = data[4];
         let data_offset = u32::from_be_bytes([data[5], data[6], data[7], data[8]]);
@@ -217,11 +178,7 @@ impl FlvReader {
             });
         }
         if pos > data.len() {
-            return Err(MediaError::Truncated {
-                what: WHAT,
-                need: pos,
-                have: data.len(),
-            });
+            return Err(MediaError::Truncated { what: WHAT, need: pos, have: data.len() });
         }
         Ok(Self {
             data,
@@ -245,11 +202,7 @@ impl FlvReader {
 
     fn get(&self, len: usize, what: &'static str) -> Result<&[u8]> {
         let end = self.pos.saturating_add(len);
-        self.data.get(self.pos..end).ok_or(MediaError::Truncated {
-            what,
-            need: end,
-            have: self.data.len(),
-        })
+        self.data.get(self.pos..end).ok_or(MediaError::Truncated { what, need: end, have: self.data.len() })
     }
 
     fn read_tag(&mut self) -> Result<Option<FlvTag>> {
@@ -258,10 +211,7 @@ impl FlvReader {
         if prev != self.previous_tag_size {
             return Err(MediaError::Invalid {
                 what: "FLV PreviousTagSize",
-                reason: format!(
-                    "{prev}, but the previous tag was {} bytes",
-                    self.previous_tag_size
-                ),
+                reason: format!("{prev}, but the previous tag was {} bytes", self.previous_tag_size),
             });
         }
         self.pos += 4;
@@ -285,21 +235,13 @@ impl FlvReader {
         let body_len = usize::try_from(data_size).unwrap_or(usize::MAX);
         let end = self.pos.saturating_add(body_len);
         if end > self.data.len() {
-            return Err(MediaError::Truncated {
-                what: "FLV tag body",
-                need: end,
-                have: self.data.len(),
-            });
+            return Err(MediaError::Truncated { what: "FLV tag body", need: end, have: self.data.len() });
         }
         let body = self.data.slice(self.pos..end);
         self.pos = end;
         // data_size < 2^24, so this cannot overflow.
         self.previous_tag_size = data_size + TAG_HEADER_LEN as u32;
-        Ok(Some(FlvTag {
-            tag_type,
-            timestamp_ms,
-            body,
-        }))
+        Ok(Some(FlvTag { tag_type, timestamp_ms, body }))
     }
 }
 
@@ -336,8 +278,8 @@ mod tests {
     use super::*;
 
     const SPS: [u8; 26] = [
-        0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
-        0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
+        0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00,
+        0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
     ];
     const PPS: [u8; 6] = [0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
 
@@ -358,9 +300,7 @@ mod tests {
     #[test]
     fn video_config() {
         let tag = parse_video_tag(video(0x17, 0, [0; 3], &avc_record())).unwrap();
-        let VideoTag::Config(cfg) = tag else {
-            panic!("{tag:?}")
-        };
+        let VideoTag::Config(cfg) = tag else { panic!("{tag:?}") };
         assert_eq!((cfg.width, cfg.height, cfg.nal_length_size), (640, 360, 4));
         assert_eq!(cfg.codec_string(), "avc1.64001e");
         // A broken record is an error, not a Config.
@@ -371,14 +311,7 @@ mod tests {
     fn video_frames_and_composition_time() {
         let au = [0, 0, 0, 2, 0x65, 0x88];
         let tag = parse_video_tag(video(0x17, 1, [0, 0, 0x42], &au)).unwrap();
-        assert_eq!(
-            tag,
-            VideoTag::Frame {
-                keyframe: true,
-                composition_time_ms: 66,
-                data: Bytes::copy_from_slice(&au)
-            }
-        );
+        assert_eq!(tag, VideoTag::Frame { keyframe: true, composition_time_ms: 66, data: Bytes::copy_from_slice(&au) });
         let cases = [
             ([0xff, 0xff, 0xfe], -2),
             ([0xff, 0xff, 0xff], -1),
@@ -388,14 +321,7 @@ mod tests {
         ];
         for (cts, expected) in cases {
             let tag = parse_video_tag(video(0x27, 1, cts, &[])).unwrap();
-            let VideoTag::Frame {
-                keyframe,
-                composition_time_ms,
-                data,
-            } = tag
-            else {
-                panic!("{tag:?}")
-            };
+            let VideoTag::Frame { keyframe, composition_time_ms, data } = tag else { panic!("{tag:?}") };
             assert!(!keyframe);
             assert_eq!(composition_time_ms, expected, "{cts:02x?}");
             assert!(data.is_empty());
@@ -403,50 +329,25 @@ mod tests {
         // Disposable inter frame and generated key frame are frames but not key frames.
         for b0 in [0x37, 0x47] {
             let tag = parse_video_tag(video(b0, 1, [0; 3], &au)).unwrap();
-            assert!(matches!(
-                tag,
-                VideoTag::Frame {
-                    keyframe: false,
-                    ..
-                }
-            ));
+            assert!(matches!(tag, VideoTag::Frame { keyframe: false, .. }));
         }
     }
 
     #[test]
     fn video_end_of_sequence() {
-        assert_eq!(
-            parse_video_tag(video(0x17, 2, [0; 3], &[])).unwrap(),
-            VideoTag::EndOfSequence
-        );
+        assert_eq!(parse_video_tag(video(0x17, 2, [0; 3], &[])).unwrap(), VideoTag::EndOfSequence);
     }
 
     #[test]
     fn video_errors() {
-        assert!(matches!(
-            parse_video_tag(Bytes::new()),
-            Err(MediaError::Truncated {
-                need: 1,
-                have: 0,
-                ..
-            })
-        ));
+        assert!(matches!(parse_video_tag(Bytes::new()), Err(MediaError::Truncated { need: 1, have: 0, .. })));
         for len in 1..5 {
             let body = Bytes::copy_from_slice(&[0x17, 1, 0, 0][..len]);
-            assert!(
-                matches!(
-                    parse_video_tag(body),
-                    Err(MediaError::Truncated { need: 5, .. })
-                ),
-                "len {len}"
-            );
+            assert!(matches!(parse_video_tag(body), Err(MediaError::Truncated { need: 5, .. })), "len {len}");
         }
         // Sorenson H.263 (2), VP6 (4), HEVC-by-convention (12).
         for (b0, codec) in [(0x12, 2), (0x24, 4), (0x1c, 12)] {
-            assert_eq!(
-                parse_video_tag(video(b0, 1, [0; 3], &[])),
-                Err(MediaError::UnsupportedVideoCodec(codec))
-            );
+            assert_eq!(parse_video_tag(video(b0, 1, [0; 3], &[])), Err(MediaError::UnsupportedVideoCodec(codec)));
         }
         // Enhanced RTMP: IsExHeader | key frame, PacketTypeCodedFrames, 'hvc1'.
         let ex = Bytes::from_static(&[0x91, b'h', b'v', b'c', b'1', 0, 0, 0]);
@@ -455,27 +356,16 @@ mod tests {
         assert!(err.to_string().contains("Enhanced RTMP"), "{err}");
         // Command frame, bad frame types, bad packet type.
         for b0 in [0x57, 0x07, 0x67, 0x77] {
-            assert!(matches!(
-                parse_video_tag(video(b0, 1, [0; 3], &[])),
-                Err(MediaError::Invalid { .. })
-            ));
+            assert!(matches!(parse_video_tag(video(b0, 1, [0; 3], &[])), Err(MediaError::Invalid { .. })));
         }
-        assert!(matches!(
-            parse_video_tag(video(0x17, 3, [0; 3], &[])),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert!(matches!(parse_video_tag(video(0x17, 3, [0; 3], &[])), Err(MediaError::Invalid { .. })));
     }
 
     #[test]
     fn audio_tags() {
         let tag = parse_audio_tag(Bytes::from_static(&[0xaf, 0, 0x12, 0x10])).unwrap();
-        let AudioTag::Config(cfg) = tag else {
-            panic!("{tag:?}")
-        };
-        assert_eq!(
-            (cfg.sample_rate, cfg.channels, cfg.object_type),
-            (44100, 2, 2)
-        );
+        let AudioTag::Config(cfg) = tag else { panic!("{tag:?}") };
+        assert_eq!((cfg.sample_rate, cfg.channels, cfg.object_type), (44100, 2, 2));
 
         let tag = parse_audio_tag(Bytes::from_static(&[0xaf, 1, 0x21, 0x1a])).unwrap();
         assert_eq!(tag, AudioTag::Frame(Bytes::from_static(&[0x21, 0x1a])));
@@ -486,30 +376,14 @@ mod tests {
 
     #[test]
     fn audio_errors() {
-        assert!(matches!(
-            parse_audio_tag(Bytes::new()),
-            Err(MediaError::Truncated { .. })
-        ));
+        assert!(matches!(parse_audio_tag(Bytes::new()), Err(MediaError::Truncated { .. })));
         assert!(matches!(
             parse_audio_tag(Bytes::from_static(&[0xaf])),
-            Err(MediaError::Truncated {
-                need: 2,
-                have: 1,
-                ..
-            })
+            Err(MediaError::Truncated { need: 2, have: 1, .. })
         ));
-        assert_eq!(
-            parse_audio_tag(Bytes::from_static(&[0x2f, 1, 0])),
-            Err(MediaError::UnsupportedAudioFormat(2))
-        );
-        assert_eq!(
-            parse_audio_tag(Bytes::from_static(&[0x9f, 1, 0])),
-            Err(MediaError::UnsupportedAudioFormat(9))
-        );
-        assert!(matches!(
-            parse_audio_tag(Bytes::from_static(&[0xaf, 2])),
-            Err(MediaError::Invalid { .. })
-        ));
+        assert_eq!(parse_audio_tag(Bytes::from_static(&[0x2f, 1, 0])), Err(MediaError::UnsupportedAudioFormat(2)));
+        assert_eq!(parse_audio_tag(Bytes::from_static(&[0x9f, 1, 0])), Err(MediaError::UnsupportedAudioFormat(9)));
+        assert!(matches!(parse_audio_tag(Bytes::from_static(&[0xaf, 2])), Err(MediaError::Invalid { .. })));
         assert!(parse_audio_tag(Bytes::from_static(&[0xaf, 0])).is_err());
         assert!(parse_audio_tag(Bytes::from_static(&[0xaf, 0, 0x12])).is_err());
     }
@@ -544,17 +418,10 @@ mod tests {
         assert_eq!(tags.len(), 4);
         assert_eq!(tags[0].tag_type, FlvTag::SCRIPT);
         assert_eq!(tags[1].tag_type, FlvTag::VIDEO);
-        assert_eq!(
-            parse_video_tag(tags[1].body.clone()).unwrap(),
-            VideoTag::EndOfSequence
-        );
+        assert_eq!(parse_video_tag(tags[1].body.clone()).unwrap(), VideoTag::EndOfSequence);
         assert_eq!(
             tags[2],
-            FlvTag {
-                tag_type: FlvTag::AUDIO,
-                timestamp_ms: 23,
-                body: Bytes::from_static(&[0xaf, 1, 0x21])
-            }
+            FlvTag { tag_type: FlvTag::AUDIO, timestamp_ms: 23, body: Bytes::from_static(&[0xaf, 1, 0x21]) }
         );
         assert_eq!(tags[3].timestamp_ms, 0x0123_4567);
         assert!(tags[3].body.is_empty());
@@ -578,10 +445,7 @@ mod tests {
             if boundaries.contains(&len) {
                 assert!(result.is_ok(), "len {len}");
             } else {
-                assert!(
-                    matches!(result, Err(MediaError::Truncated { .. })),
-                    "len {len}: {result:?}"
-                );
+                assert!(matches!(result, Err(MediaError::Truncated { .. })), "len {len}: {result:?}");
             }
         }
     }

@@ -22,11 +22,7 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
     #[error("{what}: truncated (need {need} bytes, have {have})")]
-    Truncated {
-        what: &'static str,
-        need: usize,
-        have: usize,
-    },
+    Truncated { what: &'static str, need: usize, have: usize },
     #[error("unsupported video codec id {0} (only H.264/AVC, id 7, is supported)")]
     UnsupportedVideoCodec(u8),
     #[error("unsupported audio format {0} (only AAC, format 10, is supported)")]

@@ -28,29 +28,17 @@ fn golden_obs29_flv() {
                     assert!(avc.is_none(), "a single AVC sequence header");
                     avc = Some(cfg);
                 }
-                VideoTag::Frame {
-                    keyframe,
-                    composition_time_ms,
-                    data,
-                } => {
+                VideoTag::Frame { keyframe, composition_time_ms, data } => {
                     let cfg = avc.as_ref().expect("the sequence header precedes frames");
                     assert_eq!(composition_time_ms, 0, "bframes=0: no composition offsets");
                     let n = cfg.nal_length_size;
                     assert_eq!(is_idr(&data, n), keyframe, "at {} ms", tag.timestamp_ms);
-                    let nals: Vec<&[u8]> = nal_units(&data, n)
-                        .collect::<Result<_, _>>()
-                        .expect("well-formed access unit");
+                    let nals: Vec<&[u8]> =
+                        nal_units(&data, n).collect::<Result<_, _>>().expect("well-formed access unit");
                     assert!(!nals.is_empty());
                     let annexb = avcc_to_annexb(&data, n).unwrap();
-                    assert_eq!(
-                        annexb.len(),
-                        data.len(),
-                        "4-byte lengths become 4-byte start codes"
-                    );
-                    video.push(Video {
-                        timestamp_ms: tag.timestamp_ms,
-                        keyframe,
-                    });
+                    assert_eq!(annexb.len(), data.len(), "4-byte lengths become 4-byte start codes");
+                    video.push(Video { timestamp_ms: tag.timestamp_ms, keyframe });
                 }
                 VideoTag::EndOfSequence => {}
             },
@@ -73,11 +61,7 @@ fn golden_obs29_flv() {
     assert_eq!(avc.profile_idc, 100, "High profile");
     assert_eq!((avc.width, avc.height), (640, 360));
     assert_eq!(avc.nal_length_size, 4);
-    assert!(
-        avc.codec_string().starts_with("avc1.64"),
-        "{}",
-        avc.codec_string()
-    );
+    assert!(avc.codec_string().starts_with("avc1.64"), "{}", avc.codec_string());
     assert_eq!((avc.sps.len(), avc.pps.len()), (1, 1));
     assert_eq!(avc.fps, Some(30.0));
 
@@ -101,30 +85,18 @@ fn golden_obs29_flv() {
     assert_eq!(video.len(), 240, "8 s at 30 fps");
     // About 30 fps, with monotonic decode timestamps.
     for pair in video.windows(2) {
-        let delta = pair[1]
-            .timestamp_ms
-            .checked_sub(pair[0].timestamp_ms)
-            .expect("monotonic");
+        let delta = pair[1].timestamp_ms.checked_sub(pair[0].timestamp_ms).expect("monotonic");
         assert!((25..=45).contains(&delta), "video frame delta {delta} ms");
     }
 
     // About 8 s of media; audio frames every 1024 / 48000 s.
     let video_span = video.last().unwrap().timestamp_ms - video[0].timestamp_ms;
     let audio_span = audio_timestamps.last().unwrap() - audio_timestamps[0];
-    assert!(
-        (7500..=8500).contains(&video_span),
-        "video lasts {video_span} ms"
-    );
-    assert!(
-        (7500..=8500).contains(&audio_span),
-        "audio lasts {audio_span} ms"
-    );
+    assert!((7500..=8500).contains(&video_span), "video lasts {video_span} ms");
+    assert!((7500..=8500).contains(&audio_span), "audio lasts {audio_span} ms");
     let expected_frames = f64::from(audio_span) / aac.frame_duration_ms();
     let frames = audio_timestamps.len() as f64;
-    assert!(
-        (frames - expected_frames).abs() < 3.0,
-        "{frames} audio frames, {expected_frames} expected"
-    );
+    assert!((frames - expected_frames).abs() < 3.0, "{frames} audio frames, {expected_frames} expected");
     assert!((frames / (f64::from(video_span) / 1000.0) - 46.875).abs() < 1.0);
 }
 

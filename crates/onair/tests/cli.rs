@@ -41,7 +41,8 @@ fn obs_prints_a_signed_key_that_verifies() {
     let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!all.contains("cli-test-key"), "the secret was printed");
 
-    let text = Command::new(BIN).args(["obs", "show", "--host", "h:1940"]).env("ONAIR_SIGNING_KEY", "k").output().unwrap();
+    let text =
+        Command::new(BIN).args(["obs", "show", "--host", "h:1940"]).env("ONAIR_SIGNING_KEY", "k").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("Server:      rtmp://h:1940/live"), "{text}");
     assert!(text.contains("Stream Key:  show?policy="), "{text}");

@@ -141,9 +141,7 @@ pub fn verify(secret: &[u8], url: &str, client: IpAddr, now_ms: u64) -> Result<P
 /// Whether a running session under `policy` must end at `now_ms`.
 pub fn check_stream_expire(policy: &Policy, now_ms: u64) -> Result<(), PolicyError> {
     match policy.stream_expire {
-        Some(stream_expire) if now_ms > stream_expire => {
-            Err(PolicyError::StreamExpired { stream_expire, now: now_ms })
-        }
+        Some(stream_expire) if now_ms > stream_expire => Err(PolicyError::StreamExpired { stream_expire, now: now_ms }),
         _ => Ok(()),
     }
 }
