@@ -310,3 +310,150 @@ async fn asset(Path(path): Path<String>) -> Response {
         None => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router through `oneshot`, no sockets; a stream fed from the real OBS capture.
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use onair_hls::HlsConfig;
+    use tower::ServiceExt;
+
+    fn app() -> (Router, Arc<Registry>) {
+        let registry = Registry::new(HlsConfig::default());
+        (router(AppState { registry: registry.clone(), default_stream: "stream".into() }), registry)
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+        let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// Publishes the first `seconds` of the OBS capture into `name`.
+    fn publish_capture(registry: &Arc<Registry>, name: &str, seconds: u32) -> crate::hub::Publisher {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
+        ))
+        .unwrap();
+        let mut p = registry.publish(name, "127.0.0.1:9".parse().unwrap()).unwrap();
+        for tag in onair_media::flv::read_flv(&file).unwrap().into_iter().filter(|t| t.timestamp_ms < seconds * 1000) {
+            match tag.tag_type {
+                9 => drop(p.video(tag.body, tag.timestamp_ms)),
+                8 => drop(p.audio(tag.body, tag.timestamp_ms)),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn offline_everything_is_404_with_cors() {
+        let (app, _) = app();
+        for uri in ["/live/x/llhls.m3u8", "/live/x/playlist.m3u8", "/live/x/abc/init.mp4", "/live/x/abc/0.0.m4s"] {
+            let (status, headers, _) = call(&app, "GET", uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(headers["access-control-allow-origin"], "*", "{uri}");
+        }
+        let (status, headers, _) = call(&app, "OPTIONS", "/live/x/llhls.m3u8").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        let (status, _, body) = call(&app, "GET", "/api/streams/x").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["live"], false);
+        assert_eq!(v["urls"]["embed"], "/embed/x");
+        let (status, _, _) = call(&app, "GET", "/api/streams/a%20b").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn pages_and_assets() {
+        let (app, _) = app();
+        let (status, headers, _) = call(&app, "GET", "/").await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(headers["location"], "/stream");
+        let (status, headers, body) = call(&app, "GET", "/show").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(std::str::from_utf8(&body).unwrap().contains("<script"));
+        let (status, headers, _) = call(&app, "GET", "/embed/show").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-security-policy"], "frame-ancestors *");
+        assert!(headers.get("x-frame-options").is_none());
+        for bad in ["/a.b", "/embed/a.b", "/assets/nope.js", "/x/y/z"] {
+            assert_eq!(call(&app, "GET", bad).await.0, StatusCode::NOT_FOUND, "{bad}");
+        }
+        let js = ui::ASSETS.iter().map(|(p, _)| *p).find(|p| p.ends_with(".js")).expect("a built script");
+        let (status, headers, _) = call(&app, "GET", &format!("/{js}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+        assert!(headers["cache-control"].to_str().unwrap().contains("immutable"));
+    }
+
+    #[tokio::test]
+    async fn live_stream_serves_playlists_parts_and_segments() {
+        let (app, registry) = app();
+        let _publisher = publish_capture(&registry, "obs", 5);
+        let (status, headers, body) = call(&app, "GET", "/live/obs/llhls.m3u8").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], PLAYLIST_TYPE);
+        assert_eq!(headers["cache-control"], NO_CACHE);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let map = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).unwrap().trim_end_matches('"');
+        let (status, headers, init) = call(&app, "GET", &format!("/live/obs/{map}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "video/mp4");
+        assert_eq!(&init[4..8], b"ftyp");
+        let part = text.lines().find_map(|l| l.strip_prefix("#EXT-X-PART:")).unwrap();
+        let uri = part.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+        let (status, headers, body) = call(&app, "GET", &format!("/live/obs/{uri}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "video/iso.segment");
+        assert!(headers["cache-control"].to_str().unwrap().contains("immutable"));
+        assert_eq!(&body[4..8], b"moof");
+        let seg = text.lines().find(|l| l.ends_with(".m4s") && !l.starts_with('#')).unwrap();
+        let (status, _, body) = call(&app, "GET", &format!("/live/obs/{seg}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[4..8], b"moof");
+        // A wrong session id (an earlier publish) is gone.
+        let stale = format!("/live/obs/zzzzzzzz/{}", uri.split('/').nth(1).unwrap());
+        assert_eq!(call(&app, "GET", &stale).await.0, StatusCode::NOT_FOUND);
+        let (status, _, body) = call(&app, "GET", "/live/obs/playlist.m3u8").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!String::from_utf8(body.to_vec()).unwrap().contains("#EXT-X-PART"));
+    }
+
+    #[tokio::test]
+    async fn blocking_reload_waits_for_the_part_and_ends_with_the_stream() {
+        let (app, registry) = app();
+        let publisher = publish_capture(&registry, "obs", 3);
+        let pos = registry.get("obs").unwrap().lock().as_ref().unwrap().packager.position().unwrap();
+        let next = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part + 1);
+        let waiting = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "GET", &next).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the request must block until the part exists");
+        // Far ahead is refused at once.
+        let far = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part=0", pos.msn + 10);
+        assert_eq!(call(&app, "GET", &far).await.0, StatusCode::BAD_REQUEST);
+        // The publisher leaves: the waiter is answered (the stream is offline now) without the
+        // full hold time.
+        drop(publisher);
+        let (status, _, _) = tokio::time::timeout(Duration::from_secs(2), waiting).await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Bad parameters.
+        let _p = publish_capture(&registry, "obs", 2);
+        for q in ["_HLS_msn=x", "_HLS_part=1", "_HLS_msn=1&_HLS_part=-3"] {
+            let (status, _, body) = call(&app, "GET", &format!("/live/obs/llhls.m3u8?{q}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body:?}");
+        }
+    }
+}

@@ -403,3 +403,205 @@ async fn connection(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The ingest state machine against rml_rtmp's client session, in memory: no sockets.
+
+    use super::*;
+    use onair_hls::HlsConfig;
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+    };
+
+    const KEY: &str = "unit-secret";
+
+    struct Pair {
+        ingest: Ingest,
+        client: ClientSession,
+        events: Vec<ClientSessionEvent>,
+        registry: Arc<Registry>,
+    }
+
+    impl Pair {
+        /// Handshake and `connect` to `app`.
+        fn connect(app: &str) -> Pair {
+            let registry = Registry::new(HlsConfig::default());
+            let ctx = Arc::new(IngestContext {
+                registry: registry.clone(),
+                signing_key: SigningKey::new(KEY),
+                app: "live".into(),
+            });
+            let mut ingest = Ingest::new(ctx, "127.0.0.1:50000".parse().unwrap(), "127.0.0.1:1935".parse().unwrap());
+            let mut hs = Handshake::new(PeerType::Client);
+            ingest.handle_input(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
+            let reply = ingest.take_output();
+            let c2 = match hs.process_bytes(&reply).unwrap() {
+                HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
+                HandshakeProcessResult::InProgress { .. } => panic!("S0+S1+S2 complete the client handshake"),
+            };
+            ingest.handle_input(&c2).unwrap();
+            let mut config = ClientSessionConfig::new();
+            config.tc_url = Some(format!("rtmp://127.0.0.1:1935/{app}"));
+            let (client, initial) = ClientSession::new(config).unwrap();
+            let mut pair = Pair { ingest, client, events: vec![], registry };
+            pair.send(initial);
+            let r = pair.client.request_connection(app.into()).unwrap();
+            pair.send(vec![r]);
+            pair
+        }
+
+        /// Client → ingest, then everything the ingest answers back, until both are quiet.
+        fn send(&mut self, results: Vec<ClientSessionResult>) {
+            for r in results {
+                if let ClientSessionResult::OutboundResponse(p) = r {
+                    let _ = self.ingest.handle_input(&p.bytes);
+                }
+            }
+            loop {
+                let out = self.ingest.take_output();
+                if out.is_empty() {
+                    return;
+                }
+                let results = self.client.handle_input(&out).unwrap();
+                let mut replies = vec![];
+                for r in results {
+                    match r {
+                        ClientSessionResult::RaisedEvent(e) => self.events.push(e),
+                        other => replies.push(other),
+                    }
+                }
+                for r in replies {
+                    if let ClientSessionResult::OutboundResponse(p) = r {
+                        let _ = self.ingest.handle_input(&p.bytes);
+                    }
+                }
+            }
+        }
+
+        fn publish(&mut self, stream_key: &str) {
+            let r = self.client.request_publishing(stream_key.into(), PublishRequestType::Live).unwrap();
+            self.send(vec![r]);
+        }
+
+        fn accepted(&self) -> bool {
+            self.events.iter().any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+        }
+    }
+
+    fn signed_key(stream: &str, policy: &Policy) -> String {
+        let url =
+            onair_policy::sign_url(KEY.as_bytes(), &format!("rtmp://127.0.0.1:1935/live/{stream}"), policy).unwrap();
+        url.split_once("/live/").unwrap().1.to_owned()
+    }
+
+    fn hour() -> Policy {
+        Policy { url_expire: now_ms() + 3_600_000, ..Default::default() }
+    }
+
+    #[test]
+    fn signed_publish_is_accepted_and_media_reaches_the_hub() {
+        let mut pair = Pair::connect("live");
+        assert!(pair.events.iter().any(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)));
+        assert_eq!(pair.ingest.tc_url.as_deref(), Some("rtmp://127.0.0.1:1935/live"));
+        pair.publish(&signed_key("cam", &hour()));
+        assert!(pair.accepted(), "{:?}", pair.events);
+        assert!(!pair.ingest.closing());
+        assert_eq!(pair.ingest.stream_name(), Some("cam"));
+        let stream = pair.registry.get("cam").expect("the stream is registered");
+
+        // Feed the real OBS capture through the chunk stream: the stream becomes playable.
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
+        ))
+        .unwrap();
+        for tag in onair_media::flv::read_flv(&file).unwrap() {
+            let ts = RtmpTimestamp::new(tag.timestamp_ms);
+            let r = match tag.tag_type {
+                9 => pair.client.publish_video_data(tag.body, ts, false).unwrap(),
+                8 => pair.client.publish_audio_data(tag.body, ts, false).unwrap(),
+                _ => continue,
+            };
+            pair.send(vec![r]);
+        }
+        assert!(stream.is_playable());
+        let guard = stream.lock();
+        let live = guard.as_ref().unwrap();
+        assert_eq!(live.video.as_ref().unwrap().width, 640);
+        assert_eq!(live.audio.as_ref().unwrap().sample_rate, 48_000);
+        drop(guard);
+
+        // Dropping the connection takes the stream offline.
+        drop(pair.ingest);
+        assert!(pair.registry.get("cam").is_none());
+        assert!(stream.lock().is_none());
+    }
+
+    #[test]
+    fn refusals_close_the_connection_before_any_media() {
+        let cases: Vec<(String, &str)> = vec![
+            ("cam".into(), "unsigned"),
+            (signed_key("cam", &hour()).replacen("cam?", "other?", 1), "other stream name"),
+            (signed_key("cam", &Policy { url_expire: 1, ..Default::default() }), "expired"),
+            (signed_key("cam", &Policy { allow_ip: Some("10.0.0.0/8".into()), ..hour() }), "wrong network"),
+            (signed_key("bad.name", &hour()), "invalid name"),
+        ];
+        for (key, why) in cases {
+            let mut pair = Pair::connect("live");
+            pair.publish(&key);
+            assert!(!pair.accepted(), "{why}: {:?}", pair.events);
+            assert!(pair.ingest.closing(), "{why}");
+            assert!(pair.registry.list().is_empty(), "{why}");
+        }
+    }
+
+    #[test]
+    fn unknown_application_is_refused() {
+        let pair = Pair::connect("vod");
+        assert!(pair.ingest.closing());
+        assert!(!pair.events.iter().any(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)));
+    }
+
+    #[test]
+    fn stream_expire_ends_the_publish() {
+        let mut pair = Pair::connect("live");
+        pair.publish(&signed_key("cam", &Policy { stream_expire: Some(now_ms() + 60_000), ..hour() }));
+        assert!(pair.accepted());
+        let at = pair.ingest.stream_expire().unwrap();
+        assert!(!pair.ingest.enforce_expiry(at));
+        assert!(pair.ingest.enforce_expiry(at + 1));
+        assert!(pair.ingest.closing());
+        assert!(pair.registry.get("cam").is_none());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let registry = Registry::new(HlsConfig::default());
+        let ctx = Arc::new(IngestContext { registry, signing_key: SigningKey::new(KEY), app: "live".into() });
+        let mut seed = 0x1234_5678u32;
+        for len in [1usize, 100, 1537, 3073, 10_000] {
+            let mut ingest = Ingest::new(ctx.clone(), "127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            for chunk in junk.chunks(700) {
+                if ingest.handle_input(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+        // After a valid handshake and connect, a garbage chunk stream does not panic either.
+        let mut pair = Pair::connect("live");
+        for i in 0..50 {
+            if pair.ingest.handle_input(&[0xff, 0x13, i, 0x00, 0xff, 0xff, 0xff, 0x7f]).is_err() {
+                break;
+            }
+        }
+    }
+}
