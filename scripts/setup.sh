@@ -21,6 +21,9 @@ if [ $want_test = 1 ]; then
   need ffmpeg ffmpeg
   need ffprobe ffmpeg
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  need dbus-run-session dbus
+  need gnome-keyring-daemon gnome-keyring
+  need secret-tool libsecret-tools
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
