@@ -492,3 +492,18 @@ pub async fn wait_segments(server: &TestServer, stream: &str, n: usize) {
     })
     .await;
 }
+
+/// Runs `ffprobe` with `args` on `url` and returns its JSON.
+pub async fn ffprobe_with(url: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(require_tool("ffprobe"))
+        .args(["-v", "error", "-rw_timeout", "15000000", "-of", "json"])
+        .args(args)
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("ffprobe {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

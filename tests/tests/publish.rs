@@ -144,3 +144,45 @@ async fn real_obs_capture_replays_through_the_engine() {
     assert_eq!(publisher.wait(Duration::from_secs(30)).await, Some(true), "{}", publisher.stderr());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bframes_are_carried_and_reported() {
+    let server = TestServer::start().await;
+    let publisher = Publisher::start(&server.signed_url("bframes"), &Source { bframes: 2, ..Source::small() });
+    wait_segments(&server, "bframes", 3).await;
+    let st = get(&server.url("/api/streams/bframes")).await.unwrap().json();
+    assert_eq!(st["bframes"], true, "{st}");
+    assert!(logs().contains("set Max B-frames to 0 in OBS"), "the log names the fix");
+
+    // Composition offsets survive: packets carry pts > dts, and decoded frames come out in
+    // strictly increasing presentation order.
+    let url = server.url("/live/bframes/playlist.m3u8");
+    let packets = ffprobe_with(&url, &["-select_streams", "v", "-show_entries", "packet=pts,dts", "-read_intervals", "%+2"])
+        .await
+        .unwrap();
+    let packets = packets["packets"].as_array().unwrap();
+    assert!(packets.len() > 20, "{packets:?}");
+    let reordered = packets.iter().filter(|p| p["pts"].as_i64() > p["dts"].as_i64()).count();
+    assert!(reordered > 0, "no packet has pts > dts: composition offsets were lost");
+    assert!(packets.iter().all(|p| p["pts"].as_i64() >= p["dts"].as_i64()));
+    let frames = ffprobe_with(
+        &url,
+        &["-select_streams", "v", "-show_entries", "frame=best_effort_timestamp", "-read_intervals", "%+2"],
+    )
+    .await
+    .unwrap();
+    let pts: Vec<i64> = frames["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["best_effort_timestamp"].as_i64())
+        .collect();
+    assert!(pts.len() > 20);
+    assert!(pts.windows(2).all(|w| w[1] > w[0]), "presentation order broken: {pts:?}");
+    let errors = ffmpeg_decode(&server.url("/live/bframes/llhls.m3u8"), 4.0).await.unwrap();
+    assert!(errors.trim().is_empty(), "{errors}");
+    let played = browser_play(&server.url("/bframes"), &["--expect-width", "320"]).await.unwrap();
+    assert_eq!(played["ok"], true, "{played}");
+    publisher.stop().await;
+    server.shutdown().await;
+}

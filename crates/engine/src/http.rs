@@ -245,12 +245,12 @@ pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
     let Some(live) = guard.as_ref() else { return s };
     let snap = live.snapshot();
     s.live = live.packager.is_ready();
-    s.fps = snap.fps.or_else(|| live.video.as_ref().and_then(|v| v.fps));
+    s.fps = snap.fps.or_else(|| live.video.as_ref().and_then(|v| v.fps)).map(|f| (f * 100.0).round() / 100.0);
     s.video = live.video.as_ref().map(|v| VideoStatus {
         codec: v.codec_string(),
         width: v.width,
         height: v.height,
-        fps: s.fps.map(|f| (f * 100.0).round() / 100.0),
+        fps: s.fps,
     });
     s.audio = live.audio.as_ref().map(|a| AudioStatus {
         codec: a.codec_string(),
