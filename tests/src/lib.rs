@@ -213,16 +213,19 @@ impl Publisher {
     }
 }
 
-/// `ffprobe` of a URL: the first video stream's width and height and the codec names.
+/// `ffprobe -show_streams` of a URL, as JSON.
 pub async fn ffprobe(url: &str) -> Result<serde_json::Value> {
-    let out = Command::new(require_tool("ffprobe"))
-        .args(["-v", "error", "-rw_timeout", "15000000", "-show_streams", "-of", "json", url])
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("ffprobe {url} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    ffprobe_with(url, &["-show_streams"]).await
+}
+
+/// The first stream of `codec_type` (`video`, `audio`) that `ffprobe` finds at `url`.
+pub async fn probe_stream(url: &str, codec_type: &str) -> serde_json::Value {
+    let probe = ffprobe(url).await.unwrap();
+    probe["streams"]
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["codec_type"] == codec_type))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {codec_type} stream at {url}: {probe}"))
 }
 
 /// Decodes `seconds` of a URL with ffmpeg; returns what it printed at `error` level.

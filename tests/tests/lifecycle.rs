@@ -55,14 +55,7 @@ async fn three_publishers_at_once() {
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     for n in names {
         wait_segments(&server, n, 2).await;
-        let probe = ffprobe(&server.url(&format!("/live/{n}/llhls.m3u8"))).await.unwrap();
-        let video = probe["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["codec_type"] == "video")
-            .cloned()
-            .unwrap_or_else(|| panic!("no video stream: {probe}"));
+        let video = probe_stream(&server.url(&format!("/live/{n}/llhls.m3u8")), "video").await;
         assert_eq!(video["width"], 256, "{n}");
     }
     // Ending one leaves the others live.

@@ -51,14 +51,11 @@ async fn signed_publish_plays_in_ffmpeg_and_chromium() {
     // ffprobe and ffmpeg read both playlists at the source resolution and decode ≥ 4 s cleanly.
     for playlist in ["llhls.m3u8", "playlist.m3u8"] {
         let url = server.url(&format!("/live/demo/{playlist}"));
-        let probe = ffprobe(&url).await.unwrap();
-        let streams = probe["streams"].as_array().unwrap();
-        let video =
-            streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("no video stream: {probe}"));
+        let video = probe_stream(&url, "video").await;
         assert_eq!(video["codec_name"], "h264");
         assert_eq!(video["width"], 640);
         assert_eq!(video["height"], 360);
-        let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("an audio stream");
+        let audio = probe_stream(&url, "audio").await;
         assert_eq!(audio["codec_name"], "aac");
         let errors = ffmpeg_decode(&url, 4.5).await.unwrap();
         assert!(errors.trim().is_empty(), "decoding {playlist} printed errors:\n{errors}");
@@ -131,14 +128,7 @@ async fn real_obs_capture_replays_through_the_engine() {
     assert!(st["video"]["codec"].as_str().unwrap().starts_with("avc1.64"), "High profile: {st}");
     assert_eq!(st["video"]["width"], 640);
     wait_segments(&server, "obs", 2).await;
-    let probe = ffprobe(&server.url("/live/obs/llhls.m3u8")).await.unwrap();
-    let video = probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["codec_type"] == "video")
-        .cloned()
-        .unwrap_or_else(|| panic!("no video stream: {probe}"));
+    let video = probe_stream(&server.url("/live/obs/llhls.m3u8"), "video").await;
     assert_eq!(video["profile"], "High");
     assert_eq!(video["height"], 360);
     assert_eq!(publisher.wait(Duration::from_secs(30)).await, Some(true), "{}", publisher.stderr());
@@ -157,9 +147,10 @@ async fn bframes_are_carried_and_reported() {
     // Composition offsets survive: packets carry pts > dts, and decoded frames come out in
     // strictly increasing presentation order.
     let url = server.url("/live/bframes/playlist.m3u8");
-    let packets = ffprobe_with(&url, &["-select_streams", "v", "-show_entries", "packet=pts,dts", "-read_intervals", "%+2"])
-        .await
-        .unwrap();
+    let packets =
+        ffprobe_with(&url, &["-select_streams", "v", "-show_entries", "packet=pts,dts", "-read_intervals", "%+2"])
+            .await
+            .unwrap();
     let packets = packets["packets"].as_array().unwrap();
     assert!(packets.len() > 20, "{packets:?}");
     let reordered = packets.iter().filter(|p| p["pts"].as_i64() > p["dts"].as_i64()).count();
@@ -171,12 +162,8 @@ async fn bframes_are_carried_and_reported() {
     )
     .await
     .unwrap();
-    let pts: Vec<i64> = frames["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["best_effort_timestamp"].as_i64())
-        .collect();
+    let pts: Vec<i64> =
+        frames["frames"].as_array().unwrap().iter().filter_map(|f| f["best_effort_timestamp"].as_i64()).collect();
     assert!(pts.len() > 20);
     assert!(pts.windows(2).all(|w| w[1] > w[0]), "presentation order broken: {pts:?}");
     let errors = ffmpeg_decode(&server.url("/live/bframes/llhls.m3u8"), 4.0).await.unwrap();
