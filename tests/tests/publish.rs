@@ -85,6 +85,8 @@ async fn signed_publish_plays_in_ffmpeg_and_chromium() {
     assert_eq!(played["videoWidth"], 640, "{played}");
     assert_eq!(played["sawOffline"], true, "{played}");
     assert_eq!(played["navigations"], 1, "{played}");
+    let st = get(&server.url("/api/streams/demo")).await.unwrap().json();
+    assert!(st["viewers"]["hls"].as_u64().unwrap() >= 1, "the player was counted: {st}");
 
     publisher.stop().await;
     server.shutdown().await;

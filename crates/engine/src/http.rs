@@ -3,15 +3,17 @@
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it without sockets.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::get;
+use axum::{Extension, http::HeaderMap};
 use bytes::{Bytes, BytesMut};
 use onair_hls::{Lookup, Reload, Resource};
 use serde::Serialize;
@@ -80,11 +82,22 @@ fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Resu
     }
 }
 
+/// Identifies an HLS player for the viewer count: its address and user agent.
+fn client_key(peer: Option<Extension<ConnectInfo<SocketAddr>>>, headers: &HeaderMap) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    peer.map(|Extension(ConnectInfo(addr))| addr.ip()).hash(&mut h);
+    headers.get(header::USER_AGENT).map(HeaderValue::as_bytes).hash(&mut h);
+    h.finish()
+}
+
 /// `llhls.m3u8` (with blocking reload) and `playlist.m3u8`.
 async fn playlist(
     State(st): State<AppState>,
     Path((name, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
 ) -> Response {
     let low_latency = match file.as_str() {
         "llhls.m3u8" => true,
@@ -124,7 +137,10 @@ async fn playlist(
             }
         };
         match decision {
-            Ok(body) => return bytes_response(body, PLAYLIST_TYPE, NO_CACHE),
+            Ok(body) => {
+                stream.touch_hls_viewer(client_key(peer, &headers), std::time::Instant::now());
+                return bytes_response(body, PLAYLIST_TYPE, NO_CACHE);
+            }
             Err(()) => {
                 if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
                     return error(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time");
@@ -194,7 +210,14 @@ pub struct StreamStatus {
     pub keyframe_interval_s: Option<f64>,
     pub bframes: bool,
     pub uptime_s: Option<f64>,
+    pub viewers: Viewers,
     pub urls: Urls,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Viewers {
+    /// HLS/LL-HLS players that loaded a playlist in the last 10 s (one per address and user agent).
+    pub hls: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,9 +261,11 @@ pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
         keyframe_interval_s: None,
         bframes: false,
         uptime_s: None,
+        viewers: Viewers::default(),
         urls,
     };
     let Some(stream) = stream else { return s };
+    s.viewers.hls = stream.hls_viewers(std::time::Instant::now());
     let guard = stream.lock();
     let Some(live) = guard.as_ref() else { return s };
     let snap = live.snapshot();

@@ -35,7 +35,12 @@ pub struct Stream {
     live: Mutex<Option<Live>>,
     /// Bumped whenever a part completes or the stream goes on/off air.
     changed: watch::Sender<u64>,
+    /// HLS players by client key (address + user agent), with when they last loaded a playlist.
+    hls_viewers: Mutex<HashMap<u64, Instant>>,
 }
+
+/// A player that has not reloaded its playlist for this long is no longer counted.
+const HLS_VIEWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The state of a live stream (one publish session).
 pub struct Live {
@@ -96,8 +101,12 @@ impl Registry {
             started: SystemTime::now(),
             started_at: Instant::now(),
         };
-        let stream =
-            Arc::new(Stream { name: name.into(), live: Mutex::new(Some(live)), changed: watch::Sender::new(0) });
+        let stream = Arc::new(Stream {
+            name: name.into(),
+            live: Mutex::new(Some(live)),
+            changed: watch::Sender::new(0),
+            hls_viewers: Mutex::new(HashMap::new()),
+        });
         map.insert(name.into(), stream.clone());
         Ok(Publisher {
             registry: self.clone(),
@@ -133,6 +142,21 @@ impl Stream {
     /// Whether viewers can play it: live, with an init segment and at least one part.
     pub fn is_playable(&self) -> bool {
         self.lock().as_ref().is_some_and(|l| l.packager.is_ready())
+    }
+
+    /// Records that the HLS player identified by `client` loaded a playlist at `now`.
+    pub fn touch_hls_viewer(&self, client: u64, now: Instant) {
+        let mut viewers = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        viewers.insert(client, now);
+        if viewers.len() > 64 {
+            viewers.retain(|_, seen| now.saturating_duration_since(*seen) < HLS_VIEWER_TIMEOUT);
+        }
+    }
+
+    /// HLS players seen within the last 10 s (one per address and user agent).
+    pub fn hls_viewers(&self, now: Instant) -> usize {
+        let viewers = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        viewers.values().filter(|seen| now.saturating_duration_since(**seen) < HLS_VIEWER_TIMEOUT).count()
     }
 
     fn notify(&self) {
@@ -323,6 +347,20 @@ mod tests {
         assert!(stream.lock().is_none());
         assert!(reg.get("a").is_none());
         assert!(reg.publish("a", addr).is_ok());
+    }
+
+    #[test]
+    fn hls_viewers_expire() {
+        let reg = Registry::new(HlsConfig::default());
+        let p = reg.publish("v", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let s = p.stream();
+        let t0 = Instant::now();
+        s.touch_hls_viewer(1, t0);
+        s.touch_hls_viewer(2, t0);
+        s.touch_hls_viewer(1, t0 + std::time::Duration::from_secs(5));
+        assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(6)), 2);
+        assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(12)), 1);
+        assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(16)), 0);
     }
 
     #[test]

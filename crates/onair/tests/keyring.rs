@@ -6,8 +6,8 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_onair");
 
 fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
+    let found =
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
     assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
 }
 
