@@ -14,6 +14,7 @@ need() { # need <command> <package>
   command -v "$1" >/dev/null 2>&1 || missing+=("$2")
 }
 need cc build-essential
+need cmake cmake
 need pkg-config pkg-config
 need node nodejs
 need npm npm

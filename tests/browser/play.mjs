@@ -2,38 +2,33 @@
 // Open an OnAir page in headless Chromium and check that the video really plays.
 //
 //   node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S]
+//                 [--expect-transport webrtc|llhls|native]
 //                 [--timeout MS] [--screenshot FILE] [--viewport WxH]
 //                 [--chromium PATH] [--fail-on-console-error] [--verbose]
 //
 // Prints exactly one JSON line on stdout and exits 0 when, within the timeout,
 // video.currentTime advanced by at least --min-advance seconds since playback
-// began (the page's data-state first became "playing") and videoWidth > 0;
-// otherwise prints {"ok":false,"reason":...} and exits 1. See README.md.
+// began (the page's data-state first became "playing") and videoWidth > 0
+// (over WebRTC also: decoded frames still rising); otherwise prints
+// {"ok":false,"reason":...} and exits 1. See README.md.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, sampleWebRtc, sleep } from './common.mjs';
 
 const USAGE =
   'usage: node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S (3)] ' +
+  '[--expect-transport webrtc|llhls|native] ' +
   '[--timeout MS (30000)] [--screenshot FILE] [--viewport WxH (1280x720)] [--chromium PATH] ' +
   '[--fail-on-console-error] [--verbose]';
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
+const TRANSPORTS = ['webrtc', 'llhls', 'native'];
 
 function parseArgs(argv) {
   const opts = {
     url: null,
     expectWidth: null,
     expectHeight: null,
+    expectTransport: null,
     minAdvance: 3,
     timeout: 30000,
     screenshot: null,
@@ -58,6 +53,10 @@ function parseArgs(argv) {
         break;
       case '--expect-height':
         opts.expectHeight = num(flag, value());
+        break;
+      case '--expect-transport':
+        opts.expectTransport = value();
+        if (!TRANSPORTS.includes(opts.expectTransport)) throw new Error(`--expect-transport needs one of ${TRANSPORTS.join('|')}`);
         break;
       case '--min-advance':
         opts.minAdvance = num(flag, value());
@@ -112,8 +111,6 @@ const elapsed = () => Date.now() - t0;
 const log = (...a) => {
   if (opts.verbose) process.stderr.write(`[play ${(elapsed() / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 let printed = false;
 function finish(result, code) {
   if (!printed) {
@@ -126,6 +123,7 @@ function finish(result, code) {
 
 // Everything the page tells us.
 const states = []; // [{state, t}] in order of change
+const transports = []; // body.dataset.transport values, in order of change
 let navigations = 0;
 const consoleErrors = [];
 let resourceErrors = 0; // "Failed to load resource" (e.g. the 404s while offline): expected
@@ -140,7 +138,18 @@ function recordState(s) {
   }
 }
 
+function recordTransport(t) {
+  if (typeof t === 'string' && t && transports[transports.length - 1] !== t) {
+    transports.push(t);
+    log('transport', t);
+  }
+}
+
 const stateNames = () => states.map((s) => s.state);
+const playingAtMs = () => {
+  const s = states.find((x) => x.state === 'playing');
+  return s ? s.t : null;
+};
 function sawOfflineBeforePlaying() {
   for (const s of states) {
     if (s.state === 'playing') return false;
@@ -151,6 +160,7 @@ function sawOfflineBeforePlaying() {
 
 async function run() {
   let browser;
+  let page = null;
   const deadline = t0 + opts.timeout;
   let last = null; // last sample
   let result = null;
@@ -161,7 +171,7 @@ async function run() {
       timeout: Math.max(1000, deadline - Date.now()),
     });
     const context = await browser.newContext({ viewport: opts.viewport });
-    const page = await context.newPage();
+    page = await context.newPage();
 
     // State changes are pushed from the page (survives navigations; we also poll).
     await page.exposeFunction('__onairReportState', (s) => recordState(s));
@@ -185,6 +195,7 @@ async function run() {
       }
     });
     page.on('console', (msg) => {
+      if (msg.type() === 'warning' || msg.type() === 'info') log(`console ${msg.type()}:`, msg.text());
       if (msg.type() !== 'error') return;
       const text = msg.text();
       if (/^Failed to load resource/.test(text)) {
@@ -223,6 +234,8 @@ async function run() {
             readyState: v ? v.readyState : null,
             videoWidth: v ? v.videoWidth : 0,
             videoHeight: v ? v.videoHeight : 0,
+            badge: (document.querySelector('.transport-badge') || {}).textContent || null,
+            latencyText: (document.querySelector('.player-latency') || {}).textContent || null,
           };
         });
       } catch (e) {
@@ -233,6 +246,7 @@ async function run() {
       }
       last = sample;
       recordState(sample.state);
+      recordTransport(sample.transport);
       const ct = sample.currentTime;
       // Playback began: the page says "playing" (or, for a page without
       // data-state, the video runs).
@@ -268,6 +282,12 @@ async function run() {
               ok: false,
               reason: `videoHeight ${sample.videoHeight} != expected ${opts.expectHeight}`,
             };
+          } else if (opts.expectTransport !== null && sample.transport !== opts.expectTransport) {
+            result = {
+              ...result,
+              ok: false,
+              reason: `transport ${sample.transport} != expected ${opts.expectTransport}`,
+            };
           } else if (opts.failOnConsoleError && (consoleErrors.length > 0 || pageErrors.length > 0)) {
             result = { ...result, ok: false, reason: 'console or page errors' };
           }
@@ -289,6 +309,12 @@ async function run() {
     result = { ok: false, reason: `error: ${e && e.message ? e.message.split('\n')[0] : String(e)}` };
     return finish(withDetails(result, last), 1);
   } finally {
+    if (page) {
+      // Close the tab first, like a user: the page's pagehide handler DELETEs
+      // its WHEP session (keepalive), so the server does not wait for ICE to time out.
+      await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
+      await sleep(200);
+    }
     if (browser) {
       await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
     }
@@ -302,13 +328,15 @@ function round(x) {
 function withDetails(result, last) {
   const out = { ...result };
   if (last) {
-    for (const k of ['currentTime', 'videoWidth', 'videoHeight', 'state', 'transport']) {
+    for (const k of ['currentTime', 'videoWidth', 'videoHeight', 'state', 'transport', 'badge', 'latencyText']) {
       if (!(k in out)) out[k] = k === 'currentTime' && typeof last[k] === 'number' ? round(last[k]) : last[k];
     }
   }
   if (!('sawOffline' in out)) out.sawOffline = sawOfflineBeforePlaying();
   out.navigations = navigations;
   out.states = stateNames();
+  out.transports = transports;
+  out.playingAtMs = playingAtMs();
   out.consoleErrors = consoleErrors;
   out.pageErrors = pageErrors;
   out.resourceErrors = resourceErrors;
@@ -317,6 +345,20 @@ function withDetails(result, last) {
 }
 
 async function conclude(page, result, last) {
+  // WebRTC: two getStats() samples ≥ 1 s apart, so frames and packets can be seen rising.
+  let webrtc = null;
+  try {
+    webrtc = await sampleWebRtc(page, 1000);
+  } catch (e) {
+    log('webrtc stats failed:', e.message);
+  }
+  if (webrtc) {
+    result = { ...result, webrtc };
+    log('webrtc', JSON.stringify(webrtc));
+    if (result.ok && result.transport === 'webrtc' && !(webrtc.framesDecodedDelta > 0)) {
+      result = { ...result, ok: false, reason: 'WebRTC: framesDecoded did not rise' };
+    }
+  }
   if (opts.screenshot) {
     try {
       await page.screenshot({ path: opts.screenshot, timeout: 5000 });

@@ -92,7 +92,9 @@ impl TestServer {
         init_logs();
         config.http = "127.0.0.1:0".parse().unwrap();
         config.rtmp = "127.0.0.1:0".parse().unwrap();
-        let engine = Engine::start(config, SigningKey::new(SECRET)).await.expect("engine starts");
+        config.webrtc.udp = "127.0.0.1:0".parse().unwrap();
+        config.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
+        let engine = Engine::start(config, SigningKey::new(SECRET).into()).await.expect("engine starts");
         TestServer { engine }
     }
 
@@ -135,6 +137,8 @@ pub struct Source {
     /// Keyframe interval in frames.
     pub gop: u32,
     pub bframes: u32,
+    /// x264 profile (`baseline`, `main`, `high`); None: what the preset gives.
+    pub profile: Option<&'static str>,
     pub sample_rate: u32,
     /// Stop after this long (None: until killed).
     pub seconds: Option<f64>,
@@ -144,7 +148,17 @@ pub struct Source {
 
 impl Default for Source {
     fn default() -> Self {
-        Source { width: 640, height: 360, fps: 30, gop: 30, bframes: 0, sample_rate: 48_000, seconds: None, file: None }
+        Source {
+            width: 640,
+            height: 360,
+            fps: 30,
+            gop: 30,
+            bframes: 0,
+            profile: None,
+            sample_rate: 48_000,
+            seconds: None,
+            file: None,
+        }
     }
 }
 
@@ -174,12 +188,18 @@ impl Publisher {
                     .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps))
                     .args(["-f", "lavfi", "-i"])
                     .arg(format!("sine=frequency=440:sample_rate={}", src.sample_rate))
-                    .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+                    // ultrafast only ever produces Constrained Baseline; a named profile needs the
+                    // tools of that profile turned on.
+                    .args(["-c:v", "libx264", "-preset", if src.profile.is_some() { "veryfast" } else { "ultrafast" }])
+                    .args(["-pix_fmt", "yuv420p"])
                     .args(["-g", &src.gop.to_string(), "-keyint_min", &src.gop.to_string(), "-sc_threshold", "0"])
                     .args(["-bf", &src.bframes.to_string()])
                     .args(["-c:a", "aac", "-b:a", "96k", "-ar", &src.sample_rate.to_string()]);
                 if src.bframes == 0 {
                     cmd.args(["-tune", "zerolatency"]);
+                }
+                if let Some(profile) = src.profile {
+                    cmd.args(["-profile:v", profile]);
                 }
             }
         }
@@ -251,17 +271,22 @@ pub async fn ffmpeg_decode(url: &str, seconds: f64) -> Result<String> {
 
 /// Runs `tests/browser/play.mjs` (playwright-core + /usr/bin/chromium) on `url` with `args`.
 pub async fn browser_play(url: &str, args: &[&str]) -> Result<serde_json::Value> {
+    browser_script("play.mjs", url, args).await
+}
+
+/// Runs a script of `tests/browser/` on `url` with `args`; returns the JSON line it printed last.
+pub async fn browser_script(script: &str, url: &str, args: &[&str]) -> Result<serde_json::Value> {
     require_tool("chromium");
     let node = require_tool("node");
     let dir = repo_root().join("tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
         bail!("tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)");
     }
-    let out = Command::new(node).arg(dir.join("play.mjs")).arg(url).args(args).kill_on_drop(true).output().await?;
+    let out = Command::new(node).arg(dir.join(script)).arg(url).args(args).kill_on_drop(true).output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("play.mjs printed no JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)))?;
+        .with_context(|| format!("{script} printed no JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)))?;
     Ok(v)
 }
 
@@ -294,10 +319,22 @@ pub async fn get(url: &str) -> Result<HttpResponse> {
 }
 
 pub async fn request(method: &str, url: &str) -> Result<HttpResponse> {
+    request_with(method, url, &[], b"").await
+}
+
+/// An HTTP/1.1 request with extra headers and a body.
+pub async fn request_with(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<HttpResponse> {
     let rest = url.strip_prefix("http://").context("http:// URLs only")?;
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).await?;
+    // The server may answer (413) before reading a large body: a failed write is not an error.
+    let _ = s.write_all(body).await;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await.context("HTTP timeout")??;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;

@@ -106,7 +106,7 @@ async fn embed_page_plays_and_may_be_framed_anywhere() {
 
     let screenshot = artifacts_dir().join("embed.png");
     let played = browser_play(
-        &server.url("/embed/embedded"),
+        &server.url("/embed/embedded?transport=hls"),
         &["--expect-width", "320", "--screenshot", screenshot.to_str().unwrap()],
     )
     .await

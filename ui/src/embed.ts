@@ -1,6 +1,6 @@
 // Embed page: GET /embed/<stream> — the player alone, filling the frame.
 import './style.css';
-import { mountPlayer, streamFromLocation } from './player';
+import { mountPlayer, playerOptionsFromQuery, streamFromLocation } from './player';
 import { exposeForTests } from './globals';
 
 const stream = streamFromLocation();
@@ -9,6 +9,7 @@ document.body.dataset.state = 'loading';
 
 const view = mountPlayer(document.getElementById('player') as HTMLElement, {
   stream,
+  ...playerOptionsFromQuery(), // ?transport=hls|webrtc, ?ice-timeout=<ms>
   onStateChange: (state) => {
     document.body.dataset.state = state;
   },

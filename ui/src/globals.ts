@@ -4,8 +4,10 @@ import type { LivePlayer, PlayerView } from './player';
 
 export interface OnAirHandle {
   readonly video: HTMLVideoElement;
-  /** The current hls.js instance, or null (offline or native HLS). */
+  /** The current hls.js instance, or null (offline, WebRTC or native HLS). */
   readonly hls: Hls | null;
+  /** The current WHEP RTCPeerConnection (also while connecting), or null. */
+  readonly pc: RTCPeerConnection | null;
   readonly stream: string;
   readonly player: LivePlayer;
   setTitle?: (text: string) => void;
@@ -22,6 +24,9 @@ export function exposeForTests(view: PlayerView, stream: string, extra: { setTit
     video: view.video,
     get hls() {
       return view.player.hls;
+    },
+    get pc() {
+      return view.player.pc;
     },
     stream,
     player: view.player,

@@ -1,12 +1,24 @@
-// Shared OnAir player: offline polling, LL-HLS playback via hls.js (or native
-// HLS), automatic recovery when a stream ends and comes back, and a small DOM
-// view (offline overlay, unmute button, LIVE badge, latency). Used by the viewer
-// page, the embed page and (later) the desktop window.
+// Shared OnAir player: offline polling, WebRTC playback over WHEP with LL-HLS
+// (hls.js, or native HLS) as the fallback, automatic recovery when a stream ends
+// and comes back or the network blips, and a small DOM view (offline overlay,
+// unmute button, LIVE / transport badges, latency). Used by the viewer page, the
+// embed page and (later) the desktop window.
 
 import Hls, { ErrorTypes, Events, type ErrorData, type HlsConfig } from 'hls.js';
+import {
+  WhepError,
+  WhepSession,
+  estimateWebRtcLatency,
+  sameIceServers,
+  webRtcSupported,
+  type WebRtcStats,
+} from './whep';
 
 export type PlayerState = 'offline' | 'loading' | 'playing' | 'error';
-export type Transport = 'llhls' | 'native';
+/** What is playing (or being tried): WebRTC/WHEP, hls.js LL-HLS, or the browser's own HLS. */
+export type Transport = 'webrtc' | 'llhls' | 'native';
+/** `auto`: WebRTC first, LL-HLS when that fails; `webrtc` / `hls`: only that one. */
+export type TransportMode = 'auto' | 'webrtc' | 'hls';
 
 /** `GET /api/streams/<stream>`; every field is optional. */
 export interface StreamInfo {
@@ -19,14 +31,20 @@ export interface StreamInfo {
   keyframe_interval_s?: number;
   bframes?: boolean;
   uptime_s?: number;
-  urls?: { llhls?: string; hls?: string; viewer?: string; embed?: string };
+  viewers?: { webrtc?: number; hls?: number };
+  urls?: { llhls?: string; hls?: string; whep?: string; viewer?: string; embed?: string };
 }
 
 export interface PlayerStats {
   /** Seconds behind the live edge, or null when unknown. */
   latency: number | null;
+  /** True when `latency` is the WebRTC estimate (jitter buffer + RTT/2), not a measurement. */
+  latencyEstimated: boolean;
+  transport: Transport | null;
   videoWidth: number;
   videoHeight: number;
+  /** Last `getStats()` digest while on WebRTC, else null. */
+  webrtc: WebRtcStats | null;
 }
 
 // ---------------------------------------------------------------------------
@@ -64,14 +82,36 @@ export function hlsUrl(stream: string, origin = ''): string {
   return joinOrigin(origin, `/live/${encodeURIComponent(stream)}/playlist.m3u8`);
 }
 
+export function whepUrl(stream: string, origin = ''): string {
+  return joinOrigin(origin, `/live/${encodeURIComponent(stream)}/whep`);
+}
+
 export function apiUrl(stream: string, origin = ''): string {
   return joinOrigin(origin, `/api/streams/${encodeURIComponent(stream)}`);
 }
 
+/**
+ * Player settings from the page URL, for tests and debugging:
+ * `?transport=hls|webrtc|auto` and `?ice-timeout=<ms>`.
+ */
+export function playerOptionsFromQuery(
+  search: string = window.location.search,
+): { transport?: TransportMode; iceTimeoutMs?: number } {
+  const q = new URLSearchParams(search);
+  const out: { transport?: TransportMode; iceTimeoutMs?: number } = {};
+  const t = (q.get('transport') ?? '').toLowerCase();
+  if (t === 'hls' || t === 'llhls') out.transport = 'hls';
+  else if (t === 'webrtc' || t === 'whep') out.transport = 'webrtc';
+  else if (t === 'auto') out.transport = 'auto';
+  const ms = Number(q.get('ice-timeout') ?? '');
+  if (q.has('ice-timeout') && Number.isFinite(ms) && ms > 0) out.iceTimeoutMs = ms;
+  return out;
+}
+
 /** Fetch `/api/streams/<stream>`; null when offline, missing or unreadable. */
-export async function fetchStreamInfo(stream: string, origin = ''): Promise<StreamInfo | null> {
+export async function fetchStreamInfo(stream: string, origin = '', timeoutMs = 5000): Promise<StreamInfo | null> {
   try {
-    const res = await fetchWithTimeout(apiUrl(stream, origin), 5000);
+    const res = await fetchWithTimeout(apiUrl(stream, origin), timeoutMs);
     if (!res.ok) return null;
     const body: unknown = await res.json();
     return body && typeof body === 'object' ? (body as StreamInfo) : null;
@@ -102,6 +142,11 @@ export function describeStream(info: StreamInfo | null, stats?: Pick<PlayerStats
   if (typeof kbps === 'number' && kbps > 0) {
     parts.push(kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbps` : `${Math.round(kbps)} kbps`);
   }
+  const v = info?.viewers;
+  if (v) {
+    const n = (v.webrtc ?? 0) + (v.hls ?? 0);
+    if (n > 0) parts.push(`${n} watching`);
+  }
   return parts.join(' · ');
 }
 
@@ -117,6 +162,17 @@ export interface LivePlayerOptions {
   pollIntervalMs?: number;
   /** Extra hls.js settings (merged over the defaults below). */
   hlsConfig?: Partial<HlsConfig>;
+  /** Default 'auto': WebRTC (WHEP) first, LL-HLS when it fails. */
+  transport?: TransportMode;
+  /** How long a WHEP attempt may take from POST to `connected` (ms, default 4000). */
+  iceTimeoutMs?: number;
+  /** ICE servers for the first WHEP session (later ones use the server's `Link` headers). */
+  iceServers?: RTCIceServer[];
+  /**
+   * In 'auto' mode, skip WebRTC when `/api/streams` says the stream has
+   * B-frames (browsers' WebRTC stacks do not reorder frames). Default true.
+   */
+  avoidWebRtcWithBframes?: boolean;
   onStateChange?: (state: PlayerState, message: string) => void;
   onTransportChange?: (transport: Transport) => void;
   /** Called about once a second while loading/playing. */
@@ -125,6 +181,8 @@ export interface LivePlayerOptions {
   onNeedsGesture?: (needed: boolean) => void;
   /** hls.js instance created or destroyed. */
   onHlsChange?: (hls: Hls | null) => void;
+  /** WHEP peer connection created or closed. */
+  onPeerConnectionChange?: (pc: RTCPeerConnection | null) => void;
 }
 
 /** hls.js settings for low-latency live playback. */
@@ -143,18 +201,30 @@ export const LIVE_HLS_CONFIG: Partial<HlsConfig> = {
 const STALL_CHECK_MS = 6000; // no progress for this long → probe the playlist
 const LOADING_TIMEOUT_MS = 25000; // never started playing → start over
 const MAX_RETRY_DELAY_MS = 15000;
+const QUICK_RETRY_DELAY_MS = 300;
+
+export const DEFAULT_ICE_TIMEOUT_MS = 4000;
+const WEBRTC_DISCONNECT_GRACE_MS = 3000; // 'disconnected' this long → reconnect
+const WEBRTC_FIRST_FRAME_MS = 12000; // connected but no picture this long → give up on WebRTC
+const WEBRTC_MEDIA_STALL_MS = 4000; // no RTP this long → probe the playlist
+const WEBRTC_MEDIA_DEAD_MS = 12000; // no RTP this long while the playlist is live → reconnect
+const MAX_WEBRTC_DROPS = 3; // connected sessions lost within one live period before we stick to LL-HLS
 
 export class LivePlayer {
   readonly stream: string;
   readonly video: HTMLVideoElement;
   readonly origin: string;
   readonly pollIntervalMs: number;
+  readonly transportMode: TransportMode;
+  readonly iceTimeoutMs: number;
 
   /** 'loading' until the first probe answers, so 'offline' always means the server said so. */
   state: PlayerState = 'loading';
   message = '';
   transport: Transport | null = null;
   hls: Hls | null = null;
+  /** The current WHEP session (also while it is still connecting), or null. */
+  whep: WhepSession | null = null;
 
   private readonly opts: LivePlayerOptions;
   private running = false;
@@ -172,6 +242,22 @@ export class LivePlayer {
   private endedPlaylistIsOffline = false;
   private needsGesture = false;
   private readonly listeners: Array<[string, EventListener]> = [];
+  private readonly windowListeners: Array<[string, EventListener]> = [];
+
+  // WebRTC. "Live period": from the playlist appearing until it is gone again.
+  /** WebRTC did not work in this live period: use LL-HLS until the stream restarts. */
+  private webrtcBlocked = false;
+  /** Connected WebRTC sessions lost in this live period. */
+  private webrtcDrops = 0;
+  /** ICE servers from the last WHEP 201 `Link` headers. */
+  private learnedIceServers: RTCIceServer[] | null = null;
+  private rtcConnectedAt = 0;
+  private rtcLastMediaAt = 0;
+  private rtcPackets = -1;
+  private rtcPrev: WebRtcStats | null = null;
+  private rtcLatency: number | null = null;
+  private rtcStatsBusy = false;
+  private disconnectTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(opts: LivePlayerOptions) {
     this.opts = opts;
@@ -179,6 +265,8 @@ export class LivePlayer {
     this.video = opts.video;
     this.origin = opts.origin ?? '';
     this.pollIntervalMs = opts.pollIntervalMs ?? 1500;
+    this.transportMode = opts.transport ?? 'auto';
+    this.iceTimeoutMs = opts.iceTimeoutMs ?? DEFAULT_ICE_TIMEOUT_MS;
 
     const v = this.video;
     v.muted = true; // autoplay policies only allow muted autoplay
@@ -191,10 +279,21 @@ export class LivePlayer {
     this.listen('timeupdate', () => this.noteProgress());
     this.listen('ended', () => this.onVideoEnded());
     this.listen('error', () => this.onVideoError());
+    this.listenWindow('pagehide', () => this.onPageHide());
+    this.listenWindow('pageshow', (e) => this.onPageShow(e as PageTransitionEvent));
   }
 
   get playlistUrl(): string {
     return llhlsUrl(this.stream, this.origin);
+  }
+
+  get whepUrl(): string {
+    return whepUrl(this.stream, this.origin);
+  }
+
+  /** The WHEP peer connection, or null (offline, connecting not yet begun, or LL-HLS). */
+  get pc(): RTCPeerConnection | null {
+    return this.whep?.pc ?? null;
   }
 
   /** Begin: probe the playlist (showing offline while it is absent) until the stream is live. */
@@ -208,18 +307,20 @@ export class LivePlayer {
     this.schedulePoll(0);
   }
 
-  /** Stop everything (timers, hls.js, network). */
+  /** Stop everything (timers, hls.js, WHEP session, network). */
   stop(): void {
     this.running = false;
     this.clearPoll();
     this.teardown();
   }
 
-  /** Stop and remove the video listeners; the player cannot be restarted. */
+  /** Stop and remove the video/window listeners; the player cannot be restarted. */
   destroy(): void {
     this.stop();
     for (const [type, fn] of this.listeners) this.video.removeEventListener(type, fn);
     this.listeners.length = 0;
+    for (const [type, fn] of this.windowListeners) window.removeEventListener(type, fn);
+    this.windowListeners.length = 0;
   }
 
   /** Start playback after a user gesture (when autoplay was refused). */
@@ -235,14 +336,21 @@ export class LivePlayer {
   stats(): PlayerStats {
     return {
       latency: this.latency(),
+      latencyEstimated: this.transport === 'webrtc',
+      transport: this.transport,
       videoWidth: this.video.videoWidth,
       videoHeight: this.video.videoHeight,
+      webrtc: this.whep ? this.rtcPrev : null,
     };
   }
 
-  /** Seconds behind the live edge (hls.js estimate, or seekable end for native). */
+  /**
+   * Seconds behind the live edge: hls.js estimate, seekable end for native HLS,
+   * and for WebRTC an estimate from getStats() (jitter buffer + RTT/2).
+   */
   latency(): number | null {
     if (this.state !== 'playing') return null;
+    if (this.transport === 'webrtc') return this.rtcLatency;
     if (this.hls) {
       if (this.hls.latestLevelDetails?.live === false) return null; // not a live playlist
       const l = this.hls.latency;
@@ -262,6 +370,12 @@ export class LivePlayer {
     const l: EventListener = () => fn();
     this.video.addEventListener(type, l);
     this.listeners.push([type, l]);
+  }
+
+  private listenWindow(type: string, fn: (e: Event) => void): void {
+    const l: EventListener = (e) => fn(e);
+    window.addEventListener(type, l);
+    this.windowListeners.push([type, l]);
   }
 
   private setState(state: PlayerState, message = ''): void {
@@ -317,6 +431,12 @@ export class LivePlayer {
     }
   }
 
+  /** The stream is gone (or unreachable): the next live period starts with WebRTC again. */
+  private endLivePeriod(): void {
+    this.webrtcBlocked = false;
+    this.webrtcDrops = 0;
+  }
+
   private async poll(): Promise<void> {
     const gen = this.generation;
     const result = await this.probe();
@@ -324,21 +444,28 @@ export class LivePlayer {
     if (result === 'live') {
       this.attach();
     } else {
+      this.endLivePeriod();
       this.setState('offline');
       this.schedulePoll(this.pollIntervalMs);
     }
   }
 
-  private attach(): void {
+  private attach(retryWithServerIce = true): void {
     try {
-      this.attachSession();
+      this.attachSession(retryWithServerIce);
     } catch (e) {
       console.error('onair: could not start playback', e);
       void this.fail(e instanceof Error ? e.message : String(e));
     }
   }
 
-  private attachSession(): void {
+  private wantWebRtc(): boolean {
+    if (this.transportMode === 'hls') return false;
+    if (this.transportMode === 'webrtc') return true;
+    return webRtcSupported() && !this.webrtcBlocked;
+  }
+
+  private attachSession(retryWithServerIce: boolean): void {
     this.teardown();
     const gen = this.generation;
     this.mediaRecoveryUsed = false;
@@ -346,7 +473,11 @@ export class LivePlayer {
     this.lastProgressAt = this.sessionStartedAt;
     this.lastTime = -1;
     this.setState('loading');
+    if (this.wantWebRtc()) void this.startWebRtc(gen, retryWithServerIce);
+    else this.startHls(gen);
+  }
 
+  private startHls(gen: number): void {
     const url = this.playlistUrl;
     if (Hls.isSupported()) {
       this.setTransport('llhls');
@@ -370,17 +501,140 @@ export class LivePlayer {
     this.healthTimer = setInterval(() => this.health(gen), 1000);
   }
 
+  /**
+   * One WHEP attempt: offer + candidates (≤ 1 s; meanwhile /api/streams is
+   * asked about B-frames), POST, answer, then `connected` within iceTimeoutMs
+   * of the POST. Any failure goes to webRtcFailed().
+   */
+  private async startWebRtc(gen: number, retryWithServerIce: boolean): Promise<void> {
+    this.setTransport('webrtc');
+    let session: WhepSession;
+    try {
+      session = new WhepSession({
+        url: this.whepUrl,
+        iceServers: this.learnedIceServers ?? this.opts.iceServers ?? [],
+        onConnectionStateChange: (s) => this.onPcState(gen, s),
+      });
+    } catch (e) {
+      this.webRtcFailed(gen, null, e, false);
+      return;
+    }
+    this.whep = session;
+    this.opts.onPeerConnectionChange?.(session.pc);
+    this.healthTimer = setInterval(() => this.health(gen), 1000);
+    try {
+      const askInfo = this.transportMode === 'auto' && this.opts.avoidWebRtcWithBframes !== false;
+      const [, info] = await Promise.all([
+        session.prepare(),
+        askInfo ? fetchStreamInfo(this.stream, this.origin, 1500) : Promise.resolve(null),
+      ]);
+      if (gen !== this.generation) return;
+      if (info?.bframes === true) {
+        console.info('onair: the stream has B-frames, which WebRTC players do not handle; using LL-HLS');
+        this.webrtcBlocked = true;
+        this.attach();
+        return;
+      }
+      const deadline = performance.now() + this.iceTimeoutMs;
+      await session.negotiate(deadline);
+      if (gen !== this.generation) return; // teardown closed (and DELETEd) it
+      if (session.linkIceServers && session.linkIceServers.length > 0) this.learnedIceServers = session.linkIceServers;
+      this.video.srcObject = session.stream;
+      this.tryPlay(gen);
+      await session.waitConnected(deadline);
+      if (gen !== this.generation) return;
+      this.rtcConnectedAt = performance.now();
+      this.rtcLastMediaAt = this.rtcConnectedAt;
+    } catch (e) {
+      if (gen !== this.generation) return;
+      this.webRtcFailed(gen, session, e, retryWithServerIce);
+    }
+  }
+
+  /** A WHEP attempt failed before it played: retry, fall back to LL-HLS, or (forced WebRTC) back off. */
+  private webRtcFailed(gen: number, session: WhepSession | null, err: unknown, retryWithServerIce: boolean): void {
+    if (gen !== this.generation) return;
+    const kind = err instanceof WhepError ? err.kind : 'ice';
+    const reason = err instanceof Error ? err.message : String(err);
+    const learned = session?.linkIceServers ?? null;
+    if (
+      retryWithServerIce &&
+      session &&
+      (kind === 'timeout' || kind === 'ice') &&
+      learned !== null &&
+      learned.length > 0 &&
+      !sameIceServers(learned, session.iceServers)
+    ) {
+      // This session gathered without the server's STUN/TURN servers (we only
+      // learn them from its answer); one more try with them before giving up.
+      console.warn(`onair: WebRTC ${reason}; retrying with the server's ICE servers`);
+      this.attach(false);
+      return;
+    }
+    if (this.transportMode === 'webrtc') {
+      if (kind === 'unsupported') {
+        this.teardown();
+        this.setState('error', 'This browser cannot play WebRTC.');
+        return;
+      }
+      void this.fail(`WebRTC: ${reason}`);
+      return;
+    }
+    const ms = Math.round(performance.now() - this.sessionStartedAt);
+    console.warn(`onair: WebRTC unavailable (${reason}) after ${ms} ms; playing LL-HLS`);
+    this.webrtcBlocked = true;
+    this.attach();
+  }
+
+  /** A connected WebRTC session broke: reconnect (WebRTC first again, unless it keeps breaking). */
+  private webRtcDropped(gen: number, reason: string): void {
+    if (gen !== this.generation) return;
+    this.webrtcDrops++;
+    if (this.transportMode === 'auto' && this.webrtcDrops >= MAX_WEBRTC_DROPS) {
+      console.warn(`onair: WebRTC dropped ${this.webrtcDrops} times; using LL-HLS until the stream restarts`);
+      this.webrtcBlocked = true;
+    }
+    void this.fail(`WebRTC ${reason}`, true);
+  }
+
+  private onPcState(gen: number, s: RTCPeerConnectionState): void {
+    // Before 'connected', startWebRtc() (waitConnected) is in charge.
+    if (gen !== this.generation || !this.whep || this.rtcConnectedAt === 0) return;
+    if (s === 'connected') {
+      if (this.disconnectTimer !== null) clearTimeout(this.disconnectTimer);
+      this.disconnectTimer = null;
+    } else if (s === 'disconnected') {
+      if (this.disconnectTimer !== null) return;
+      this.disconnectTimer = setTimeout(() => {
+        this.disconnectTimer = null;
+        if (gen === this.generation && this.whep?.pc.connectionState !== 'connected') {
+          this.webRtcDropped(gen, `disconnected for ${WEBRTC_DISCONNECT_GRACE_MS / 1000} s`);
+        }
+      }, WEBRTC_DISCONNECT_GRACE_MS);
+    } else if (s === 'failed' || s === 'closed') {
+      this.webRtcDropped(gen, `connection ${s}`);
+    }
+  }
+
   private setTransport(t: Transport): void {
+    if (t === this.transport) return;
     this.transport = t;
     this.opts.onTransportChange?.(t);
   }
 
-  /** Destroy the current playback session (if any). */
-  private teardown(): void {
+  /**
+   * Destroy the current playback session (if any). `keepalive`: the WHEP
+   * DELETE must outlive the page (pagehide).
+   */
+  private teardown(keepalive = false): void {
     this.generation++;
     if (this.healthTimer !== null) {
       clearInterval(this.healthTimer);
       this.healthTimer = null;
+    }
+    if (this.disconnectTimer !== null) {
+      clearTimeout(this.disconnectTimer);
+      this.disconnectTimer = null;
     }
     const hadHls = this.hls !== null;
     if (this.hls) {
@@ -388,13 +642,45 @@ export class LivePlayer {
       this.hls = null;
     }
     if (hadHls) this.opts.onHlsChange?.(null);
+    const session = this.whep;
+    if (session) {
+      this.whep = null;
+      session.close(keepalive);
+      this.opts.onPeerConnectionChange?.(null);
+    }
+    this.rtcConnectedAt = 0;
+    this.rtcLastMediaAt = 0;
+    this.rtcPackets = -1;
+    this.rtcPrev = null;
+    this.rtcLatency = null;
     const v = this.video;
+    if (v.srcObject) {
+      v.pause();
+      v.srcObject = null;
+    }
     if (v.getAttribute('src') !== null || v.currentSrc) {
       v.pause();
       v.removeAttribute('src');
       v.load();
     }
     this.setNeedsGesture(false);
+  }
+
+  private onPageHide(): void {
+    // Leaving, or going into the back/forward cache: end the WHEP session now.
+    // The DELETE is sent with keepalive so it survives the page.
+    if (this.whep) {
+      this.clearPoll();
+      this.teardown(true);
+    }
+  }
+
+  private onPageShow(e: PageTransitionEvent): void {
+    if (!e.persisted || !this.running) return;
+    // Back from the back/forward cache: whatever we had is stale; start over.
+    this.teardown();
+    this.setState('loading');
+    this.schedulePoll(0);
   }
 
   private tryPlay(gen: number): void {
@@ -435,8 +721,13 @@ export class LivePlayer {
   }
 
   private onVideoEnded(): void {
-    // A live playlist got EXT-X-ENDLIST and we played to the end: stream over.
     if (this.healthTimer === null) return;
+    if (this.whep) {
+      // All WebRTC tracks ended: the server ended the session.
+      this.webRtcDropped(this.generation, 'media ended');
+      return;
+    }
+    // A live playlist got EXT-X-ENDLIST and we played to the end: stream over.
     this.endedPlaylistIsOffline = true;
     this.goOffline();
   }
@@ -457,19 +748,27 @@ export class LivePlayer {
     void this.fail(`${data.type}: ${data.details}`);
   }
 
-  /** Playback broke: drop the session; offline if the playlist is gone, else retry with backoff. */
-  private async fail(reason: string): Promise<void> {
+  /**
+   * Playback broke: drop the session; offline if the playlist is gone, else
+   * retry with backoff. `quickFirstRetry`: after a session that played, the
+   * first retry comes at once (a lost WebRTC session is usually fine to redo).
+   */
+  private async fail(reason: string, quickFirstRetry = false): Promise<void> {
     this.teardown();
     const gen = this.generation;
     const result = await this.probe();
     if (!this.running || gen !== this.generation) return;
     if (result === 'live') {
       this.consecutiveFailures++;
-      const delay = Math.min(this.pollIntervalMs * 2 ** this.consecutiveFailures, MAX_RETRY_DELAY_MS);
+      const delay =
+        quickFirstRetry && this.consecutiveFailures === 1
+          ? QUICK_RETRY_DELAY_MS
+          : Math.min(this.pollIntervalMs * 2 ** this.consecutiveFailures, MAX_RETRY_DELAY_MS);
       console.warn(`onair: playback failed (${reason}); retrying in ${Math.round(delay)} ms`);
       this.setState('error', 'Playback interrupted — reconnecting…');
       this.schedulePoll(delay);
     } else {
+      this.endLivePeriod();
       this.setState('offline');
       this.schedulePoll(this.pollIntervalMs);
     }
@@ -478,6 +777,7 @@ export class LivePlayer {
   private goOffline(): void {
     this.teardown();
     this.consecutiveFailures = 0;
+    this.endLivePeriod();
     this.setState('offline');
     this.schedulePoll(this.pollIntervalMs);
   }
@@ -485,6 +785,10 @@ export class LivePlayer {
   /** Once a second during a session: stats, stall and end-of-stream detection. */
   private health(gen: number): void {
     if (gen !== this.generation) return;
+    if (this.whep) {
+      void this.webRtcHealth(gen);
+      return;
+    }
     this.noteProgress();
     this.opts.onStats?.(this.stats());
     if (this.needsGesture || this.probing) return;
@@ -508,6 +812,50 @@ export class LivePlayer {
       }
     });
   }
+
+  /**
+   * WebRTC flavour of health(): getStats() for the latency estimate, and RTP
+   * arrival instead of currentTime (which a MediaStream advances regardless).
+   * No RTP for a while → probe the playlist: gone → offline; still there for
+   * long → reconnect.
+   */
+  private async webRtcHealth(gen: number): Promise<void> {
+    const session = this.whep;
+    if (!session || this.rtcStatsBusy) return;
+    this.rtcStatsBusy = true;
+    let st: WebRtcStats;
+    try {
+      st = await session.stats();
+    } catch {
+      return;
+    } finally {
+      this.rtcStatsBusy = false;
+    }
+    if (gen !== this.generation) return;
+    const now = performance.now();
+    const packets = st.videoPacketsReceived + st.audioPacketsReceived;
+    if (packets > this.rtcPackets) {
+      this.rtcPackets = packets;
+      if (this.rtcConnectedAt > 0) this.rtcLastMediaAt = now;
+    }
+    this.rtcLatency = estimateWebRtcLatency(this.rtcPrev, st);
+    this.rtcPrev = st;
+    this.opts.onStats?.(this.stats());
+
+    if (this.rtcConnectedAt === 0 || this.needsGesture || this.probing) return;
+    if (this.state === 'loading' && now - this.rtcConnectedAt > WEBRTC_FIRST_FRAME_MS) {
+      this.webRtcFailed(gen, session, new WhepError('timeout', 'connected, but no picture'), false);
+      return;
+    }
+    if (now - this.rtcLastMediaAt < WEBRTC_MEDIA_STALL_MS || now - this.lastHealthProbeAt < 3000) return;
+    this.lastHealthProbeAt = now;
+    this.probing = true;
+    const result = await this.probe();
+    this.probing = false;
+    if (gen !== this.generation || !this.running) return;
+    if (result === 'offline') this.goOffline();
+    else if (performance.now() - this.rtcLastMediaAt > WEBRTC_MEDIA_DEAD_MS) this.webRtcDropped(gen, 'no media');
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -517,9 +865,24 @@ export interface PlayerViewOptions {
   stream: string;
   origin?: string;
   pollIntervalMs?: number;
+  /** See LivePlayerOptions; the pages take them from playerOptionsFromQuery(). */
+  transport?: TransportMode;
+  iceTimeoutMs?: number;
+  iceServers?: RTCIceServer[];
   onStateChange?: (state: PlayerState, message: string) => void;
   onTransportChange?: (transport: Transport) => void;
   onStats?: (stats: PlayerStats) => void;
+  onPeerConnectionChange?: (pc: RTCPeerConnection | null) => void;
+}
+
+const TRANSPORT_LABELS: Record<Transport, string> = { webrtc: 'WebRTC', llhls: 'LL-HLS', native: 'HLS' };
+
+/** "Latency 2.1 s" (LL-HLS, measured) or "Latency ≈ 0.2 s" (WebRTC, estimated). */
+export function formatLatency(stats: Pick<PlayerStats, 'latency' | 'latencyEstimated'>): string {
+  const l = stats.latency;
+  if (l === null) return '';
+  if (!stats.latencyEstimated) return `Latency ${l.toFixed(1)} s`;
+  return l < 0.095 ? 'Latency < 0.1 s' : `Latency ≈ ${l.toFixed(1)} s`;
 }
 
 export interface PlayerView {
@@ -547,8 +910,8 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, h
 
 /**
  * Build the player UI inside `container` and start it: video, offline /
- * loading / error overlays, LIVE badge with latency, unmute and fullscreen
- * buttons. `container.dataset.state` mirrors the player state for CSS.
+ * loading / error overlays, LIVE and transport badges with latency, unmute and
+ * fullscreen buttons. `container.dataset.state` mirrors the player state for CSS.
  */
 export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): PlayerView {
   container.classList.add('player');
@@ -570,7 +933,10 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
   offline.append(offIcon, offTitle, offSub);
 
   const loading = el('div', 'player-overlay overlay-loading');
-  loading.innerHTML = '<div class="spinner" aria-hidden="true"></div><p class="overlay-sub">Connecting…</p>';
+  loading.innerHTML = '<div class="spinner" aria-hidden="true"></div>';
+  const loadingText = el('p', 'overlay-sub');
+  loadingText.textContent = 'Connecting…';
+  loading.append(loadingText);
 
   const errorBox = el('div', 'player-overlay overlay-error');
   errorBox.setAttribute('role', 'alert');
@@ -582,12 +948,13 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
   playBtn.setAttribute('aria-label', 'Play');
   playBtn.hidden = true;
 
-  // Top-left corner: LIVE badge + latency
+  // Top-left corner: LIVE badge, transport badge, latency
   const corner = el('div', 'player-corner');
   const badge = el('span', 'live-badge', 'LIVE');
+  const transportBadge = el('span', 'transport-badge');
   const latency = el('span', 'player-latency');
   latency.title = 'Delay behind the live edge';
-  corner.append(badge, latency);
+  corner.append(badge, transportBadge, latency);
 
   // Bottom controls
   const controls = el('div', 'player-controls');
@@ -606,6 +973,9 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
     video,
     origin: opts.origin,
     pollIntervalMs: opts.pollIntervalMs,
+    transport: opts.transport,
+    iceTimeoutMs: opts.iceTimeoutMs,
+    iceServers: opts.iceServers,
     onStateChange: (state, message) => {
       container.dataset.state = state;
       errorText.textContent = message || 'Playback error';
@@ -614,15 +984,24 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
     },
     onTransportChange: (t) => {
       container.dataset.transport = t;
+      transportBadge.textContent = TRANSPORT_LABELS[t];
+      transportBadge.dataset.transport = t;
+      transportBadge.title = t === 'webrtc' ? 'Playing over WebRTC (WHEP)' : 'Playing over HTTP Live Streaming';
+      latency.title =
+        t === 'webrtc'
+          ? 'Estimated delay: jitter buffer + half the round-trip time (encoder and server not included)'
+          : 'Delay behind the live edge';
+      loadingText.textContent = t === 'webrtc' ? 'Connecting (WebRTC)…' : 'Connecting…';
       opts.onTransportChange?.(t);
     },
     onStats: (stats) => {
-      latency.textContent = stats.latency !== null ? `Latency ${stats.latency.toFixed(1)} s` : '';
+      latency.textContent = formatLatency(stats);
       opts.onStats?.(stats);
     },
     onNeedsGesture: (needed) => {
       playBtn.hidden = !needed;
     },
+    onPeerConnectionChange: (pc) => opts.onPeerConnectionChange?.(pc),
   });
 
   const renderMute = (): void => {

@@ -4,6 +4,7 @@ import {
   describeStream,
   fetchStreamInfo,
   mountPlayer,
+  playerOptionsFromQuery,
   streamFromLocation,
   type PlayerState,
   type PlayerStats,
@@ -60,6 +61,7 @@ renderStatus('loading');
 
 const view = mountPlayer(playerEl, {
   stream,
+  ...playerOptionsFromQuery(), // ?transport=hls|webrtc, ?ice-timeout=<ms>
   onStateChange: (state) => {
     document.body.dataset.state = state;
     renderStatus(state);

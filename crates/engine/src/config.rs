@@ -42,6 +42,45 @@ pub struct Config {
     /// The stream whose OBS settings `onair serve` prints at start.
     pub default_stream: String,
     pub hls: HlsSettings,
+    pub webrtc: WebrtcSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebrtcSettings {
+    /// Offer WebRTC playback (WHEP) at all.
+    pub enabled: bool,
+    /// The one UDP port that carries the media of every WebRTC viewer.
+    pub udp: SocketAddr,
+    /// Also accept ICE over TCP (for networks that block UDP) on `tcp`.
+    pub ice_tcp: bool,
+    pub tcp: SocketAddr,
+    /// Addresses to advertise to viewers (NAT 1:1: your public IP behind a router with port
+    /// forwarding). Empty: the addresses of this machine.
+    pub public_ips: Vec<String>,
+    /// STUN servers handed to players, e.g. "stun:stun.example.org:3478".
+    pub stun_urls: Vec<String>,
+    /// TURN servers handed to players, e.g. "turn:turn.example.org:3478?transport=udp". Their
+    /// time-limited credentials are computed from the shared secret (coturn `use-auth-secret`),
+    /// which lives in the OS keyring (entry `turn-secret`) or `ONAIR_TURN_SECRET`.
+    pub turn_urls: Vec<String>,
+    /// How long handed-out TURN credentials stay valid, in seconds.
+    pub turn_ttl_s: u64,
+}
+
+impl Default for WebrtcSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            ice_tcp: true,
+            tcp: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            public_ips: Vec::new(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_ttl_s: 86_400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +104,7 @@ impl Default for Config {
             app: "live".into(),
             default_stream: "stream".into(),
             hls: HlsSettings::default(),
+            webrtc: WebrtcSettings::default(),
         }
     }
 }
@@ -142,6 +182,26 @@ impl Config {
                 message: format!("{}: use 2..=60", self.hls.window_segments),
             });
         }
+        for ip in &self.webrtc.public_ips {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "webrtc.public_ips",
+                    message: format!("{ip:?} is not an IP address"),
+                });
+            }
+        }
+        for url in self.webrtc.stun_urls.iter().chain(&self.webrtc.turn_urls) {
+            if !(url.starts_with("stun:")
+                || url.starts_with("stuns:")
+                || url.starts_with("turn:")
+                || url.starts_with("turns:"))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "webrtc.stun_urls/turn_urls",
+                    message: format!("{url:?}: expected stun:, stuns:, turn: or turns: URLs"),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -196,6 +256,14 @@ fn apply_env(
                 _ => return Err(err("expected true or false".into())),
             }),
             toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|e| err(format!("{e}")))?),
+            // Lists: comma-separated.
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.into()))
+                    .collect(),
+            ),
             _ => toml::Value::String(raw.clone()),
         };
         Ok(())
@@ -222,13 +290,17 @@ mod tests {
             ("ONAIR_HLS_PART_TARGET_MS".to_string(), "500".to_string()),
             ("ONAIR_DATA_DIR".to_string(), "/tmp/x".to_string()),
             ("UNRELATED".to_string(), "1".to_string()),
+            ("ONAIR_WEBRTC_PUBLIC_IPS".to_string(), "203.0.113.9, 198.51.100.7".to_string()),
+            ("ONAIR_WEBRTC_ICE_TCP".to_string(), "false".to_string()),
         ];
         apply_env(&mut value, "ONAIR", vars).unwrap();
         let c: Config = value.try_into().unwrap();
-        assert_eq!(c.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.http, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(c.hls.part_target_ms, 500);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.rtmp, Config::default().rtmp);
+        assert_eq!(c.webrtc.public_ips, ["203.0.113.9", "198.51.100.7"]);
+        assert!(!c.webrtc.ice_tcp);
     }
 
     #[test]
@@ -245,7 +317,7 @@ mod tests {
         let good = dir.join("good.toml");
         std::fs::write(&good, "rtmp = \"127.0.0.1:1936\"\n[hls]\nwindow_segments = 4\n").unwrap();
         let c = Config::load(Some(&good)).unwrap();
-        assert_eq!(c.rtmp, "127.0.0.1:1936".parse().unwrap());
+        assert_eq!(c.rtmp, "127.0.0.1:1936".parse::<SocketAddr>().unwrap());
         assert_eq!(c.hls.window_segments, 4);
         assert_eq!(c.hls.part_target_ms, HlsSettings::default().part_target_ms);
         let bad = dir.join("bad.toml");

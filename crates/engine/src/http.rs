@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Extension, http::HeaderMap};
 use bytes::{Bytes, BytesMut};
 use onair_hls::{Lookup, Reload, Resource};
+use onair_webrtc::{IceServer, WebrtcServer};
 use serde::Serialize;
 
 use crate::hub::{Registry, Stream};
@@ -28,7 +30,43 @@ pub const HOLD: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub default_stream: String,
+    /// WebRTC playback; `None` when disabled.
+    pub webrtc: Option<WebrtcServer>,
+    /// STUN/TURN servers handed to WebRTC players.
+    pub ice: Arc<IceSettings>,
 }
+
+/// The ICE servers players get in WHEP `Link` headers.
+#[derive(Debug, Clone, Default)]
+pub struct IceSettings {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    /// The coturn `use-auth-secret` shared secret; TURN URLs are only handed out with it.
+    pub turn_secret: Option<String>,
+    pub turn_ttl: Duration,
+}
+
+impl IceSettings {
+    /// The servers to hand out now (TURN credentials freshly computed).
+    pub fn servers(&self, now: std::time::SystemTime) -> Vec<IceServer> {
+        let mut servers = Vec::new();
+        if !self.stun_urls.is_empty() {
+            servers.push(IceServer { urls: self.stun_urls.clone(), ..Default::default() });
+        }
+        if let Some(secret) = self.turn_secret.as_ref().filter(|_| !self.turn_urls.is_empty()) {
+            let (user, credential) = onair_webrtc::turn_rest_credentials(secret, "onair", self.turn_ttl, now);
+            servers.push(IceServer {
+                urls: self.turn_urls.clone(),
+                username: Some(user),
+                credential: Some(credential),
+            });
+        }
+        servers
+    }
+}
+
+/// The largest SDP offer accepted (real offers are a few kB).
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -36,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/streams", get(api_streams))
         .route("/api/streams/{stream}", get(api_stream))
+        .route("/live/{stream}/whep", post(whep_offer).patch(whep_patch).layer(DefaultBodyLimit::max(MAX_OFFER_BYTES)))
+        .route("/live/{stream}/whep/{session}", delete(whep_delete).patch(whep_patch))
         .route("/live/{stream}/{file}", get(playlist))
         .route("/live/{stream}/{session}/{file}", get(media))
         .route("/assets/{*path}", get(asset))
@@ -52,9 +92,9 @@ async fn cors(req: Request, next: Next) -> Response {
         if req.method() == Method::OPTIONS { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS, POST, DELETE, PATCH"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, Link, Content-Type, ETag"));
     res
 }
 
@@ -218,6 +258,8 @@ pub struct StreamStatus {
 pub struct Viewers {
     /// HLS/LL-HLS players that loaded a playlist in the last 10 s (one per address and user agent).
     pub hls: usize,
+    /// Connected WebRTC (WHEP) sessions.
+    pub webrtc: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,14 +280,16 @@ pub struct AudioStatus {
 #[derive(Debug, Serialize)]
 pub struct Urls {
     pub llhls: String,
+    pub whep: String,
     pub hls: String,
     pub viewer: String,
     pub embed: String,
 }
 
-pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
+pub fn status(name: &str, stream: Option<&Stream>, webrtc: Option<&WebrtcServer>) -> StreamStatus {
     let urls = Urls {
         llhls: format!("/live/{name}/llhls.m3u8"),
+        whep: format!("/live/{name}/whep"),
         hls: format!("/live/{name}/playlist.m3u8"),
         viewer: format!("/{name}"),
         embed: format!("/embed/{name}"),
@@ -266,6 +310,7 @@ pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
     };
     let Some(stream) = stream else { return s };
     s.viewers.hls = stream.hls_viewers(std::time::Instant::now());
+    s.viewers.webrtc = webrtc.map_or(0, |w| w.sessions(name));
     let guard = stream.lock();
     let Some(live) = guard.as_ref() else { return s };
     let snap = live.snapshot();
@@ -290,7 +335,8 @@ pub fn status(name: &str, stream: Option<&Stream>) -> StreamStatus {
 }
 
 async fn api_streams(State(st): State<AppState>) -> Response {
-    let list: Vec<StreamStatus> = st.registry.list().iter().map(|s| status(s.name(), Some(s))).collect();
+    let list: Vec<StreamStatus> =
+        st.registry.list().iter().map(|s| status(s.name(), Some(s), st.webrtc.as_ref())).collect();
     ([(header::CACHE_CONTROL, NO_CACHE)], Json(list)).into_response()
 }
 
@@ -299,7 +345,63 @@ async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Res
         return error(StatusCode::BAD_REQUEST, "invalid stream name");
     }
     let stream = st.registry.get(&name);
-    ([(header::CACHE_CONTROL, NO_CACHE)], Json(status(&name, stream.as_deref()))).into_response()
+    ([(header::CACHE_CONTROL, NO_CACHE)], Json(status(&name, stream.as_deref(), st.webrtc.as_ref()))).into_response()
+}
+
+/// WHEP (RFC 9725): an SDP offer in, `201 Created` with the answer and the session's `Location`.
+async fn whep_offer(State(st): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(server) = &st.webrtc else { return error(StatusCode::NOT_FOUND, "WebRTC playback is disabled") };
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/sdp"));
+    if !sdp_type {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a WHEP offer is Content-Type: application/sdp");
+    }
+    let Ok(offer) = std::str::from_utf8(&body) else { return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8") };
+    let Some(stream) = st.registry.get(&name) else { return offline(&name) };
+    let feed = {
+        let guard = stream.lock();
+        guard.as_ref().filter(|live| live.packager.is_ready()).map(|live| live.webrtc_feed())
+    };
+    let Some((tracks, media)) = feed else { return offline(&name) };
+    match server.answer(&name, offer, &tracks, media).await {
+        Ok(answer) => {
+            let mut res = (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/live/{name}/whep/{}", answer.session_id)),
+                    (header::CACHE_CONTROL, NO_CACHE.to_string()),
+                ],
+                answer.sdp,
+            )
+                .into_response();
+            for link in st.ice.servers(std::time::SystemTime::now()).iter().flat_map(IceServer::link_headers) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    res.headers_mut().append(header::LINK, v);
+                }
+            }
+            res
+        }
+        Err(e) => {
+            tracing::debug!(stream = %name, error = %e, "WHEP offer refused");
+            error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), &e.to_string())
+        }
+    }
+}
+
+/// WHEP `DELETE` of a session resource.
+async fn whep_delete(State(st): State<AppState>, Path((_, session)): Path<(String, String)>) -> Response {
+    match &st.webrtc {
+        Some(server) if server.close(&session).await => StatusCode::OK.into_response(),
+        _ => error(StatusCode::NOT_FOUND, "no such WHEP session"),
+    }
+}
+
+/// Trickle ICE and ICE restarts are not offered: the answer carries every candidate.
+async fn whep_patch() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: the answer carries all candidates")
 }
 
 fn page(file: &str, extra: &[(header::HeaderName, &'static str)]) -> Response {
@@ -349,7 +451,13 @@ mod tests {
 
     fn app() -> (Router, Arc<Registry>) {
         let registry = Registry::new(HlsConfig::default());
-        (router(AppState { registry: registry.clone(), default_stream: "stream".into() }), registry)
+        let state = AppState {
+            registry: registry.clone(),
+            default_stream: "stream".into(),
+            webrtc: None,
+            ice: Arc::new(IceSettings::default()),
+        };
+        (router(state), registry)
     }
 
     async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {

@@ -2,8 +2,10 @@
 //!
 //! A publisher turns FLV tag bodies into [`Frame`]s, feeds the stream's LL-HLS packager and its
 //! health figures, and wakes everyone waiting on the stream (blocking playlist reloads, preload
-//! hints) whenever a part completes. Dropping the publisher takes the stream offline, whatever the
-//! reason the connection ended (clean unpublish, error, panic in the session).
+//! hints) whenever a part completes. While WebRTC sessions watch the stream it also broadcasts
+//! the video frames and the audio transcoded once to Opus (never per viewer). Dropping the
+//! publisher takes the stream offline and closes the broadcast, whatever the reason the
+//! connection ended (clean unpublish, error, panic in the session).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +15,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use onair_hls::{HlsConfig, Packager};
 use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, MediaError, Track, VideoTag};
-use tokio::sync::watch;
+use onair_webrtc::{Sample, StreamTracks};
+use tokio::sync::{broadcast, watch};
 
 use crate::stats::{Snapshot, Stats};
 
@@ -52,9 +55,21 @@ pub struct Live {
     pub remote: SocketAddr,
     pub started: SystemTime,
     started_at: Instant,
+    /// Media for WebRTC sessions; closed when the publish ends.
+    media: broadcast::Sender<Arc<Sample>>,
+    /// Whether the audio can be transcoded to Opus for WebRTC.
+    opus: bool,
 }
 
+/// Samples buffered per WebRTC session before it counts as lagging (≈ 4 s at 30 fps + Opus).
+const MEDIA_CAPACITY: usize = 320;
+
 impl Live {
+    /// What WebRTC players can receive, and a receiver of its media from now on.
+    pub fn webrtc_feed(&self) -> (StreamTracks, broadcast::Receiver<Arc<Sample>>) {
+        (StreamTracks { video: self.video.clone(), audio: self.opus }, self.media.subscribe())
+    }
+
     pub fn uptime_s(&self) -> f64 {
         self.started_at.elapsed().as_secs_f64()
     }
@@ -91,7 +106,10 @@ impl Registry {
             return Err(HubError::AlreadyLive(name.into()));
         }
         let session = new_session_id();
+        let (media, _) = broadcast::channel(MEDIA_CAPACITY);
         let live = Live {
+            media: media.clone(),
+            opus: false,
             packager: Packager::new(self.hls, &session),
             session,
             stats: Stats::default(),
@@ -114,6 +132,9 @@ impl Registry {
             clock: [Unwrap::default(), Unwrap::default()],
             last_dts: [None, None],
             bad_tags: 0,
+            media,
+            transcoder: None,
+            transcode_failures: 0,
         })
     }
 
@@ -171,6 +192,9 @@ pub struct Publisher {
     clock: [Unwrap; 2],
     last_dts: [Option<u64>; 2],
     bad_tags: u64,
+    media: broadcast::Sender<Arc<Sample>>,
+    transcoder: Option<onair_audio::Transcoder>,
+    transcode_failures: u64,
 }
 
 /// What a pushed tag amounted to, for the ingest's logging.
@@ -220,16 +244,29 @@ impl Publisher {
         let tag = onair_media::parse_audio_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             AudioTag::Config(cfg) => {
-                self.with_live(|live| {
-                    if live.audio.as_ref() != Some(&cfg) {
+                let changed = self.with_live(|live| live.audio.as_ref() != Some(&cfg)).unwrap_or(false);
+                if changed {
+                    self.transcoder = match onair_audio::Transcoder::new(&cfg) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::warn!(stream = %self.stream.name, error = %e, "audio cannot be sent to WebRTC viewers");
+                            None
+                        }
+                    };
+                    let opus = self.transcoder.is_some();
+                    self.with_live(|live| {
                         live.audio = Some(cfg.clone());
+                        live.opus = opus;
                         live.packager.set_audio_config(cfg);
-                    }
-                });
+                    });
+                }
                 Ok(Pushed::default())
             }
             AudioTag::Frame(data) => {
                 let dts = self.dts(Track::Audio, timestamp);
+                if self.media.receiver_count() > 0 {
+                    self.transcode(&data, dts);
+                }
                 Ok(self.push(Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }))
             }
         }
@@ -244,11 +281,33 @@ impl Publisher {
         dts
     }
 
+    /// AAC → Opus for WebRTC sessions: once per stream, outside the stream lock.
+    fn transcode(&mut self, aac: &[u8], pts_ms: u64) {
+        let Some(t) = &mut self.transcoder else { return };
+        match t.push(aac, pts_ms) {
+            Ok(packets) => {
+                for p in packets {
+                    let _ =
+                        self.media.send(Arc::new(Sample::Opus { data: p.data, pts_ms: p.pts_ms, samples: p.samples }));
+                }
+            }
+            Err(e) => {
+                self.transcode_failures += 1;
+                if self.transcode_failures == 1 {
+                    tracing::warn!(stream = %self.stream.name, error = %e, "an audio frame could not be transcoded for WebRTC (logged once)");
+                }
+            }
+        }
+    }
+
     fn with_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> Option<R> {
         self.stream.lock().as_mut().map(f)
     }
 
     fn push(&mut self, frame: Frame) -> Pushed {
+        if frame.track == Track::Video && self.media.receiver_count() > 0 {
+            let _ = self.media.send(Arc::new(Sample::Video(frame.clone())));
+        }
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let hls = self.registry.hls;
         let mut notify = false;

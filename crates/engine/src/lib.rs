@@ -1,5 +1,6 @@
 //! The OnAir engine: RTMP ingest with signed publish URLs → one hub per stream → in-memory
-//! LL-HLS/HLS → HTTP (playlists, status API, viewer and embed pages).
+//! LL-HLS/HLS and WebRTC (WHEP, all viewers on one UDP port) → HTTP (playlists, WHEP, status API,
+//! viewer and embed pages).
 //!
 //! Front ends (the `onair` CLI, the tray app) resolve configuration and secrets, then call
 //! [`Engine::start`] and keep the handle; [`Engine::shutdown`] stops everything cleanly.
@@ -24,6 +25,7 @@ use tracing::info;
 
 pub use config::Config;
 pub use hub::Registry;
+pub use onair_webrtc::WebrtcServer;
 pub use secrets::SigningKey;
 
 /// A name a stream may have: 1–64 ASCII letters, digits, `-` or `_`, and not a route of ours.
@@ -37,6 +39,24 @@ pub fn is_valid_stream_name(name: &str) -> bool {
 pub enum EngineError {
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start WebRTC: {0}")]
+    Webrtc(#[from] onair_webrtc::WebrtcError),
+    #[error("webrtc.turn_urls are set but no TURN secret was given (keyring entry `turn-secret` or ONAIR_TURN_SECRET)")]
+    NoTurnSecret,
+}
+
+/// The secrets a front end resolves (OS keyring, environment) before starting the engine.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub signing_key: SigningKey,
+    /// coturn `use-auth-secret` shared secret, needed only with `webrtc.turn_urls`.
+    pub turn_secret: Option<String>,
+}
+
+impl From<SigningKey> for Secrets {
+    fn from(signing_key: SigningKey) -> Self {
+        Secrets { signing_key, turn_secret: None }
+    }
 }
 
 /// A running engine.
@@ -46,13 +66,18 @@ pub struct Engine {
     registry: Arc<Registry>,
     config: Config,
     signing_key: SigningKey,
+    webrtc: Option<onair_webrtc::WebrtcServer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Engine {
-    /// Binds the HTTP and RTMP listeners and starts serving.
-    pub async fn start(config: Config, signing_key: SigningKey) -> Result<Engine, EngineError> {
+    /// Binds the HTTP, RTMP and WebRTC listeners and starts serving.
+    pub async fn start(config: Config, secrets: Secrets) -> Result<Engine, EngineError> {
+        let Secrets { signing_key, turn_secret } = secrets;
+        if !config.webrtc.turn_urls.is_empty() && turn_secret.is_none() {
+            return Err(EngineError::NoTurnSecret);
+        }
         let http = TcpListener::bind(config.http).await.map_err(|source| EngineError::Bind {
             what: "HTTP",
             addr: config.http,
@@ -75,8 +100,32 @@ impl Engine {
         });
         let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, shutdown.subscribe()));
 
-        let app =
-            http::router(http::AppState { registry: registry.clone(), default_stream: config.default_stream.clone() });
+        let webrtc = if config.webrtc.enabled {
+            let w = &config.webrtc;
+            let server = onair_webrtc::WebrtcServer::start(onair_webrtc::WebrtcConfig {
+                udp: w.udp,
+                tcp: w.ice_tcp.then_some(w.tcp),
+                public_ips: w.public_ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                ice_servers: Vec::new(),
+            })
+            .await?;
+            info!(udp = %server.udp_addr(), tcp = ?server.tcp_addr(), "WebRTC (WHEP) ready");
+            Some(server)
+        } else {
+            None
+        };
+        let ice = http::IceSettings {
+            stun_urls: config.webrtc.stun_urls.clone(),
+            turn_urls: config.webrtc.turn_urls.clone(),
+            turn_secret,
+            turn_ttl: std::time::Duration::from_secs(config.webrtc.turn_ttl_s),
+        };
+        let app = http::router(http::AppState {
+            registry: registry.clone(),
+            default_stream: config.default_stream.clone(),
+            webrtc: webrtc.clone(),
+            ice: Arc::new(ice),
+        });
         let mut stop = shutdown.subscribe();
         let http_task = tokio::spawn(async move {
             let served = axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -89,7 +138,16 @@ impl Engine {
             }
         });
         info!(%http_addr, %rtmp_addr, "engine started");
-        Ok(Engine { http_addr, rtmp_addr, registry, config, signing_key, shutdown, tasks: vec![rtmp_task, http_task] })
+        Ok(Engine {
+            http_addr,
+            rtmp_addr,
+            registry,
+            config,
+            signing_key,
+            webrtc,
+            shutdown,
+            tasks: vec![rtmp_task, http_task],
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -102,6 +160,11 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The WebRTC server, unless WebRTC is disabled.
+    pub fn webrtc(&self) -> Option<&onair_webrtc::WebrtcServer> {
+        self.webrtc.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -119,6 +182,9 @@ impl Engine {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        if let Some(webrtc) = self.webrtc {
+            webrtc.shutdown().await;
         }
         info!("engine stopped");
     }

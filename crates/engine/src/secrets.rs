@@ -14,6 +14,19 @@ pub const SERVICE: &str = "onair";
 pub const SIGNING_KEY: &str = "signing-key";
 /// The environment variable that overrides the signing secret (servers without a keyring, tests).
 pub const SIGNING_KEY_ENV: &str = "ONAIR_SIGNING_KEY";
+/// The keyring entry holding the TURN shared secret (coturn `use-auth-secret`).
+pub const TURN_SECRET: &str = "turn-secret";
+/// The environment variable that overrides the TURN shared secret.
+pub const TURN_SECRET_ENV: &str = "ONAIR_TURN_SECRET";
+
+/// The TURN shared secret: `ONAIR_TURN_SECRET`, else the keyring entry (never generated: it must
+/// match the TURN server's).
+pub fn turn_secret(store: &dyn SecretStore) -> Result<Option<String>, SecretError> {
+    match std::env::var(TURN_SECRET_ENV) {
+        Ok(v) if !v.is_empty() => Ok(Some(v)),
+        _ => store.get(TURN_SECRET),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {

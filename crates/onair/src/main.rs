@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use onair_engine::secrets::{KeyringStore, SigningKey};
-use onair_engine::{Config, Engine, net, obs::ObsSettings};
+use onair_engine::secrets::{self, KeyringStore, SigningKey};
+use onair_engine::{Config, Engine, Secrets, net, obs::ObsSettings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -72,9 +72,11 @@ fn main() -> Result<()> {
                 cfg.data_dir = d;
             }
             // Resolve the secret before the runtime starts: keyring calls block.
-            let (key, source) = SigningKey::resolve(&KeyringStore)?;
+            let (signing_key, source) = SigningKey::resolve(&KeyringStore)?;
             tracing::info!("stream signing key from {source}");
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(cfg, key))
+            let turn_secret = if cfg.webrtc.turn_urls.is_empty() { None } else { secrets::turn_secret(&KeyringStore)? };
+            let secrets = Secrets { signing_key, turn_secret };
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(cfg, secrets))
         }
         Command::Obs { stream, host, expires, json, config } => {
             let cfg = Config::load(config.as_deref())?;
@@ -102,10 +104,10 @@ fn print_obs(s: &ObsSettings) {
     println!("Publish URL (ffmpeg -f flv …): {}", s.url);
 }
 
-async fn serve(cfg: Config, key: SigningKey) -> Result<()> {
+async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
     let data_dir = cfg.data_dir();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let engine = Engine::start(cfg.clone(), key).await?;
+    let engine = Engine::start(cfg.clone(), secrets).await?;
     let host = net::public_host(&cfg.public_host);
     let http_host = if cfg.public_host.is_empty() || !cfg.public_host.contains(':') {
         format!("{host}:{}", engine.http_addr().port())
@@ -118,6 +120,10 @@ async fn serve(cfg: Config, key: SigningKey) -> Result<()> {
     println!("  Viewer page:  http://{http_host}/{stream}");
     println!("  Embed page:   http://{http_host}/embed/{stream}");
     println!("  LL-HLS:       http://{http_host}/live/{stream}/llhls.m3u8");
+    if let Some(w) = engine.webrtc() {
+        let tcp = w.tcp_addr().map(|a| format!(", ICE-TCP {a}")).unwrap_or_default();
+        println!("  WebRTC WHEP:  http://{http_host}/live/{stream}/whep   (media on UDP {}{tcp})", w.udp_addr());
+    }
     let rtmp_host = host.split(':').next().unwrap_or(&host).to_owned();
     let settings = engine.obs_settings(stream, &rtmp_host, expires_at(Duration::from_secs(365 * 86_400)))?;
     print_obs(&settings);

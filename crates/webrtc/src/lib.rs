@@ -1,0 +1,125 @@
+//! WebRTC playback (WHEP) for OnAir: every viewer of every stream on **one UDP port** (plus an
+//! optional ICE-TCP port), built on webrtc-rs's sans-IO core, the [`rtc`] crate.
+//!
+//! # Contract
+//!
+//! * [`WebrtcServer::start`] binds the UDP port (and the TCP port, if configured) and spawns
+//!   **one tokio task** that owns the sockets and every peer connection. [`WebrtcServer`] is a
+//!   cheap `Clone` handle to it.
+//! * [`WebrtcServer::answer`] takes a WHEP offer (recvonly audio and/or video) for a stream, the
+//!   stream's [`StreamTracks`] and a `tokio::sync::broadcast::Receiver<Arc<Sample>>` of its
+//!   media, and returns an [`Answer`] (session id + SDP answer, all candidates included: no
+//!   trickle needed). Errors: [`WhepError::BadOffer`] (HTTP 400: unparsable or unusable SDP),
+//!   [`WhepError::Incompatible`] (HTTP 400: no offered H.264 profile can decode the stream, or
+//!   nothing the stream has was asked for), [`WhepError::Unavailable`] (503),
+//!   [`WhepError::Internal`] (500). [`WhepError::status`] maps them.
+//! * Media: a session starts video at the next keyframe (SPS/PPS in front of every IDR,
+//!   Annex-B → RFC 6184 STAP-A/FU-A), video RTP timestamp = pts (dts + cts, ms) × 90, Opus
+//!   RTP timestamp = pts × 48 kept continuous; both derive from the publish's ms timeline, and
+//!   the server's own RTCP sender reports map that timeline (not the packets' send times) to one
+//!   wall clock, so players keep the tracks in sync even when audio leaves later (transcoding).
+//!   A session whose receiver lags (`RecvError::Lagged`) drops video until the next keyframe:
+//!   nothing is buffered per session beyond the broadcast channel, and a slow session never
+//!   slows the others.
+//! * A session ends — and its demux entries go — on [`WebrtcServer::close`] (WHEP `DELETE`),
+//!   when ICE or DTLS fails, when the player closes (DTLS close_notify) or stops answering
+//!   (no ICE traffic for 5 s → disconnected, 15 s more → failed), when it does not connect
+//!   within 30 s, and when the stream ends (the broadcast channel closes).
+//!   [`WebrtcServer::sessions`] and [`WebrtcServer::total_sessions`] count the live ones.
+//! * [`WebrtcServer::shutdown`] closes every session (sending DTLS close_notify) and frees the
+//!   ports.
+//! * No trickle ICE is needed either way: the answer carries every server candidate, and the
+//!   players' addresses are learnt from their connectivity checks (a WHEP `PATCH` can be
+//!   answered 405).
+//! * H.264 is answered on the offered profile that can decode the stream (see [`negotiate`]):
+//!   Chromium 156 offers no High (`64…`), so a High stream is sent as `f4001f` (High 4:4:4, a
+//!   decoder that contains High); an OpenH264-only player (Constrained Baseline) gets
+//!   [`WhepError::Incompatible`] for a Main or High stream and should fall back to HLS.
+//!
+//! # Single-port demultiplexing
+//!
+//! Each session gets its own ICE username fragment. A datagram from a known remote address goes
+//! to that address's session; anything else must be a STUN Binding request whose USERNAME
+//! starts with one of our ufrags (`ours:theirs`), which also teaches us the address. See
+//! [`demux`]. The server advertises host candidates only (its LAN and loopback addresses, or the
+//! configured public IPs for NAT 1:1); players may use STUN/TURN servers from
+//! [`WebrtcConfig::ice_servers`] ([`turn_rest_credentials`] makes coturn REST credentials).
+
+mod config;
+pub mod demux;
+pub mod negotiate;
+pub mod packetize;
+mod server;
+
+use bytes::Bytes;
+
+pub use config::{IceServer, WebrtcConfig, turn_rest_credentials};
+pub use negotiate::{ProfileLevelId, h264_fmtp};
+pub use server::WebrtcServer;
+
+/// What a stream offers to WebRTC players.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamTracks {
+    /// H.264 decoder configuration; `None` = audio only.
+    pub video: Option<onair_media::AvcConfig>,
+    /// Whether Opus audio ([`Sample::Opus`]) will be broadcast.
+    pub audio: bool,
+}
+
+/// Media the hub broadcasts to every session of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// One H.264 access unit: AVCC (length-prefixed NAL units, the stream's
+    /// `nal_length_size`), `dts`/`cts` in ms of the publish timeline, `keyframe` = IDR.
+    Video(onair_media::Frame),
+    /// One Opus packet (48 kHz clock): `pts_ms` on the same timeline as video, `samples` per
+    /// channel in the packet (960 for 20 ms).
+    Opus { data: Bytes, pts_ms: u64, samples: u32 },
+}
+
+/// A WHEP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Identifies the session for [`WebrtcServer::close`] (the WHEP resource URL's last part).
+    pub session_id: String,
+    /// The SDP answer (`application/sdp`), with our candidates.
+    pub sdp: String,
+}
+
+/// Why an offer was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WhepError {
+    /// The offer cannot be parsed or used (HTTP 400).
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// Nothing in the offer can carry this stream: no H.264 profile that decodes it, no Opus
+    /// when only audio was asked for, … (HTTP 400; a player should fall back to HLS).
+    #[error("incompatible offer: {0}")]
+    Incompatible(String),
+    /// The WebRTC server has stopped (HTTP 503).
+    #[error("the WebRTC server is not running")]
+    Unavailable,
+    /// A failure inside the WebRTC stack (HTTP 500).
+    #[error("WebRTC: {0}")]
+    Internal(String),
+}
+
+impl WhepError {
+    /// The HTTP status a WHEP endpoint answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            WhepError::BadOffer(_) | WhepError::Incompatible(_) => 400,
+            WhepError::Unavailable => 503,
+            WhepError::Internal(_) => 500,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebrtcError {
+    #[error("cannot bind WebRTC UDP {addr}: {source}")]
+    BindUdp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot bind WebRTC ICE-TCP {addr}: {source}")]
+    BindTcp { addr: std::net::SocketAddr, source: std::io::Error },
+}

@@ -1,0 +1,106 @@
+// Shared by play.mjs and sessions.mjs: Chromium flags and WebRTC stats from a page.
+
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs in the page: the digest of `window.onair.pc.getStats()`, or null when
+ * there is no peer connection. Self-contained (it is serialized by Playwright).
+ */
+export async function pageWebRtcStats() {
+  const pc = window.onair && window.onair.pc;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  const n = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  const out = {
+    connectionState: pc.connectionState,
+    iceConnectionState: pc.iceConnectionState,
+    framesDecoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    audioPacketsReceived: 0,
+    videoPacketsReceived: 0,
+    videoCodec: null,
+    audioCodec: null,
+    candidateType: null,
+  };
+  let pair = null;
+  for (const s of byId.values()) {
+    if (s.type === 'inbound-rtp') {
+      const codec = byId.get(s.codecId);
+      if (s.kind === 'video') {
+        out.framesDecoded += n(s.framesDecoded);
+        out.videoPacketsReceived += n(s.packetsReceived);
+        out.frameWidth = Math.max(out.frameWidth, n(s.frameWidth));
+        out.frameHeight = Math.max(out.frameHeight, n(s.frameHeight));
+        if (codec) out.videoCodec = codec.mimeType;
+      } else if (s.kind === 'audio') {
+        out.audioPacketsReceived += n(s.packetsReceived);
+        if (codec) out.audioCodec = codec.mimeType;
+      }
+    } else if (s.type === 'transport' && !pair && s.selectedCandidatePairId) {
+      pair = byId.get(s.selectedCandidatePairId) || null;
+    }
+  }
+  if (!pair) {
+    for (const s of byId.values()) {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        pair = s;
+        break;
+      }
+    }
+  }
+  if (pair) {
+    const local = byId.get(pair.localCandidateId);
+    const remote = byId.get(pair.remoteCandidateId);
+    out.candidateType = {
+      local: local ? local.candidateType : null,
+      remote: remote ? remote.candidateType : null,
+      protocol: (local && local.protocol) || (remote && remote.protocol) || null,
+    };
+  }
+  return out;
+}
+
+/**
+ * Two samples of pageWebRtcStats `intervalMs` apart; the second one plus the
+ * deltas (`framesDecodedDelta`, `audioPacketsDelta`, `videoPacketsDelta`).
+ * Null when the page has no peer connection (at the first sample).
+ */
+export async function sampleWebRtc(page, intervalMs = 1000) {
+  const a = await page.evaluate(pageWebRtcStats);
+  if (!a) return null;
+  const t0 = Date.now();
+  await sleep(intervalMs);
+  const b = await page.evaluate(pageWebRtcStats);
+  if (!b) return { ...a, closedDuringSampling: true };
+  return {
+    ...b,
+    framesDecodedDelta: b.framesDecoded - a.framesDecoded,
+    audioPacketsDelta: b.audioPacketsReceived - a.audioPacketsReceived,
+    videoPacketsDelta: b.videoPacketsReceived - a.videoPacketsReceived,
+    sampleIntervalMs: Date.now() - t0,
+  };
+}
+
+/** Stream name of an OnAir page URL (`/demo`, `/embed/demo`, `?stream=demo`). */
+export function streamOfPageUrl(url) {
+  const u = new URL(url);
+  const q = u.searchParams.get('stream');
+  if (q) return q;
+  const segs = u.pathname.split('/').filter(Boolean);
+  return decodeURIComponent(segs[segs.length - 1] || '');
+}
