@@ -485,6 +485,32 @@ mod tests {
         p
     }
 
+    #[test]
+    fn ice_servers_for_link_headers() {
+        let mut ice = IceSettings {
+            stun_urls: vec!["stun:stun.example.org:3478".into()],
+            turn_urls: vec!["turn:turn.example.org:3478?transport=udp".into()],
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(3600),
+        };
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // No secret: TURN is not handed out (it could not authenticate anyway).
+        let links: Vec<String> = ice.servers(now).iter().flat_map(IceServer::link_headers).collect();
+        assert_eq!(links, [r#"<stun:stun.example.org:3478>; rel="ice-server""#]);
+        ice.turn_secret = Some("north".into());
+        let servers = ice.servers(now);
+        assert_eq!(servers[1].username.as_deref(), Some("1700003600:onair"));
+        let (user, credential) = onair_webrtc::turn_rest_credentials("north", "onair", Duration::from_secs(3600), now);
+        assert_eq!(servers[1].credential.as_deref(), Some(credential.as_str()));
+        let links: Vec<String> = servers.iter().flat_map(IceServer::link_headers).collect();
+        assert_eq!(
+            links[1],
+            format!(
+                r#"<turn:turn.example.org:3478?transport=udp>; rel="ice-server"; username="{user}"; credential="{credential}"; credential-type="password""#
+            )
+        );
+    }
+
     #[tokio::test]
     async fn offline_everything_is_404_with_cors() {
         let (app, _) = app();
