@@ -104,3 +104,35 @@ export function streamOfPageUrl(url) {
   const segs = u.pathname.split('/').filter(Boolean);
   return decodeURIComponent(segs[segs.length - 1] || '');
 }
+
+/**
+ * The command-line frame of a script: parses arguments (bad ones print
+ * `{"ok":false,...}` and exit 2), and gives `log` (stderr with --verbose),
+ * `elapsed` (ms since start) and `finish` (prints the result JSON once, sets the
+ * exit code). `withElapsed` adds `elapsedMs` to the printed result.
+ */
+export function scriptFrame(name, usage, parseArgs, { withElapsed = false } = {}) {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${e.message}` }) + '\n');
+    process.stderr.write(usage + '\n');
+    process.exit(2);
+  }
+  const t0 = Date.now();
+  const elapsed = () => Date.now() - t0;
+  const log = (...a) => {
+    if (opts.verbose) process.stderr.write(`[${name} ${(elapsed() / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
+  };
+  let printed = false;
+  const finish = (result, code) => {
+    if (!printed) {
+      printed = true;
+      process.stdout.write(JSON.stringify(withElapsed ? { ...result, elapsedMs: elapsed() } : result) + '\n');
+    }
+    process.exitCode = code;
+    return code;
+  };
+  return { opts, t0, elapsed, log, finish };
+}

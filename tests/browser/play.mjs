@@ -13,7 +13,7 @@
 // {"ok":false,"reason":...} and exits 1. See README.md.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, sampleWebRtc, sleep } from './common.mjs';
+import { CHROMIUM_ARGS, sampleWebRtc, sleep, scriptFrame } from './common.mjs';
 
 const USAGE =
   'usage: node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S (3)] ' +
@@ -97,29 +97,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-let opts;
-try {
-  opts = parseArgs(process.argv.slice(2));
-} catch (e) {
-  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${e.message}` }) + '\n');
-  process.stderr.write(USAGE + '\n');
-  process.exit(2);
-}
-
-const t0 = Date.now();
-const elapsed = () => Date.now() - t0;
-const log = (...a) => {
-  if (opts.verbose) process.stderr.write(`[play ${(elapsed() / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
-};
-let printed = false;
-function finish(result, code) {
-  if (!printed) {
-    printed = true;
-    process.stdout.write(JSON.stringify(result) + '\n');
-  }
-  process.exitCode = code;
-  return code;
-}
+const { opts, t0, elapsed, log, finish } = scriptFrame('play', USAGE, parseArgs);
 
 // Everything the page tells us.
 const states = []; // [{state, t}] in order of change

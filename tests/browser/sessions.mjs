@@ -10,7 +10,7 @@
 // and exit 1 (2 on bad arguments). See README.md.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, pageWebRtcStats, sleep, streamOfPageUrl } from './common.mjs';
+import { CHROMIUM_ARGS, pageWebRtcStats, sleep, streamOfPageUrl, scriptFrame } from './common.mjs';
 
 const USAGE =
   'usage: node sessions.mjs <url> <count> [--hold-ms N (0)] [--timeout MS (45000)] [--drain-ms N (5000)] ' +
@@ -76,30 +76,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-let opts;
-try {
-  opts = parseArgs(process.argv.slice(2));
-} catch (e) {
-  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${e.message}` }) + '\n');
-  process.stderr.write(USAGE + '\n');
-  process.exit(2);
-}
-
-const t0 = Date.now();
-const elapsed = () => Date.now() - t0;
-const log = (...a) => {
-  if (opts.verbose) process.stderr.write(`[sessions ${(elapsed() / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
-};
-
-let printed = false;
-function finish(result, code) {
-  if (!printed) {
-    printed = true;
-    process.stdout.write(JSON.stringify({ ...result, elapsedMs: elapsed() }) + '\n');
-  }
-  process.exitCode = code;
-  return code;
-}
+const { opts, t0, elapsed, log, finish } = scriptFrame('sessions', USAGE, parseArgs, { withElapsed: true });
 
 const apiUrl = new URL(`/api/streams/${encodeURIComponent(streamOfPageUrl(opts.url))}`, opts.url).href;
 
