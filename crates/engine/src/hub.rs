@@ -333,6 +333,13 @@ impl Publisher {
                 Pushed { bframes_detected, restarted, went_live: !was_ready && live.packager.is_ready() }
             })
             .unwrap_or_default();
+        if pushed.restarted {
+            // WebRTC sessions were set up for the old codec parameters: end them (their players
+            // reconnect and negotiate the new ones) by replacing the broadcast channel.
+            let (media, _) = broadcast::channel(MEDIA_CAPACITY);
+            self.with_live(|live| live.media = media.clone());
+            self.media = media;
+        }
         if notify {
             self.stream.notify();
         }
@@ -420,6 +427,51 @@ mod tests {
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(6)), 2);
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(12)), 1);
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(16)), 0);
+    }
+
+    #[test]
+    fn codec_change_restarts_hls_and_ends_webrtc_sessions() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
+        ))
+        .unwrap();
+        let tags = onair_media::flv::read_flv(&file).unwrap();
+        let reg = Registry::new(HlsConfig::default());
+        let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let mut feed = |p: &mut Publisher, upto: u32| {
+            for t in tags.iter().filter(|t| t.timestamp_ms < upto) {
+                match t.tag_type {
+                    9 => drop(p.video(t.body.clone(), t.timestamp_ms)),
+                    8 => drop(p.audio(t.body.clone(), t.timestamp_ms)),
+                    _ => {}
+                }
+            }
+        };
+        feed(&mut p, 3000);
+        let (tracks, mut rx) = p.stream().lock().as_ref().unwrap().webrtc_feed();
+        assert_eq!(tracks.video.as_ref().unwrap().width, 640);
+        assert!(tracks.audio, "AAC-LC is transcoded to Opus");
+        let session = p.stream().lock().as_ref().unwrap().session.clone();
+        // A different decoder configuration arrives mid-stream (here: the record's level byte;
+        // FLV header 0x17 0x00 + 3 bytes, then version, profile, compatibility, level).
+        let mut other = tags.iter().find(|t| t.tag_type == 9).unwrap().body.to_vec();
+        other[8] ^= 0x01;
+        let _ = p.video(Bytes::from(other), 3000);
+        let first_key = tags.iter().find(|t| t.tag_type == 9 && t.timestamp_ms >= 4000 && t.body[0] >> 4 == 1).unwrap();
+        let r = p.video(first_key.body.clone(), 4000).unwrap();
+        assert!(r.restarted);
+        assert_ne!(p.stream().lock().as_ref().unwrap().session, session, "a new HLS session");
+        // The old WebRTC feed is closed once its buffered samples are read.
+        loop {
+            match rx.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(e) => {
+                    assert_eq!(e, broadcast::error::TryRecvError::Closed);
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
