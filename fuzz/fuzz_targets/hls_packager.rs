@@ -117,10 +117,23 @@ enum PartNo {
 enum Op {
     VideoConfig(VideoConfig),
     AudioConfig(AudioConfig),
-    Video { dts: Dts, cts: i32, keyframe: bool, data: Data, wall: Wall },
-    Audio { dts: Dts, data: Data, wall: Wall },
+    Video {
+        dts: Dts,
+        cts: i32,
+        keyframe: bool,
+        data: Data,
+        wall: Wall,
+    },
+    Audio {
+        dts: Dts,
+        data: Data,
+        wall: Wall,
+    },
     /// `n` regular frames of both tracks (30 fps video, key every `gop` frames, 48 kHz audio).
-    Run { n: u8, gop: u8 },
+    Run {
+        n: u8,
+        gop: u8,
+    },
     Part(Msn, PartNo),
     Segment(Msn),
     Reload(Msn, Option<PartNo>),
@@ -290,12 +303,7 @@ fn read_fragment(bytes: &[u8]) -> Vec<Run> {
                 }
                 let (duration, size) = run.expect("trun");
                 offset += size;
-                runs.push(Run {
-                    track: track.expect("tfhd"),
-                    base: base.expect("tfdt"),
-                    duration,
-                    bytes: size,
-                });
+                runs.push(Run { track: track.expect("tfhd"), base: base.expect("tfdt"), duration, bytes: size });
             }
             other => panic!("unexpected box {other:?} in moof"),
         }
@@ -307,7 +315,6 @@ fn read_fragment(bytes: &[u8]) -> Vec<Run> {
 }
 
 /// Follows the parts as they complete, checking each and the per-track decode timelines.
-#[derive(Default)]
 struct Follower {
     /// Next part to read.
     next: Position,
@@ -317,6 +324,10 @@ struct Follower {
 }
 
 impl Follower {
+    fn new() -> Self {
+        Follower { next: Position { msn: 0, part: 0 }, expect: [None, None], last_edge: None }
+    }
+
     fn check(&mut self, p: &Packager) {
         let edge = p.position();
         assert!(edge >= self.last_edge, "the live edge went back: {:?} -> {edge:?}", self.last_edge);
@@ -347,8 +358,10 @@ impl Follower {
                     self.next.part += 1;
                 }
                 _ => {
-                    if part == 0 {
-                        // The segment left the window before it was read: start over later.
+                    let ended_here = matches!(p.segment(msn), Lookup::Ready(parts) if parts.len() == part as usize);
+                    if !ended_here && msn < edge.msn {
+                        // The rest of the segment left the window before it was read: the
+                        // timeline continues somewhere we have not seen.
                         self.expect = [None, None];
                     }
                     if msn >= edge.msn {
@@ -381,7 +394,7 @@ fuzz_target!(|input: Input| {
         Session::Any(s) => s.as_str(),
     };
     let mut p = Packager::new(config, session);
-    let mut follower = Follower::default();
+    let mut follower = Follower::new();
     let (mut vdts, mut adts, mut wall) = (0u64, 0u64, T0);
     let mut finished = false;
 
@@ -409,7 +422,8 @@ fuzz_target!(|input: Input| {
             Op::Audio { dts, data: d, wall: w } => {
                 adts = step(adts, dts, 21);
                 wall = wall_step(wall, w);
-                let frame = Frame { track: Track::Audio, dts: adts, cts: 0, keyframe: true, data: data(d, Track::Audio) };
+                let frame =
+                    Frame { track: Track::Audio, dts: adts, cts: 0, keyframe: true, data: data(d, Track::Audio) };
                 p.push(frame, wall);
             }
             Op::Run { n, gop } => {
@@ -420,10 +434,17 @@ fuzz_target!(|input: Input| {
                     let real = &REAL.video[(i as usize) % REAL.video.len()];
                     let keyframe = (vdts / 33) % gop == 0;
                     p.push(Frame { track: Track::Video, dts: vdts, cts: 0, keyframe, data: real.data.clone() }, wall);
+                    // Audio far behind (after a jump of the video clock) catches up in one step.
+                    if vdts.saturating_sub(adts) > 1000 {
+                        adts = vdts - 1000;
+                    }
                     while adts < vdts {
                         adts = adts.saturating_add(if adts % 3 == 0 { 22 } else { 21 });
                         let real = &REAL.audio[(adts as usize / 21) % REAL.audio.len()];
-                        p.push(Frame { track: Track::Audio, dts: adts, cts: 0, keyframe: true, data: real.data.clone() }, wall);
+                        p.push(
+                            Frame { track: Track::Audio, dts: adts, cts: 0, keyframe: true, data: real.data.clone() },
+                            wall,
+                        );
                     }
                     follower.check(&p);
                 }

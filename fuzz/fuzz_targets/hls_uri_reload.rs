@@ -115,7 +115,9 @@ fuzz_target!(|input: Input| {
     let c = &input.consistent;
     let state = ReloadState {
         last_part: c.edge.map(|(msn, part)| Position { msn, part }),
-        last_complete_msn: c.edge.and_then(|(msn, _)| if c.edge_segment_closed { Some(msn) } else { msn.checked_sub(1) }),
+        last_complete_msn: c
+            .edge
+            .and_then(|(msn, _)| if c.edge_segment_closed { Some(msn) } else { msn.checked_sub(1) }),
         ended: c.ended,
         advance_part_limit: reload::advance_part_limit(c.part_target_ms),
     };

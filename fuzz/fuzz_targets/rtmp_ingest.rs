@@ -10,18 +10,26 @@
 //! * mode 2: a valid handshake, `connect` (with tcUrl) and a signed `publish` of stream `s`
 //!   (recorded once at start-up from rml_rtmp's client talking to an `Ingest`), then the body as
 //!   further chunk-stream bytes of a publishing client;
-//! * mode 3: a valid handshake, then a live rml_rtmp `ClientSession` connects and publishes
-//!   against this `Ingest` and the body is decoded into client actions: video / audio messages
+//! * mode 3: a valid handshake, then a live rml_rtmp `ClientSession` talks to this `Ingest`: the
+//!   body first picks how it starts (the valid signed publish, which must be accepted; another
+//!   application, a tampered key or a play request, which must be refused; any key), then is
+//!   decoded into client actions: video / audio messages
 //!   (real tags of the OBS test stream, mutated or truncated ones, arbitrary payloads) with
 //!   arbitrary timestamps sent through `publish_video_data` / `publish_audio_data`, metadata,
 //!   stop and re-publish, raw bytes, expiry checks and looks at the stream's packager.
 //!
-//! Checks: no panic; a valid publish is accepted whatever the chunking; once the connection
-//! is dropped the stream is offline (the registry is empty).
+//! Checks: no panic; a valid publish is accepted whatever the chunking, a refused one leaves no
+//! stream; once the connection is dropped the stream is offline (the registry is empty).
+//!
+//! rml_rtmp 0.8 itself panics on some chunk streams (see `README.md`, "Findings"). By default
+//! such a panic is a crash like any other. With `ONAIR_FUZZ_ALLOW_RML_PANICS=1` in the
+//! environment, a panic raised inside rml_rtmp / rml_amf0 source ends the connection instead
+//! (as it ends the connection's task in the engine) and fuzzing goes on past it; panics
+//! anywhere else still abort.
 #![no_main]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, LazyLock, Once};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
@@ -32,8 +40,7 @@ use onair_fuzz::REAL;
 use onair_policy::Policy;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-    StreamMetadata,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -60,8 +67,8 @@ struct Conn {
     from_server: Vec<u8>,
     /// Server bytes still to drop before the client session sees any (the handshake reply).
     skip: usize,
-    /// Everything fed to the ingest (for the start-up recording).
-    sent: Vec<u8>,
+    /// Everything fed to the ingest, one entry per `send` (for the start-up recording).
+    sent: Vec<Vec<u8>>,
     /// An error or `closing()` happened: nothing more is fed.
     done: bool,
 }
@@ -81,7 +88,7 @@ impl Conn {
 
     /// Feeds `bytes`; returns false once the connection is over.
     fn send(&mut self, mut bytes: &[u8]) -> bool {
-        self.sent.extend_from_slice(bytes);
+        self.sent.push(bytes.to_vec());
         while !bytes.is_empty() && !self.done {
             let n = if self.sizes.is_empty() {
                 bytes.len()
@@ -92,7 +99,11 @@ impl Conn {
             };
             let (chunk, rest) = bytes.split_at(n);
             bytes = rest;
-            let result = self.ingest.handle_input(chunk);
+            let Ok(result) = catch_unwind(AssertUnwindSafe(|| self.ingest.handle_input(chunk))) else {
+                // A tolerated rml_rtmp panic (see `allow_rml_panics`): the task would be gone.
+                self.done = true;
+                return false;
+            };
             let out = self.ingest.take_output();
             let dropped = self.skip.min(out.len());
             self.skip -= dropped;
@@ -108,8 +119,11 @@ impl Conn {
 struct Setup {
     /// C0 C1 C2.
     handshake: Vec<u8>,
-    /// Handshake, connect, createStream, publish: everything a publishing client sent.
-    publish: Vec<u8>,
+    /// Handshake, connect, createStream, publish: everything a publishing client sent, in the
+    /// flights it sent them (each after reading the server's answer to the previous one:
+    /// rml_rtmp refuses a `publish` that arrives in the same read as the `connect`, before the
+    /// application accepted it, as a client that does not wait for `_result` would send it).
+    publish: Vec<Vec<u8>>,
     stream_key: String,
 }
 
@@ -156,8 +170,9 @@ fn publish_request(client: &mut ClientSession, key: &str) -> Vec<u8> {
     }
 }
 
-/// Connects and publishes `key` on a connection whose handshake is done.
-fn connect_and_publish(conn: &mut Conn, key: &str) -> Option<ClientSession> {
+/// Connects to `app` on a connection whose handshake is done, then asks to publish `key` (or
+/// to play it); returns the client and whether the server accepted the request.
+fn connect_and_request(conn: &mut Conn, app: &str, key: &str, play: bool) -> (ClientSession, bool) {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(TC_URL.into());
     let (mut client, initial) = ClientSession::new(config).expect("client session");
@@ -166,18 +181,32 @@ fn connect_and_publish(conn: &mut Conn, key: &str) -> Option<ClientSession> {
             conn.send(&p.bytes);
         }
     }
-    match client.request_connection("live".into()) {
+    match client.request_connection(app.into()) {
         Ok(ClientSessionResult::OutboundResponse(p)) => {
             conn.send(&p.bytes);
         }
         other => panic!("request_connection: {other:?}"),
     }
-    let published = pump(conn, &mut client, |client, e| match e {
+    let mut accepted = false;
+    pump(conn, &mut client, |client, e| match e {
+        ClientSessionEvent::ConnectionRequestAccepted if play => match client.request_playback(key.into()) {
+            Ok(ClientSessionResult::OutboundResponse(p)) => (p.bytes, false),
+            other => panic!("request_playback: {other:?}"),
+        },
         ClientSessionEvent::ConnectionRequestAccepted => (publish_request(client, key), false),
-        ClientSessionEvent::PublishRequestAccepted => (Vec::new(), true),
+        ClientSessionEvent::PublishRequestAccepted | ClientSessionEvent::PlaybackRequestAccepted => {
+            accepted = true;
+            (Vec::new(), true)
+        }
+        ClientSessionEvent::ConnectionRequestRejected { .. } => (Vec::new(), true),
         _ => (Vec::new(), false),
     });
-    published.then_some(client)
+    (client, accepted)
+}
+
+fn connect_and_publish(conn: &mut Conn, key: &str) -> Option<ClientSession> {
+    let (client, accepted) = connect_and_request(conn, "live", key, false);
+    accepted.then_some(client)
 }
 
 fn client_handshake() -> (Vec<u8>, Conn) {
@@ -197,6 +226,32 @@ fn client_handshake() -> (Vec<u8>, Conn) {
     let mut handshake = c0c1;
     handshake.extend_from_slice(&c2);
     (handshake, conn)
+}
+
+/// With `ONAIR_FUZZ_ALLOW_RML_PANICS=1`, panics located in rml_rtmp / rml_amf0 unwind (and end
+/// the connection) instead of aborting through libfuzzer-sys' hook.
+fn allow_rml_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("ONAIR_FUZZ_ALLOW_RML_PANICS").is_none_or(|v| v != "1") {
+            return;
+        }
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The innermost frame outside the standard library (the panic location itself may
+            // be in core, e.g. a slice index out of range).
+            let bt = std::backtrace::Backtrace::force_capture().to_string();
+            let from_panic = bt.find("rust_begin_unwind").map_or(&bt[..], |i| &bt[i..]);
+            let third_party = from_panic
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix("at "))
+                .find(|path| !path.starts_with("/rustc/"))
+                .is_some_and(|path| path.contains("/rml_rtmp-") || path.contains("/rml_amf0-"));
+            if !third_party {
+                abort(info);
+            }
+        }));
+    });
 }
 
 static SETUP: LazyLock<Setup> = LazyLock::new(|| {
@@ -230,9 +285,18 @@ enum Payload {
     /// The sequence header of the track (AVC record / AudioSpecificConfig).
     Config,
     /// A real tag (or the sequence header when `config`) with one byte changed.
-    Mutated { index: u16, config: bool, at: u16, xor: u8 },
+    Mutated {
+        index: u16,
+        config: bool,
+        at: u16,
+        xor: u8,
+    },
     /// A real tag (or the sequence header) cut short.
-    Truncated { index: u16, config: bool, len: u16 },
+    Truncated {
+        index: u16,
+        config: bool,
+        len: u16,
+    },
     Raw(Vec<u8>),
 }
 
@@ -241,8 +305,17 @@ enum Op {
     Video(Ts, Payload),
     Audio(Ts, Payload),
     /// A run of real tags in file order, both tracks.
-    Real { start: u16, n: u8 },
-    Metadata { width: Option<u32>, height: Option<u32>, fps: Option<f32>, codec: Option<u32>, encoder: Option<String> },
+    Real {
+        start: u16,
+        n: u8,
+    },
+    Metadata {
+        width: Option<u32>,
+        height: Option<u32>,
+        fps: Option<f32>,
+        codec: Option<u32>,
+        encoder: Option<String>,
+    },
     Stop,
     Republish,
     /// Raw bytes on the chunk stream.
@@ -254,7 +327,8 @@ enum Op {
 fn payload(p: Payload, video: bool) -> Bytes {
     let tags = if video { &REAL.video } else { &REAL.audio };
     let config = if video { &REAL.video_config_tag } else { &REAL.audio_config_tag };
-    let pick = |index: u16, cfg: bool| if cfg { config.clone() } else { tags[usize::from(index) % tags.len()].body.clone() };
+    let pick =
+        |index: u16, cfg: bool| if cfg { config.clone() } else { tags[usize::from(index) % tags.len()].body.clone() };
     match p {
         Payload::Real(i) => pick(i, false),
         Payload::Config => config.clone(),
@@ -304,12 +378,53 @@ fn look(ctx: &IngestContext) {
     }
 }
 
+/// How a mode-3 connection starts.
+#[derive(Arbitrary, Debug)]
+enum Start {
+    /// The valid signed publish of `s`: must be accepted.
+    Publish,
+    /// Another application: refused unless it is `live`.
+    App(String),
+    /// The valid key with one byte changed: refused (unless `xor` is 0).
+    Tampered { at: u16, xor: u8 },
+    /// Any stream key.
+    Key(String),
+    /// Playback: always refused.
+    Play(String),
+}
+
 fn client_ops(conn: &mut Conn, ctx: &IngestContext, body: &[u8]) {
-    let Some(mut client) = connect_and_publish(conn, &SETUP.stream_key) else {
-        panic!("a valid publish was not accepted with chunk sizes {:?}", conn.sizes);
+    let mut u = Unstructured::new(body);
+    let Ok(start) = Start::arbitrary(&mut u) else { return };
+    let valid = SETUP.stream_key.as_str();
+    let (mut client, accepted) = match &start {
+        Start::Publish => connect_and_request(conn, "live", valid, false),
+        Start::App(app) => connect_and_request(conn, app, valid, false),
+        Start::Tampered { at, xor } => {
+            let mut key = valid.as_bytes().to_vec();
+            let at = usize::from(*at) % key.len();
+            key[at] ^= xor;
+            connect_and_request(conn, "live", &String::from_utf8_lossy(&key), false)
+        }
+        Start::Key(key) => connect_and_request(conn, "live", key, false),
+        Start::Play(key) => connect_and_request(conn, "live", key, true),
     };
-    assert_eq!(conn.ingest.stream_name(), Some("s"));
-    let u = Unstructured::new(body);
+    let should = match &start {
+        Start::Publish => Some(true),
+        Start::App(app) => (app != "live").then_some(false),
+        Start::Tampered { xor, .. } => (*xor != 0).then_some(false),
+        Start::Key(_) => None,
+        Start::Play(_) => Some(false),
+    };
+    if let Some(should) = should {
+        assert_eq!(accepted, should, "{start:?} with chunk sizes {:?}", conn.sizes);
+    }
+    if accepted && !matches!(start, Start::Play(_)) {
+        assert!(conn.ingest.stream_name().is_some());
+    } else {
+        assert_eq!(conn.ingest.stream_name(), None, "{start:?}");
+        assert!(ctx.registry.list().is_empty(), "{start:?} left a stream");
+    }
     let Ok(ops) = Vec::<Op>::arbitrary_take_rest(u) else { return };
     let (mut vts, mut ats) = (0u32, 0u32);
     // Server output is not read back during the ops, except to re-publish.
@@ -331,9 +446,17 @@ fn client_ops(conn: &mut Conn, ctx: &IngestContext, body: &[u8]) {
                 let (v0, a0) = (usize::from(start), usize::from(start) * 3 / 2);
                 for i in 0..usize::from(n % 32) {
                     let v = &REAL.video[(v0 + i) % REAL.video.len()];
-                    out.extend(packet(client.publish_video_data(v.body.clone(), RtmpTimestamp::new(v.timestamp_ms), false)));
+                    out.extend(packet(client.publish_video_data(
+                        v.body.clone(),
+                        RtmpTimestamp::new(v.timestamp_ms),
+                        false,
+                    )));
                     for a in REAL.audio.iter().skip(a0 + i * 3 / 2).take(2) {
-                        out.extend(packet(client.publish_audio_data(a.body.clone(), RtmpTimestamp::new(a.timestamp_ms), false)));
+                        out.extend(packet(client.publish_audio_data(
+                            a.body.clone(),
+                            RtmpTimestamp::new(a.timestamp_ms),
+                            false,
+                        )));
                     }
                 }
                 out
@@ -360,13 +483,13 @@ fn client_ops(conn: &mut Conn, ctx: &IngestContext, body: &[u8]) {
             },
             Op::Republish => {
                 // Only from the Connected state (after Stop); the answers are pumped back.
-                match client.request_publishing(SETUP.stream_key.clone(), PublishRequestType::Live) {
-                    Ok(ClientSessionResult::OutboundResponse(p)) => {
-                        if conn.send(&p.bytes) {
-                            pump(conn, &mut client, |_, e| (Vec::new(), matches!(e, ClientSessionEvent::PublishRequestAccepted)));
-                        }
-                    }
-                    _ => {}
+                if let Ok(ClientSessionResult::OutboundResponse(p)) =
+                    client.request_publishing(SETUP.stream_key.clone(), PublishRequestType::Live)
+                    && conn.send(&p.bytes)
+                {
+                    pump(conn, &mut client, |_, e| {
+                        (Vec::new(), matches!(e, ClientSessionEvent::PublishRequestAccepted))
+                    });
                 }
                 Vec::new()
             }
@@ -395,8 +518,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (size_bytes, body) = rest.split_at(2 * count);
-    let sizes: Vec<usize> =
-        size_bytes.chunks_exact(2).map(|c| usize::from(u16::from_le_bytes([c[0], c[1]]))).collect();
+    let sizes: Vec<usize> = size_bytes.chunks_exact(2).map(|c| usize::from(u16::from_le_bytes([c[0], c[1]]))).collect();
+    allow_rml_panics();
     let setup = &*SETUP;
     let ctx = context();
     let mut conn = Conn::new(ctx.clone(), sizes);
@@ -409,7 +532,9 @@ fuzz_target!(|data: &[u8]| {
             conn.send(body);
         }
         2 => {
-            assert!(conn.send(&setup.publish), "a valid publish was refused with chunk sizes {:?}", conn.sizes);
+            for flight in &setup.publish {
+                assert!(conn.send(flight), "a valid publish was refused with chunk sizes {:?}", conn.sizes);
+            }
             assert_eq!(conn.ingest.stream_name(), Some("s"));
             conn.send(body);
         }

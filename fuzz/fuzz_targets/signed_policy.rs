@@ -6,6 +6,9 @@
 //!   client inside `allow_ip`);
 //! * a decoded policy re-encodes to one that decodes to the same policy;
 //! * an address is inside its own CIDR at every prefix length;
+//! * a URL with a correct signature over an arbitrary query and policy JSON (so that `verify`
+//!   gets past the signature to the policy checks) is accepted exactly when its policy allows
+//!   the client at that time;
 //! * round trip: `sign_url` of a well-formed base URL with an arbitrary policy verifies with the
 //!   same secret at any time inside the window from an allowed address (also when the client
 //!   leaves the default port out), and is refused just after the window, from outside
@@ -15,8 +18,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
-use onair_policy::{Policy, PolicyError, cidr_contains, decode_policy, encode_policy, sign_url, verify};
+use onair_policy::{
+    Policy, PolicyError, check_stream_expire, cidr_contains, decode_policy, encode_policy, sign_url, signature, verify,
+};
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Ip {
@@ -97,6 +104,35 @@ struct RoundTrip {
 }
 
 #[derive(Arbitrary, Debug)]
+enum JsonNum {
+    Absent,
+    U64(u64),
+    /// Any JSON text in the value position (negative, float, huge, string, null, …).
+    Raw(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Json {
+    Raw(String),
+    Fields {
+        url_expire: JsonNum,
+        url_activate: JsonNum,
+        stream_expire: JsonNum,
+        allow_ip: Option<String>,
+        extra: Option<(String, String)>,
+    },
+}
+
+/// A correctly signed URL around an arbitrary query and policy.
+#[derive(Arbitrary, Debug)]
+struct Forged {
+    pre: String,
+    json: Json,
+    padding: bool,
+    post: String,
+}
+
+#[derive(Arbitrary, Debug)]
 struct Input {
     secret: Vec<u8>,
     url: String,
@@ -105,6 +141,7 @@ struct Input {
     policy: String,
     cidr: String,
     prefix: u8,
+    forged: Forged,
     round_trip: RoundTrip,
 }
 
@@ -113,6 +150,96 @@ fn word(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
     let w: String = bytes.iter().take(24).map(|&b| ALPHABET[usize::from(b) % ALPHABET.len()] as char).collect();
     if w.is_empty() { "x".into() } else { w }
+}
+
+fn json_num(out: &mut Vec<String>, key: &str, n: &JsonNum) {
+    match n {
+        JsonNum::Absent => {}
+        JsonNum::U64(v) => out.push(format!("\"{key}\":{v}")),
+        JsonNum::Raw(s) => out.push(format!("\"{key}\":{s}")),
+    }
+}
+
+/// Whatever `verify` accepts satisfies its policy.
+fn check_accepted(result: &Result<Policy, PolicyError>, client: IpAddr, now: u64) {
+    if let Ok(p) = result {
+        assert!(now <= p.url_expire);
+        assert!(p.url_activate.is_none_or(|a| a <= now));
+        assert!(p.stream_expire.is_none_or(|e| now <= e));
+        if let Some(a) = &p.allow_ip {
+            assert_eq!(cidr_contains(a, client), Ok(true));
+        }
+    }
+}
+
+fn forged(secret: &[u8], client: IpAddr, now: u64, f: &Forged) {
+    let json = match &f.json {
+        Json::Raw(s) => s.clone(),
+        Json::Fields { url_expire, url_activate, stream_expire, allow_ip, extra } => {
+            let mut fields = Vec::new();
+            json_num(&mut fields, "url_expire", url_expire);
+            json_num(&mut fields, "url_activate", url_activate);
+            json_num(&mut fields, "stream_expire", stream_expire);
+            if let Some(a) = allow_ip {
+                fields.push(format!("\"allow_ip\":{}", json_string(a)));
+            }
+            if let Some((k, v)) = extra {
+                fields.push(format!("{}:{v}", json_string(k)));
+            }
+            format!("{{{}}}", fields.join(","))
+        }
+    };
+    let mut encoded = URL_SAFE_NO_PAD.encode(json.as_bytes());
+    if f.padding {
+        while encoded.len() % 4 != 0 {
+            encoded.push('=');
+        }
+    }
+    // An explicit port: `verify` signs the URL exactly as written.
+    let base = "rtmp://h:1935/live/s";
+    let query = format!("{}policy={encoded}{}", f.pre, f.post);
+    let keys: Vec<&str> = query.split('&').map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k)).collect();
+    if keys.contains(&"signature") {
+        return;
+    }
+    let unsigned = format!("{base}?{query}");
+    let url = format!("{unsigned}&signature={}", signature(secret, &unsigned));
+    let result = verify(secret, &url, client, now);
+    check_accepted(&result, client, now);
+    // With ours the only policy parameter, the outcome is the policy's verdict.
+    if keys.iter().filter(|&&k| k == "policy").count() == 1 {
+        let param = query.split('&').find_map(|pair| pair.strip_prefix("policy=")).expect("the policy parameter");
+        let expected = decode_policy(param).and_then(|p| {
+            if p.url_activate.is_some_and(|a| now < a) {
+                return Err(PolicyError::NotYetActive { url_activate: p.url_activate.unwrap(), now });
+            }
+            if now > p.url_expire {
+                return Err(PolicyError::Expired { url_expire: p.url_expire, now });
+            }
+            check_stream_expire(&p, now)?;
+            if let Some(a) = &p.allow_ip
+                && !cidr_contains(a, client)?
+            {
+                return Err(PolicyError::IpNotAllowed { ip: client, allow: a.clone() });
+            }
+            Ok(p)
+        });
+        assert_eq!(result, expected, "{url}");
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn round_trip(secret: &[u8], client: IpAddr, rt: &RoundTrip) {
@@ -216,14 +343,8 @@ fuzz_target!(|input: Input| {
     let client = input.ip.addr();
 
     // verify on arbitrary URLs: whatever passes satisfies its policy.
-    if let Ok(p) = verify(&input.secret, &input.url, client, input.now) {
-        assert!(input.now <= p.url_expire);
-        assert!(p.url_activate.is_none_or(|a| a <= input.now));
-        assert!(p.stream_expire.is_none_or(|e| input.now <= e));
-        if let Some(a) = &p.allow_ip {
-            assert_eq!(cidr_contains(a, client), Ok(true));
-        }
-    }
+    check_accepted(&verify(&input.secret, &input.url, client, input.now), client, input.now);
+    forged(&input.secret, client, input.now, &input.forged);
 
     // decode_policy: decode(encode(p)) == p.
     if let Ok(p) = decode_policy(&input.policy) {

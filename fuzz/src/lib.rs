@@ -9,8 +9,7 @@ use onair_media::{AacConfig, AudioTag, AvcConfig, VideoTag, parse_audio_tag, par
 
 /// 8 s of OBS 29 output (H.264 High 640x360p30 + AAC-LC 48 kHz), see
 /// `crates/media/tests/data/README.md`.
-pub static FLV: &[u8] =
-    include_bytes!("../../crates/media/tests/data/obs29-x264-high-640x360p30-aac48k.flv");
+pub static FLV: &[u8] = include_bytes!("../../crates/media/tests/data/obs29-x264-high-640x360p30-aac48k.flv");
 
 /// One audio or video tag of the real stream.
 #[derive(Debug, Clone)]
@@ -69,13 +68,9 @@ pub static REAL: LazyLock<Real> = LazyLock::new(|| {
                     aac_stream = Some(c);
                     audio_config_tag = Some(tag.body);
                 }
-                AudioTag::Frame(data) => audio.push(RealTag {
-                    timestamp_ms: tag.timestamp_ms,
-                    body: tag.body,
-                    keyframe: true,
-                    cts: 0,
-                    data,
-                }),
+                AudioTag::Frame(data) => {
+                    audio.push(RealTag { timestamp_ms: tag.timestamp_ms, body: tag.body, keyframe: true, cts: 0, data })
+                }
             },
             _ => {}
         }

@@ -146,8 +146,18 @@ impl Ingest {
     }
 
     fn handle_session_bytes(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        self.sniff_tc_url(bytes);
-        let results = self.session().handle_input(bytes).map_err(|e| IngestError::Session(format!("{e:?}")))?;
+        // rml_rtmp 0.8 panics on some malformed messages (e.g. a command with fewer than three
+        // AMF values: `arguments.drain(..3)`). Such a panic ends this connection as an error; the
+        // session is not used again.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sniff_tc_url(bytes);
+            self.session().handle_input(bytes)
+        }))
+        .map_err(|_| {
+            self.closing = true;
+            IngestError::Session("malformed RTMP message (the RTMP library rejected it by panicking)".into())
+        })?
+        .map_err(|e| IngestError::Session(format!("{e:?}")))?;
         self.handle_results(results)
     }
 
@@ -573,6 +583,33 @@ mod tests {
         assert!(pair.ingest.enforce_expiry(at + 1));
         assert!(pair.ingest.closing());
         assert!(pair.registry.get("cam").is_none());
+    }
+
+    #[test]
+    fn commands_that_make_rml_rtmp_panic_are_errors() {
+        // A command message (type 20) with no AMF values, right after the handshake: rml_rtmp's
+        // `arguments.drain(..3)` panics on it (found by fuzz/fuzz_targets/rtmp_ingest.rs).
+        for trigger in [&[0x06, 0, 0, 0, 0, 0, 0, 0x14, 0, 0, 0, 0][..]] {
+            let mut pair = Pair::connect("live");
+            pair.publish(&signed_key("cam", &hour()));
+            assert!(pair.accepted());
+            let result = pair.ingest.handle_input(trigger);
+            assert!(result.is_err(), "{result:?}");
+            assert!(pair.ingest.closing());
+        }
+        for file in
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/rtmp_ingest")).unwrap()
+        {
+            let input = std::fs::read(file.unwrap().path()).unwrap();
+            let registry = Registry::new(HlsConfig::default());
+            let ctx = Arc::new(IngestContext { registry, signing_key: SigningKey::new(KEY), app: "live".into() });
+            let mut ingest = Ingest::new(ctx, "127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+            for chunk in input.chunks(512) {
+                if ingest.handle_input(chunk).is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

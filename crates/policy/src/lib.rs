@@ -153,12 +153,20 @@ pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, PolicyError> {
         Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| bad())?)),
         None => (cidr.trim(), None),
     };
-    let net: IpAddr = addr.parse().map_err(|_| bad())?;
-    // An IPv4 client may arrive as an IPv4-mapped IPv6 address on a dual-stack socket.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+    // IPv4 may arrive as an IPv4-mapped IPv6 address (a dual-stack socket, or written so in the
+    // policy): compare such addresses as IPv4.
+    let unmap = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
         v4 => v4,
     };
+    let parsed: IpAddr = addr.parse().map_err(|_| bad())?;
+    let net = unmap(parsed);
+    let len = match (parsed, len) {
+        // ::ffff:a.b.c.d/n counts its prefix over 128 bits: n - 96 of them cover the IPv4 part.
+        (IpAddr::V6(_), Some(n)) if net.is_ipv4() => Some(n.checked_sub(96).ok_or_else(bad)?),
+        _ => len,
+    };
+    let ip = unmap(ip);
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
             let len = len.unwrap_or(32);
@@ -312,6 +320,9 @@ mod tests {
         assert!(cidr_contains("10.1.2.3", ip("10.1.2.3")).unwrap());
         assert!(!cidr_contains("10.1.2.3/32", ip("10.1.2.4")).unwrap());
         assert!(cidr_contains("127.0.0.0/8", ip("::ffff:127.0.0.1")).unwrap());
+        assert!(cidr_contains("::ffff:10.0.0.0/104", ip("10.1.2.3")).unwrap());
+        assert!(!cidr_contains("::ffff:10.0.0.0/104", ip("11.1.2.3")).unwrap());
+        assert!(cidr_contains("::ffff:10.1.2.3", ip("10.1.2.3")).unwrap());
         assert!(cidr_contains("2001:db8::/32", ip("2001:db8:1::1")).unwrap());
         assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")).unwrap());
         assert!(cidr_contains("10.0.0.0/33", ip("10.0.0.1")).is_err());
