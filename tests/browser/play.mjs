@@ -17,7 +17,7 @@ import { CHROMIUM_ARGS, sampleWebRtc, sleep, scriptFrame } from './common.mjs';
 
 const USAGE =
   'usage: node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S (3)] ' +
-  '[--expect-transport webrtc|llhls|native] ' +
+  '[--expect-transport webrtc|llhls|native] [--playing-periods K (1)] ' +
   '[--timeout MS (30000)] [--screenshot FILE] [--viewport WxH (1280x720)] [--chromium PATH] ' +
   '[--fail-on-console-error] [--verbose]';
 
@@ -30,6 +30,7 @@ function parseArgs(argv) {
     expectHeight: null,
     expectTransport: null,
     minAdvance: 3,
+    playingPeriods: 1,
     timeout: 30000,
     screenshot: null,
     viewport: { width: 1280, height: 720 },
@@ -60,6 +61,9 @@ function parseArgs(argv) {
         break;
       case '--min-advance':
         opts.minAdvance = num(flag, value());
+        break;
+      case '--playing-periods':
+        opts.playingPeriods = num(flag, value());
         break;
       case '--timeout':
         opts.timeout = num(flag, value());
@@ -128,6 +132,11 @@ const playingAtMs = () => {
   const s = states.find((x) => x.state === 'playing');
   return s ? s.t : null;
 };
+/** How many times the page entered `playing` (a stream restart or a reconnect starts another). */
+function playingPeriods() {
+  return states.filter((s) => s.state === 'playing').length;
+}
+
 function sawOfflineBeforePlaying() {
   for (const s of states) {
     if (s.state === 'playing') return false;
@@ -240,7 +249,7 @@ async function run() {
           lastLog = Date.now();
           log(`t=${ct.toFixed(2)} advanced=${advanced.toFixed(2)} ${sample.videoWidth}x${sample.videoHeight}`);
         }
-        if (advanced >= opts.minAdvance && sample.videoWidth > 0) {
+        if (advanced >= opts.minAdvance && sample.videoWidth > 0 && playingPeriods() >= opts.playingPeriods) {
           result = {
             ok: true,
             currentTime: round(ct),
@@ -250,6 +259,7 @@ async function run() {
             state: sample.state,
             transport: sample.transport,
             sawOffline: sawOfflineBeforePlaying(),
+            playingPeriods: playingPeriods(),
             navigations,
           };
           if (opts.expectWidth !== null && sample.videoWidth !== opts.expectWidth) {

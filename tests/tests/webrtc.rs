@@ -159,3 +159,44 @@ async fn bad_whep_requests_get_clear_4xx() {
     publisher.stop().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_reconnects_over_webrtc_when_the_stream_restarts() {
+    let server = TestServer::start().await;
+    let url = server.signed_url("again");
+    let first = Publisher::start(&url, &Source::small());
+    wait_live(&server, "again", Duration::from_secs(15)).await;
+    // The page must play, lose the stream, and play again over WebRTC: two playing periods,
+    // one page load.
+    let page = {
+        let page = server.url("/again");
+        tokio::spawn(async move {
+            browser_play(
+                &page,
+                &["--expect-transport", "webrtc", "--playing-periods", "2", "--min-advance", "2", "--timeout", "60000"],
+            )
+            .await
+        })
+    };
+    let webrtc = server.engine.webrtc().unwrap().clone();
+    wait_for("the page's WebRTC session", Duration::from_secs(20), || {
+        let webrtc = webrtc.clone();
+        async move { (webrtc.sessions("again") == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.stop().await;
+    wait_for("the stream to go offline", Duration::from_secs(10), || async {
+        (status_of(&server.url("/live/again/playlist.m3u8")).await == 404).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = Publisher::start(&url, &Source::small());
+    let played = page.await.unwrap().unwrap();
+    assert_eq!(played["ok"], true, "{played}");
+    assert_eq!(played["playingPeriods"], 2, "{played}");
+    assert_eq!(played["navigations"], 1, "no reload: {played}");
+    assert_eq!(played["transport"], "webrtc", "{played}");
+    second.stop().await;
+    server.shutdown().await;
+}
