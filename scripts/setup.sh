@@ -25,6 +25,9 @@ if [ $want_test = 1 ]; then
   need dbus-run-session dbus
   need gnome-keyring-daemon gnome-keyring
   need secret-tool libsecret-tools
+  need python3 python3
+  # Synapse (the Matrix homeserver of the chat tests) goes into a venv: Debian splits venv out.
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

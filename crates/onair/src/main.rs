@@ -10,6 +10,10 @@ use onair_engine::secrets::{self, KeyringStore, SigningKey};
 use onair_engine::{Config, Engine, Secrets, net, obs::ObsSettings};
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `ONAIR_LOG`: info, minus a warning rtc's DTLS layer prints for every
+/// WebRTC session (`conn.remote_addr is empty`), which is expected with our single-port sockets.
+const DEFAULT_LOG: &str = "info,rtc_dtls::config=error";
+
 #[derive(Parser)]
 #[command(name = "onair", version, about = "OnAir: RTMP in, LL-HLS out, viewer pages — headless")]
 struct Cli {
@@ -56,7 +60,7 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ONAIR_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_env("ONAIR_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
