@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! onair-loadgen load   --url http://127.0.0.1:PORT/live/bench/llhls.m3u8 --mode blocking|poll
-//!                      [--monitor URL] [--steps 50,100,200] [--bisect 2] [--warmup 5] [--measure 10]
-//!                      [--stagger 2] [--cpu-pids 1,2] [--label NAME]
+//!                      [--monitor URL] [--steps 400,1000,2000] [--bisect 3] [--warmup 3] [--measure 8]
+//!                      [--stagger 2] [--retries 1] [--same-agent 1] [--cpu-pids 1,2] [--label NAME]
+//! onair-loadgen load   --targets "LABEL,MODE,URL[,PID+PID] …" [the options above]
 //! onair-loadgen mirror --url http://127.0.0.1:PORT/live/bench/llhls.m3u8 --root DIR
 //! ```
 //!
@@ -91,6 +92,7 @@ fn dir_of(path: &str) -> &str {
 struct Client {
     addr: SocketAddr,
     authority: String,
+    user_agent: String,
     tx: Option<SendRequest<Empty<Bytes>>>,
 }
 
@@ -101,8 +103,8 @@ struct Response {
 }
 
 impl Client {
-    fn new(addr: SocketAddr, authority: &str) -> Self {
-        Self { addr, authority: authority.to_owned(), tx: None }
+    fn new(addr: SocketAddr, authority: &str, user_agent: String) -> Self {
+        Self { addr, authority: authority.to_owned(), user_agent, tx: None }
     }
 
     async fn connect(&mut self) -> Result<()> {
@@ -140,7 +142,10 @@ impl Client {
                 self.tx = None;
                 continue;
             }
-            let req = Request::get(path).header(header::HOST, &self.authority).body(Empty::new())?;
+            let req = Request::get(path)
+                .header(header::HOST, &self.authority)
+                .header(header::USER_AGENT, &self.user_agent)
+                .body(Empty::new())?;
             let res = match tx.send_request(req).await {
                 Ok(res) => res,
                 Err(e) => {
@@ -372,13 +377,20 @@ struct PlayerCounters {
     last_error: Option<String>,
 }
 
+/// What the players of one target share.
 struct Shared {
     cfg: Config,
     part_ms: Hist,
     delay_ms: Hist,
-    playlist_ms: Hist,
-    /// When the monitor first saw each part in the origin's playlist.
+    monitor: Arc<Monitor>,
+}
+
+/// The origin's live edge as one blocking client sees it.
+#[derive(Default)]
+struct Monitor {
+    /// When each part first appeared in the origin's playlist.
     seen: Mutex<HashMap<Pos, Instant>>,
+    /// Parts that appeared since the monitor started.
     produced: AtomicU64,
 }
 
@@ -388,16 +400,21 @@ struct Config {
     authority: String,
     playlist: String,
     blocking: bool,
+    /// All players send the same User-Agent (so the server sees them as one viewer).
+    same_agent: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
 // A player
 
-async fn player(shared: Arc<Shared>, me: Arc<Mutex<PlayerCounters>>, delay: Duration) {
+async fn player(shared: Arc<Shared>, me: Arc<Mutex<PlayerCounters>>, id: usize, delay: Duration) {
     tokio::time::sleep(delay).await;
     let cfg = &shared.cfg;
     let base = dir_of(&cfg.playlist).to_owned();
-    let mut client = Client::new(cfg.addr, &cfg.authority);
+    // Every player its own User-Agent: to the server they are distinct viewers, as in real life
+    // (they all come from 127.0.0.1), unless --same-agent 1.
+    let agent = if cfg.same_agent { "onair-loadgen player".to_owned() } else { format!("onair-loadgen player {id}") };
+    let mut client = Client::new(cfg.addr, &cfg.authority, agent);
     let mut session: Option<String> = None;
     let mut last: Option<Pos> = None;
     // The part to ask for next (`_HLS_msn`/`_HLS_part`), from the playlist that held `last`.
@@ -442,7 +459,6 @@ async fn player(shared: Arc<Shared>, me: Arc<Mutex<PlayerCounters>>, delay: Dura
                 continue;
             }
         };
-        shared.playlist_ms.record(t0.elapsed());
         if !cfg.blocking {
             next_poll = t0 + Duration::from_secs_f64(pl.part_target);
         }
@@ -499,7 +515,7 @@ async fn player(shared: Arc<Shared>, me: Arc<Mutex<PlayerCounters>>, delay: Dura
                 Ok(r) if r.status == StatusCode::OK => {
                     let done = Instant::now();
                     shared.part_ms.record(done - t);
-                    if let Some(seen) = shared.seen.lock().unwrap().get(&part.pos) {
+                    if let Some(seen) = shared.monitor.seen.lock().unwrap().get(&part.pos) {
                         shared.delay_ms.record(done.saturating_duration_since(*seen));
                     }
                     let mut c = me.lock().unwrap();
@@ -534,11 +550,12 @@ async fn player(shared: Arc<Shared>, me: Arc<Mutex<PlayerCounters>>, delay: Dura
 // ---------------------------------------------------------------------------------------------
 // The monitor: one blocking client on the origin that notes when each part appears
 
-async fn monitor(shared: Arc<Shared>, url: String) {
+async fn monitor(m: Arc<Monitor>, url: String) {
     let Ok((addr, authority, path)) = split_url(&url) else { return };
-    let mut client = Client::new(addr, &authority);
+    let mut client = Client::new(addr, &authority, "onair-loadgen monitor".into());
     let mut want: Option<Pos> = None;
     let mut known: Option<Pos> = None;
+    let mut session = String::new();
     loop {
         let p = match want {
             Some(w) => format!("{path}?_HLS_msn={}&_HLS_part={}", w.msn, w.part),
@@ -554,30 +571,27 @@ async fn monitor(shared: Arc<Shared>, url: String) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let newest = pl.parts.last().expect("non-empty").pos;
-        {
-            let mut seen = shared.seen.lock().unwrap();
-            for part in &pl.parts {
-                if known.is_none_or(|k| part.pos > k) {
-                    seen.insert(part.pos, now);
-                    if known.is_some() {
-                        shared.produced.fetch_add(1, Ordering::Relaxed);
-                    }
+        let mut seen = m.seen.lock().unwrap();
+        if pl.session() != Some(session.as_str()) {
+            // A new publish session numbers its parts from 0 again.
+            session = pl.session().unwrap_or_default().to_owned();
+            seen.clear();
+            known = None;
+        }
+        for part in &pl.parts {
+            if known.is_none_or(|k| part.pos > k) {
+                seen.insert(part.pos, now);
+                if known.is_some() {
+                    m.produced.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
         }
-        if known.is_some_and(|k| newest < k) {
-            // A new session restarts the numbering.
-            seen_reset(&shared);
-        }
+        seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        drop(seen);
+        let newest = pl.parts.last().expect("non-empty").pos;
         known = Some(newest);
         want = Some(pl.next_after(newest));
     }
-}
-
-fn seen_reset(shared: &Shared) {
-    shared.seen.lock().unwrap().clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,6 +621,15 @@ fn proc_usage(pids: &[String]) -> (u64, u64) {
     (ticks, rss)
 }
 
+/// Busy clock ticks of the whole machine, all cores (`/proc/stat`).
+fn machine_busy() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0 };
+    let Some(line) = stat.lines().next() else { return 0 };
+    // cpu user nice system idle iowait irq softirq steal …
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum()
+}
+
 // ---------------------------------------------------------------------------------------------
 // load: ramp the number of players
 
@@ -618,9 +641,12 @@ struct Snapshot {
     produced: u64,
     server_ticks: u64,
     own_ticks: u64,
+    machine_ticks: u64,
 }
 
-fn snapshot(shared: &Shared, players: &[(Arc<Mutex<PlayerCounters>>, JoinHandle<()>)], pids: &[String]) -> Snapshot {
+type Players = Vec<(Arc<Mutex<PlayerCounters>>, JoinHandle<()>)>;
+
+fn snapshot(shared: &Shared, players: &Players, pids: &[String]) -> Snapshot {
     let at = Instant::now();
     let players = players
         .iter()
@@ -635,9 +661,10 @@ fn snapshot(shared: &Shared, players: &[(Arc<Mutex<PlayerCounters>>, JoinHandle<
         players,
         part_ms: shared.part_ms.snapshot(),
         delay_ms: shared.delay_ms.snapshot(),
-        produced: shared.produced.load(Ordering::Relaxed),
+        produced: shared.monitor.produced.load(Ordering::Relaxed),
         server_ticks: proc_usage(pids).0,
         own_ticks: proc_usage(&["self".to_owned()]).0,
+        machine_ticks: machine_busy(),
     }
 }
 
@@ -645,45 +672,214 @@ fn opt_ms(v: Option<usize>) -> String {
     v.map_or("null".into(), |v| v.to_string())
 }
 
-#[allow(clippy::too_many_lines)]
-async fn load(args: &Args) -> Result<()> {
-    let url = args.str("url")?;
-    let (addr, authority, playlist) = split_url(&url)?;
-    let blocking = match args.opt("mode").as_deref().unwrap_or("blocking") {
+/// One server under test, and where its ramp stands.
+struct Target {
+    label: String,
+    shared: Arc<Shared>,
+    pids: Vec<String>,
+    queue: VecDeque<usize>,
+    bisect_left: u32,
+    best: Option<(usize, f64)>,
+    worst: Option<usize>,
+    /// A failed count is tried once more before it counts as failed (another process may have
+    /// taken the CPU for a moment): the count being retried.
+    retrying: Option<usize>,
+    /// Server CPU (% of a core) and Gbit/s summed over the passing steps.
+    cpu_sum: f64,
+    gbit_sum: f64,
+}
+
+/// `LABEL,MODE,URL[,PID+PID…]`.
+fn parse_target(spec: &str, monitor: &Arc<Monitor>, steps: &[usize], bisect: u32, same_agent: bool) -> Result<Target> {
+    let f: Vec<&str> = spec.split(',').collect();
+    let (label, mode, url) = match f.as_slice() {
+        [l, m, u] | [l, m, u, _] => (*l, *m, *u),
+        _ => return Err(format!("--targets: {spec:?} is not LABEL,MODE,URL[,PID+PID]").into()),
+    };
+    let blocking = match mode {
         "blocking" => true,
         "poll" => false,
-        m => return Err(format!("--mode {m:?}: blocking or poll").into()),
+        m => return Err(format!("mode {m:?}: blocking or poll").into()),
     };
-    let monitor_url = args.opt("monitor").unwrap_or_else(|| url.clone());
+    let (addr, authority, playlist) = split_url(url)?;
+    let pids = f.get(3).map(|p| p.split('+').filter(|p| !p.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
+    Ok(Target {
+        label: label.to_owned(),
+        shared: Arc::new(Shared {
+            cfg: Config { addr, authority, playlist, blocking, same_agent },
+            part_ms: Hist::new(),
+            delay_ms: Hist::new(),
+            monitor: monitor.clone(),
+        }),
+        pids,
+        queue: steps.iter().copied().collect(),
+        bisect_left: bisect,
+        best: None,
+        worst: None,
+        retrying: None,
+        cpu_sum: 0.0,
+        gbit_sum: 0.0,
+    })
+}
+
+struct StepOptions {
+    warmup: Duration,
+    measure: Duration,
+    stagger: f64,
+    pass_share: f64,
+    max_stall: f64,
+}
+
+/// `n` fresh players against `t` for warmup + measure; prints and returns (pass, Mbit/s).
+#[allow(clippy::too_many_lines)]
+async fn run_step(
+    t: &mut Target,
+    n: usize,
+    o: &StepOptions,
+    retry: bool,
+    retries: u32,
+    rand01: &mut impl FnMut() -> f64,
+) -> (bool, f64, f64) {
+    let mut players: Players = Vec::with_capacity(n);
+    for id in 0..n {
+        let c = Arc::new(Mutex::new(PlayerCounters::default()));
+        let delay = Duration::from_secs_f64(rand01() * o.stagger);
+        players.push((c.clone(), tokio::spawn(player(t.shared.clone(), c, id, delay))));
+    }
+    tokio::time::sleep(o.warmup + Duration::from_secs_f64(o.stagger)).await;
+    let a = snapshot(&t.shared, &players, &t.pids);
+    tokio::time::sleep(o.measure).await;
+    let b = snapshot(&t.shared, &players, &t.pids);
+    let (_, srv_rss) = proc_usage(&t.pids);
+    for (_, h) in players.drain(..) {
+        h.abort();
+    }
+
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    let produced = b.produced - a.produced;
+    let mut ok = 0usize;
+    let (mut bytes, mut parts, mut errors, mut resyncs, mut requests) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut stall = 0.0;
+    let mut last_error = None;
+    for (x, y) in a.players.iter().zip(&b.players) {
+        let p = y.parts - x.parts;
+        let s = y.play.stall_s - x.play.stall_s;
+        let e = y.errors - x.errors;
+        bytes += y.bytes - x.bytes;
+        parts += p;
+        stall += s;
+        errors += e;
+        resyncs += y.resyncs - x.resyncs;
+        requests += y.requests - x.requests;
+        if e > 0 && last_error.is_none() {
+            last_error.clone_from(&y.last_error);
+        }
+        if e == 0 && s <= o.max_stall * secs && (p as f64) >= 0.9 * produced as f64 - 1.0 {
+            ok += 1;
+        }
+    }
+    let pass = produced > 0 && ok as f64 >= o.pass_share * n as f64;
+    let ok_share = ok as f64 / n.max(1) as f64;
+    // Whether this is the last try of this count (see `load`: near misses are tried twice).
+    let last_try = retry || retries == 0 || ok_share < 0.5;
+    let mbps = bytes as f64 * 8.0 / secs / 1e6;
+    let parts_per_player = parts as f64 / n.max(1) as f64 / secs;
+    let stall_pct = stall / (n.max(1) as f64 * secs) * 100.0;
+    let (_, pp) = percentiles(&a.part_ms, &b.part_ms, &[0.5, 0.99]);
+    let (_, dd) = percentiles(&a.delay_ms, &b.delay_ms, &[0.5, 0.99]);
+    // % of one core: clock ticks are 1/100 s (USER_HZ).
+    let srv_cpu = (b.server_ticks - a.server_ticks) as f64 / secs;
+    let own_cpu = (b.own_ticks - a.own_ticks) as f64 / secs;
+    let all_cpu = (b.machine_ticks - a.machine_ticks) as f64 / secs;
+    // Everything else: other processes, and kernel work charged to no process.
+    let other_cpu = (all_cpu - srv_cpu - own_cpu).max(0.0);
+    eprintln!(
+        "{:<11} {:>5} {:>5} {:>4} {:>7.0} {:>7.2} {:>6.2} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6.0}% {:>6.0}% {:>6.0}% {:>6.0}%",
+        t.label,
+        n,
+        ok,
+        match (pass, retry, last_try) {
+            (true, false, _) => "yes",
+            (true, true, _) => "yes*",
+            (false, _, false) => "no",
+            (false, _, true) => "NO",
+        },
+        mbps,
+        parts_per_player,
+        stall_pct,
+        errors,
+        opt_ms(pp[0]),
+        opt_ms(pp[1]),
+        opt_ms(dd[0]),
+        opt_ms(dd[1]),
+        srv_cpu,
+        own_cpu,
+        other_cpu,
+        all_cpu
+    );
+    if let Some(e) = &last_error {
+        eprintln!("{:<11} e.g. {e}", "");
+    }
+    println!(
+        "{{\"server\":\"{}\",\"players\":{n},\"retry\":{retry},\"ok_players\":{ok},\"pass\":{pass},\"seconds\":{secs:.2},\
+         \"parts_produced\":{produced},\"parts_per_player_per_s\":{parts_per_player:.3},\"mbit_s\":{mbps:.1},\
+         \"requests_per_s\":{:.0},\"stall_pct\":{stall_pct:.3},\"errors\":{errors},\"resyncs\":{resyncs},\
+         \"part_ms_p50\":{},\"part_ms_p99\":{},\"late_ms_p50\":{},\"late_ms_p99\":{},\
+         \"server_cpu_pct\":{srv_cpu:.1},\"server_rss_kb\":{srv_rss},\"loadgen_cpu_pct\":{own_cpu:.1},\
+         \"machine_cpu_pct\":{all_cpu:.1},\"last_error\":{}}}",
+        t.label,
+        requests as f64 / secs,
+        opt_ms(pp[0]),
+        opt_ms(pp[1]),
+        opt_ms(dd[0]),
+        opt_ms(dd[1]),
+        last_error.as_deref().map_or("null".into(), |e| format!("{e:?}"))
+    );
+    if pass {
+        t.cpu_sum += srv_cpu;
+        t.gbit_sum += mbps / 1000.0;
+    }
+    (pass, ok_share, mbps)
+}
+
+async fn load(args: &Args) -> Result<()> {
     let steps: Vec<usize> = args
         .opt("steps")
-        .unwrap_or_else(|| "50,100,200,400,800".into())
+        .unwrap_or_else(|| "400,1000,2000,3000,4000,5000,6000".into())
         .split(',')
         .map(|s| s.trim().parse().map_err(|_| format!("--steps: {s:?}")))
         .collect::<Result<_, _>>()?;
-    let bisect: u32 = args.num("bisect", 2)?;
-    let warmup = Duration::from_secs_f64(args.num("warmup", 5.0)?);
-    let measure = Duration::from_secs_f64(args.num("measure", 10.0)?);
-    let stagger = args.num("stagger", 2.0)?;
-    let label = args.opt("label").unwrap_or_else(|| if blocking { "blocking".into() } else { "poll".into() });
-    let pids: Vec<String> =
-        args.opt("cpu-pids").map(|s| s.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
-    let pass_share: f64 = args.num("pass-share", 0.99)?;
-    let max_stall: f64 = args.num("max-stall", 0.01)?;
-
-    let shared = Arc::new(Shared {
-        cfg: Config { addr, authority, playlist, blocking },
-        part_ms: Hist::new(),
-        delay_ms: Hist::new(),
-        playlist_ms: Hist::new(),
-        seen: Mutex::new(HashMap::new()),
-        produced: AtomicU64::new(0),
-    });
-    tokio::spawn(monitor(shared.clone(), monitor_url));
+    let bisect: u32 = args.num("bisect", 3)?;
+    let retries: u32 = args.num("retries", 1)?;
+    let same_agent = args.num("same-agent", 0u8)? == 1;
+    let o = StepOptions {
+        warmup: Duration::from_secs_f64(args.num("warmup", 3.0)?),
+        measure: Duration::from_secs_f64(args.num("measure", 8.0)?),
+        stagger: args.num("stagger", 2.0)?,
+        pass_share: args.num("pass-share", 0.99)?,
+        max_stall: args.num("max-stall", 0.01)?,
+    };
+    // Targets: --targets "LABEL,MODE,URL[,PIDS] …", or one with --url/--mode/--label/--cpu-pids.
+    let specs: Vec<String> = match args.opt("targets") {
+        Some(t) => t.split_whitespace().map(str::to_owned).collect(),
+        None => {
+            let mode = args.opt("mode").unwrap_or_else(|| "blocking".into());
+            let label = args.opt("label").unwrap_or_else(|| mode.clone());
+            let pids = args.opt("cpu-pids").unwrap_or_default().replace(',', "+");
+            vec![format!("{label},{mode},{},{pids}", args.str("url")?)]
+        }
+    };
+    let monitor_url = match args.opt("monitor") {
+        Some(u) => u,
+        None => specs[0].split(',').nth(2).unwrap_or_default().to_owned(),
+    };
+    let mon = Arc::new(Monitor::default());
+    let mut targets: Vec<Target> =
+        specs.iter().map(|s| parse_target(s, &mon, &steps, bisect, same_agent)).collect::<Result<_>>()?;
+    tokio::spawn(monitor(mon.clone(), monitor_url));
     // Let the monitor find the live edge.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut players: Vec<(Arc<Mutex<PlayerCounters>>, JoinHandle<()>)> = Vec::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut rand01 = move || {
         seed ^= seed << 13;
@@ -691,142 +887,81 @@ async fn load(args: &Args) -> Result<()> {
         seed ^= seed << 17;
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
-
     eprintln!(
-        "{:<8} {:>6} {:>6} {:>7} {:>9} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
-        "server", "N", "ok", "pass", "Mbit/s", "parts/s", "stall%", "errors", "part p50", "part p99", "late p50", "late p99", "srv CPU", "gen CPU"
+        "{:<11} {:>5} {:>5} {:>4} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}",
+        "server",
+        "N",
+        "ok",
+        "pass",
+        "Mbit/s",
+        "parts/s",
+        "stall%",
+        "errors",
+        "part p50",
+        "part p99",
+        "late p50",
+        "late p99",
+        "srv CPU",
+        "gen CPU",
+        "other",
+        "all CPU"
     );
-    let mut best: Option<usize> = None;
-    let mut worst: Option<usize> = None;
-    let mut queue: VecDeque<usize> = steps.into_iter().collect();
-    let mut bisect_left = bisect;
-    let mut summary = Vec::new();
-    while let Some(n) = queue.pop_front() {
-        let fresh = worst.is_some(); // bisection steps start from scratch
-        if fresh || n < players.len() {
-            for (_, h) in players.drain(..) {
-                h.abort();
+    // The targets take turns, one step each, so that whatever else the machine does affects
+    // them alike.
+    loop {
+        let mut ran = false;
+        for t in &mut targets {
+            let Some(n) = t.queue.pop_front() else { continue };
+            ran = true;
+            let retry = t.retrying == Some(n);
+            let (pass, ok_share, mbps) = run_step(t, n, &o, retry, retries, &mut rand01).await;
+            // Let the server see the closed connections before the next step.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if pass {
+                t.retrying = None;
+                if t.best.is_none_or(|(b, _)| n > b) {
+                    t.best = Some((n, mbps));
+                }
+            } else if !retry && retries > 0 && ok_share >= 0.5 {
+                // A near miss: once more, on this target's next turn.
+                t.retrying = Some(n);
+                t.queue.push_front(n);
+                continue;
+            } else {
+                t.retrying = None;
+                t.worst = Some(t.worst.map_or(n, |w| w.min(n)));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        while players.len() < n {
-            let c = Arc::new(Mutex::new(PlayerCounters::default()));
-            let delay = Duration::from_secs_f64(rand01() * stagger);
-            let h = tokio::spawn(player(shared.clone(), c.clone(), delay));
-            players.push((c, h));
-        }
-        tokio::time::sleep(warmup + Duration::from_secs_f64(stagger)).await;
-        let a = snapshot(&shared, &players, &pids);
-        tokio::time::sleep(measure).await;
-        let b = snapshot(&shared, &players, &pids);
-
-        let secs = b.at.duration_since(a.at).as_secs_f64();
-        let produced = b.produced - a.produced;
-        let mut ok = 0usize;
-        let mut bytes = 0u64;
-        let mut parts = 0u64;
-        let mut stall = 0.0;
-        let mut errors = 0u64;
-        let mut resyncs = 0u64;
-        let mut requests = 0u64;
-        let mut last_error = None;
-        for (x, y) in a.players.iter().zip(&b.players) {
-            let p = y.parts - x.parts;
-            let s = y.play.stall_s - x.play.stall_s;
-            let e = y.errors - x.errors;
-            bytes += y.bytes - x.bytes;
-            parts += p;
-            stall += s;
-            errors += e;
-            resyncs += y.resyncs - x.resyncs;
-            requests += y.requests - x.requests;
-            if e > 0 && last_error.is_none() {
-                last_error.clone_from(&y.last_error);
-            }
-            if e == 0 && s <= max_stall * secs && (p as f64) >= 0.9 * produced as f64 {
-                ok += 1;
-            }
-        }
-        let pass = produced > 0 && ok as f64 >= pass_share * n as f64;
-        let mbps = bytes as f64 * 8.0 / secs / 1e6;
-        let parts_per_player = parts as f64 / n.max(1) as f64 / secs;
-        let stall_pct = stall / (n.max(1) as f64 * secs) * 100.0;
-        let (_, pp) = percentiles(&a.part_ms, &b.part_ms, &[0.5, 0.99]);
-        let (_, dd) = percentiles(&a.delay_ms, &b.delay_ms, &[0.5, 0.99]);
-        let srv_cpu = (b.server_ticks - a.server_ticks) as f64 / secs; // % of one core (100 ticks/s)
-        let own_cpu = (b.own_ticks - a.own_ticks) as f64 / secs;
-        let (_, srv_rss) = proc_usage(&pids);
-        eprintln!(
-            "{:<8} {:>6} {:>6} {:>7} {:>9.1} {:>7.2} {:>6.2} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6.0}% {:>6.0}%",
-            label,
-            n,
-            ok,
-            if pass { "yes" } else { "NO" },
-            mbps,
-            parts_per_player,
-            stall_pct,
-            errors,
-            opt_ms(pp[0]),
-            opt_ms(pp[1]),
-            opt_ms(dd[0]),
-            opt_ms(dd[1]),
-            srv_cpu,
-            own_cpu
-        );
-        if let Some(e) = &last_error {
-            eprintln!("         e.g. {e}");
-        }
-        let line = format!(
-            "{{\"server\":\"{label}\",\"players\":{n},\"ok_players\":{ok},\"pass\":{pass},\"seconds\":{secs:.2},\
-             \"parts_produced\":{produced},\"parts_per_player_per_s\":{parts_per_player:.3},\"mbit_s\":{mbps:.1},\
-             \"requests_per_s\":{:.0},\"stall_pct\":{stall_pct:.3},\"errors\":{errors},\"resyncs\":{resyncs},\
-             \"part_ms_p50\":{},\"part_ms_p99\":{},\"late_ms_p50\":{},\"late_ms_p99\":{},\
-             \"server_cpu_pct\":{srv_cpu:.1},\"server_rss_kb\":{srv_rss},\"loadgen_cpu_pct\":{own_cpu:.1},\
-             \"last_error\":{}}}",
-            requests as f64 / secs,
-            opt_ms(pp[0]),
-            opt_ms(pp[1]),
-            opt_ms(dd[0]),
-            opt_ms(dd[1]),
-            last_error.as_deref().map_or("null".into(), |e| format!("{:?}", e))
-        );
-        println!("{line}");
-        summary.push((n, pass, mbps));
-
-        if pass {
-            best = Some(best.map_or(n, |b| b.max(n)));
-        } else {
-            worst = Some(worst.map_or(n, |w| w.min(n)));
-        }
-        // After the first failure: stop ramping, bisect between the best pass and the worst fail.
-        if worst.is_some() {
-            queue.clear();
-            let lo = best.unwrap_or(0);
-            let hi = worst.unwrap_or(0);
-            if bisect_left > 0 && hi > lo + 1 {
+            // After the first failure: stop ramping, bisect between the best pass and the worst fail.
+            if let Some(hi) = t.worst {
+                t.queue.clear();
+                let lo = t.best.map_or(0, |b| b.0);
                 let step = if hi - lo > 40 { 10 } else { 1 };
-                let mid = ((lo + hi) / 2 / step * step).max(lo + 1);
-                if mid > lo && mid < hi {
-                    bisect_left -= 1;
-                    queue.push_back(mid);
+                let mid = (lo + hi) / 2 / step * step;
+                if t.bisect_left > 0 && mid > lo && mid < hi {
+                    t.bisect_left -= 1;
+                    t.queue.push_back(mid);
                 }
             }
         }
+        if !ran {
+            break;
+        }
     }
-    for (_, h) in players.drain(..) {
-        h.abort();
+    for t in &targets {
+        let (best, best_mbps) = t.best.unwrap_or((0, 0.0));
+        println!(
+            "{{\"server\":\"{}\",\"summary\":true,\"max_players\":{best},\"first_failing\":{},\"mbit_s_at_max\":{best_mbps:.1},\
+             \"server_cpu_pct_per_gbit_s\":{}}}",
+            t.label,
+            t.worst.map_or("null".into(), |w| w.to_string()),
+            if t.gbit_sum > 0.0 { format!("{:.1}", t.cpu_sum / t.gbit_sum) } else { "null".into() }
+        );
+        eprintln!(
+            "{}: max players that kept up: {best} ({best_mbps:.0} Mbit/s){}",
+            t.label,
+            t.worst.map_or(String::new(), |w| format!("; {w} did not"))
+        );
     }
-    let best_mbps = summary.iter().filter(|(n, p, _)| *p && Some(*n) == best).map(|(_, _, m)| *m).next().unwrap_or(0.0);
-    println!(
-        "{{\"server\":\"{label}\",\"summary\":true,\"max_players\":{},\"first_failing\":{},\"mbit_s_at_max\":{best_mbps:.1}}}",
-        best.unwrap_or(0),
-        worst.map_or("null".into(), |w| w.to_string())
-    );
-    eprintln!(
-        "{label}: max players that kept up: {} ({best_mbps:.0} Mbit/s){}",
-        best.unwrap_or(0),
-        worst.map_or(String::new(), |w| format!("; {w} did not"))
-    );
     Ok(())
 }
 
@@ -848,7 +983,7 @@ async fn mirror(args: &Args) -> Result<()> {
     let dir = root.join(base.trim_start_matches('/'));
     let playlist_name = path[base.len()..].to_owned();
     tokio::fs::create_dir_all(&dir).await?;
-    let mut client = Client::new(addr, &authority);
+    let mut client = Client::new(addr, &authority, "onair-loadgen mirror".into());
     let mut want: Option<Pos> = None;
     let mut have: Option<Pos> = None;
     let mut session: Option<String> = None;
@@ -896,7 +1031,8 @@ async fn mirror(args: &Args) -> Result<()> {
             have = None;
         }
         let mut ok = true;
-        for part in pl.parts.iter().filter(|p| have.is_none_or(|h| p.pos > h)) {
+        let from = have;
+        for part in pl.parts.iter().filter(|p| from.is_none_or(|h| p.pos > h)) {
             let r = client.get(&format!("{base}{}", part.uri), true).await;
             match r {
                 Ok(r) if r.status == StatusCode::OK => {

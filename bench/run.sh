@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# OnAir benchmark: 1080p30 at 6 Mb/s through `onair serve` on loopback.
+#
+#   bench/run.sh [all|cpu|latency|load]      (default: all; see bench/README.md)
+#
+#   cpu      engine CPU and RSS while packaging one stream (and four), no viewers
+#   latency  LL-HLS glass-to-glass latency: wall clock burnt into the frames, read back in Chromium
+#   load     how many LL-HLS players the engine keeps fed, vs nginx serving the same bytes from disk
+#
+# Environment (all optional):
+#   ONAIR_BENCH_WORK      work dir (default /tmp/onair-bench): source clip, logs, results
+#   ONAIR_BENCH_TARGET    cargo target dir (default ~/.cache/onair-bench-target)
+#   BENCH_NO_BUILD=1      use the binaries already built there
+#   BENCH_PORT_BASE       ports BASE (engine HTTP), BASE+1 (RTMP), BASE+2 (nginx), BASE+3 (engine
+#                         WebRTC, UDP and TCP); default: the first
+#                         free one of 39080, 39180, …
+#   BENCH_PIN=1           pin the server (engine or nginx) to CPU 0 and everything else to CPU 1
+#   BENCH_STEPS           player counts to ramp through (default 400,1000,2000,3000,4000,5000,6000)
+#   BENCH_BISECT          refinement steps after the first failing count (default 2)
+#   BENCH_WARMUP, BENCH_MEASURE   seconds per load step (default 3 and 6)
+#   BENCH_ENGINE_POLL=0   skip the engine-with-polling-players run of `load`
+#   BENCH_SAME_UA=1       all simulated players send one User-Agent (default: one each, as distinct viewers)
+#   BENCH_LATENCY_SIZE    resolution of the live source for `latency` (default 1920x1080)
+#   BENCH_LATENCY_WEBRTC=0  skip the extra WebRTC latency measurement
+#   BENCH_CPU_SECONDS     CPU sampling window (default 30)
+#   BENCH_WAIT_QUIET=S    before each part, wait up to S seconds for other processes to leave the CPU
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+WORK=${ONAIR_BENCH_WORK:-/tmp/onair-bench}
+TARGET=${ONAIR_BENCH_TARGET:-$HOME/.cache/onair-bench-target}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports BASE..BASE+2: BENCH_PORT_BASE, or the first of 39080, 39180, … that is free.
+if [[ -n ${BENCH_PORT_BASE:-} ]]; then
+  BASE=$BENCH_PORT_BASE
+else
+  for BASE in $(seq 39080 100 39980); do
+    port_free "$BASE" && port_free $((BASE + 1)) && port_free $((BASE + 2)) && port_free $((BASE + 3)) && break
+  done
+fi
+HTTP_PORT=$BASE
+RTMP_PORT=$((BASE + 1))
+NGINX_PORT=$((BASE + 2))
+WEBRTC_PORT=$((BASE + 3))
+ENGINE_URL="http://127.0.0.1:$HTTP_PORT"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+STEPS=${BENCH_STEPS:-400,1000,2000,3000,4000,5000,6000}
+BISECT=${BENCH_BISECT:-2}
+WARMUP=${BENCH_WARMUP:-3}
+MEASURE=${BENCH_MEASURE:-6}
+CPU_SECONDS=${BENCH_CPU_SECONDS:-30}
+LATENCY_SIZE=${BENCH_LATENCY_SIZE:-1920x1080}
+CLK_TCK=$(getconf CLK_TCK)
+# The signing secret of this throw-away engine (no keyring needed); `onair obs` signs with it too.
+export ONAIR_SIGNING_KEY=${ONAIR_SIGNING_KEY:-onair-bench-secret}
+export ONAIR_LOG=${ONAIR_LOG:-warn}
+# Everything on loopback, whatever the defaults (WebRTC binds 0.0.0.0 by default).
+export ONAIR_WEBRTC_UDP=127.0.0.1:$WEBRTC_PORT ONAIR_WEBRTC_TCP=127.0.0.1:$WEBRTC_PORT ONAIR_WEBRTC_PUBLIC_IPS=127.0.0.1
+export ONAIR_PUBLIC_HOST=127.0.0.1
+
+ONAIR=$TARGET/release/onair
+LOADGEN=$TARGET/release/onair-loadgen
+SOURCE=$WORK/source-1080p30-6M.flv
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RUN=$WORK/run-$STAMP
+SUMMARY=$RUN/summary.txt
+# The built-in defaults (plus the ONAIR_* variables here), not the user's config file.
+CONFIG=$RUN/onair.toml
+
+SERVER_CPUS=()
+CLIENT_CPUS=()
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+  SERVER_CPUS=(taskset -c 0)
+  CLIENT_CPUS=(taskset -c 1)
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every background process is registered and stopped on exit.
+
+PIDS=()
+
+log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
+
+# start NAME CMD… — runs CMD in the background, output in $RUN/NAME.log; sets $LAST_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$RUN/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# run_wait OUT ERR CMD… — CMD in the background (registered, so a signal stops it too) with
+# stdout in OUT and stderr in ERR; waits for it and returns its exit status.
+run_wait() {
+  local out=$1 err=$2 pid status=0
+  shift 2
+  "$@" >"$out" 2>"$err" &
+  pid=$!
+  PIDS+=("$pid")
+  wait "$pid" || status=$?
+  return "$status"
+}
+
+# stop PID — TERM, then KILL after 5 s.
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# stop_all — every registered process, newest first.
+stop_all() {
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${PIDS[$i]}"
+  done
+  PIDS=()
+}
+
+cleanup() {
+  local code=$?
+  trap - EXIT INT TERM
+  stop_all
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing ($2)"; }
+
+json_field() { # json_field FIELD — reads one JSON object on stdin
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s)[process.argv[1]];process.stdout.write(v===undefined?"":String(v))})' "$1"
+}
+
+cpu_ticks() { # utime + stime of PID, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+machine() {
+  local model cores
+  model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+  cores=$(nproc)
+  printf '%s, %s cores, %s, %s MB RAM, Linux %s' "$model" "$cores" \
+    "$(. /etc/os-release && echo "$PRETTY_NAME")" "$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)" \
+    "$(uname -r)"
+}
+
+now_s() { date +%s.%N; }
+pct_of_core() { # pct_of_core TICKS SECONDS
+  awk -v d="$1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN { printf "%.2f", d / hz / s * 100 }'
+}
+
+busy_pct() { # busy_pct SECONDS — whole-machine CPU use over SECONDS, in % of one core
+  local a b
+  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit}' /proc/stat)
+  sleep "$1"
+  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit}' /proc/stat)
+  awk -v a="$a" -v b="$b" -v hz="$CLK_TCK" -v s="$1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / hz / s * 100 }'
+}
+
+# check_quiet WHAT — warns when something else is using the CPU; with BENCH_WAIT_QUIET=SECONDS,
+# first waits up to that long for the machine to be quiet (< 15 % of a core busy over 3 s).
+check_quiet() {
+  local busy waited=0
+  busy=$(busy_pct 2)
+  while ((busy > 15 && waited < ${BENCH_WAIT_QUIET:-0})); do
+    ((waited == 0)) && log "waiting for the machine to be quiet before '$1' (now ${busy} % of a core busy)"
+    busy=$(busy_pct 3)
+    waited=$((waited + 3))
+  done
+  if ((busy > 15)); then
+    log "warning: ${busy} % of a core busy before '$1' (not counting the benchmark): the figures will suffer"
+    ps -eo pcpu,comm --sort=-pcpu | head -4 | sed 's/^/    /' >&2
+  fi
+  say "[machine before '$1': ${busy} % of a core busy$( ((waited > 0)) && echo ", after waiting ${waited} s")]"
+}
+
+wait_http() { # wait_http URL SECONDS
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$1 did not answer within $2 s"
+}
+
+wait_live() { # wait_live STREAM
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if curl -fsS "$ENGINE_URL/api/streams/$1" 2>/dev/null | grep -q '"live":true'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "stream $1 did not go live within 30 s (see $RUN/*.log)"
+}
+
+publish_url() { # publish_url STREAM — the signed RTMP URL
+  "$ONAIR" obs "$1" --config "$CONFIG" --host "127.0.0.1:$RTMP_PORT" --json | json_field url
+}
+
+ENGINE_PID=
+start_engine() {
+  port_free "$HTTP_PORT" || die "port $HTTP_PORT is taken (set BENCH_PORT_BASE)"
+  port_free "$RTMP_PORT" || die "port $RTMP_PORT is taken (set BENCH_PORT_BASE)"
+  port_free "$WEBRTC_PORT" || die "port $WEBRTC_PORT is taken (set BENCH_PORT_BASE)"
+  mkdir -p "$RUN/data"
+  start engine "${SERVER_CPUS[@]}" "$ONAIR" serve --config "$CONFIG" --http "127.0.0.1:$HTTP_PORT" \
+    --rtmp "127.0.0.1:$RTMP_PORT" --data-dir "$RUN/data"
+  ENGINE_PID=$LAST_PID
+  wait_http "$ENGINE_URL/healthz" 20
+}
+
+# publish_file STREAM — the pre-encoded clip, looped, in real time, without re-encoding.
+publish_file() {
+  local url
+  url=$(publish_url "$1")
+  start "publish-$1" "${CLIENT_CPUS[@]}" ffmpeg -hide_banner -nostdin -loglevel warning -re -stream_loop -1 \
+    -i "$SOURCE" -c copy -f flv "$url"
+  PUBLISH_PID=$LAST_PID
+}
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+prepare() {
+  need ffmpeg "apt-get install ffmpeg"
+  need cargo "install Rust with rustup"
+  need curl "apt-get install curl"
+  need node "apt-get install nodejs"
+  mkdir -p "$WORK" "$RUN"
+  : >"$SUMMARY"
+  echo "# empty: built-in defaults (bench/run.sh)" >"$CONFIG"
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    log "building onair and onair-loadgen (release, $TARGET)"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p onair) >"$RUN/build.log" 2>&1 ||
+      die "cargo build failed, see $RUN/build.log"
+    CARGO_TARGET_DIR=$TARGET cargo build --release --locked --manifest-path "$HERE/loadgen/Cargo.toml" \
+      >>"$RUN/build.log" 2>&1 || die "loadgen build failed, see $RUN/build.log"
+  fi
+  [[ -x $ONAIR && -x $LOADGEN ]] || die "binaries missing in $TARGET/release (unset BENCH_NO_BUILD)"
+  if [[ ! -s $SOURCE ]]; then
+    log "encoding the 60 s source clip once: 1920x1080 30 fps, x264 ultrafast 6 Mb/s, GOP 60, no B-frames, AAC"
+    ffmpeg -hide_banner -nostdin -loglevel error -y \
+      -f lavfi -i testsrc2=s=1920x1080:r=30 -f lavfi -i sine=f=440:r=48000 -t 60 \
+      -c:v libx264 -preset ultrafast -tune zerolatency -b:v 6M -maxrate 6M -bufsize 6M -g 60 -bf 0 \
+      -pix_fmt yuv420p -c:a aac -b:a 128k -ac 2 -f flv "$SOURCE.tmp" && mv "$SOURCE.tmp" "$SOURCE"
+  fi
+  local commit
+  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+  if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    commit+=" + uncommitted changes"
+  fi
+  say "OnAir benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
+  say "machine: $(machine)"
+  say "pinning: $([[ ${BENCH_PIN:-0} == 1 ]] && echo 'server on CPU 0, load generator, publisher and mirror on CPU 1' || echo 'none (server, load generator and publisher share both cores)')"
+  local v br
+  v=$(ffprobe -v error -select_streams v:0 -show_entries stream=codec_name,width,height,r_frame_rate -of csv=p=0 "$SOURCE" |
+    awk -F, '{ split($4, r, "/"); printf "%s %sx%s %g fps", $1, $2, $3, r[1] / r[2] }')
+  br=$(ffprobe -v error -show_entries format=bit_rate -of csv=p=0 "$SOURCE")
+  say "source:  $v, GOP 2 s, no B-frames, + AAC; $(awk -v b="$br" 'BEGIN { printf "%.2f", b / 1e6 }') Mb/s in all (60 s clip, looped)"
+  say "logs and raw results: $RUN"
+}
+
+# ---------------------------------------------------------------------------------------------
+# cpu: the engine packaging one stream, then four, no viewers
+
+sample_engine() { # sample_engine SECONDS — sets CPU_PCT (of one core), RSS_MB, HWM_MB
+  local t0 t1
+  t0=$(cpu_ticks "$ENGINE_PID")
+  sleep "$1"
+  t1=$(cpu_ticks "$ENGINE_PID")
+  CPU_PCT=$(pct_of_core $((t1 - t0)) "$1")
+  RSS_MB=$(awk -v k="$(rss_kb "$ENGINE_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
+  HWM_MB=$(awk -v k="$(hwm_kb "$ENGINE_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
+}
+
+step_cpu() {
+  check_quiet cpu
+  log "cpu: engine packaging 1080p30 6 Mb/s, ${CPU_SECONDS} s windows"
+  start_engine
+  sleep 2
+  local idle_mb pub_t0 pub_t1 one_cpu one_rss one_hwm
+  idle_mb=$(awk -v k="$(rss_kb "$ENGINE_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
+  publish_file bench
+  wait_live bench
+  local pub=$PUBLISH_PID
+  # Let the sliding window (6 segments of 2 s) fill before measuring.
+  sleep 15
+  pub_t0=$(cpu_ticks "$pub")
+  sample_engine "$CPU_SECONDS"
+  pub_t1=$(cpu_ticks "$pub")
+  one_cpu=$CPU_PCT one_rss=$RSS_MB one_hwm=$HWM_MB
+  local info
+  info=$(curl -fsS "$ENGINE_URL/api/streams/bench")
+  say ""
+  say "== cpu: engine packaging one stream (no viewers), ${CPU_SECONDS} s"
+  say "stream as the engine sees it: $(echo "$info" | json_field bitrate_kbps) kb/s, $(echo "$info" | json_field fps) fps"
+  say "engine CPU: ${one_cpu} % of one core    (publisher, ffmpeg -c copy: $(pct_of_core $((pub_t1 - pub_t0)) "$CPU_SECONDS") %)"
+  say "engine RSS: ${one_rss} MB (peak ${one_hwm} MB; ${idle_mb} MB idle before the publish, so +$(awk -v a="$one_rss" -v b="$idle_mb" 'BEGIN { printf "%.1f", a - b }') MB for the stream)"
+
+  log "cpu: three more streams (four in all)"
+  local s
+  for s in bench2 bench3 bench4; do publish_file "$s"; done
+  for s in bench2 bench3 bench4; do wait_live "$s"; done
+  sleep 15
+  sample_engine "$CPU_SECONDS"
+  say "four streams: engine CPU ${CPU_PCT} % of one core ($(awk -v c="$CPU_PCT" 'BEGIN { printf "%.2f", c / 4 }') % per stream), RSS ${RSS_MB} MB (peak ${HWM_MB} MB; $(awk -v a="$RSS_MB" -v b="$idle_mb" 'BEGIN { printf "%.1f", (a - b) / 4 }') MB per stream above idle)"
+  stop_all
+}
+
+# ---------------------------------------------------------------------------------------------
+# latency: a live source with the capture time burnt in, read back from the viewer page
+
+# measure_latency QUERY TRANSPORT — the viewer page with ?transport=QUERY; expects TRANSPORT.
+measure_latency() {
+  local result
+  run_wait "$RUN/latency-$2.json" "$RUN/latency-$2.log" "${CLIENT_CPUS[@]}" node "$HERE/latency.mjs" \
+    "$ENGINE_URL/latency?transport=$1" --expect-transport "$2" --block "$LATENCY_BLOCK" --duration 20 --warmup 5 \
+    --screenshot "$RUN/latency-$2.png" || true
+  result=$(tail -n 1 "$RUN/latency-$2.json")
+  [[ -n $result ]] || result='{"ok":false,"reason":"no output"}'
+  lf() { echo "$result" | json_field "$1"; }
+  if [[ $(lf ok) != true ]]; then
+    say "$2: not measured: $(lf reason)"
+    return 0
+  fi
+  say "$2: median $(lf median_ms) ms, p95 $(lf p95_ms) ms (min $(lf min_ms), max $(lf max_ms); $(lf samples) frames read, $(lf unreadable_frames) unreadable; $(lf video), $(lf frames_decoded) frames decoded, $(lf frames_dropped) dropped)"
+  if [[ $2 == llhls ]]; then
+    say "       hls.js's own latency estimate: median $(lf hls_latency_median_ms) ms, p95 $(lf hls_latency_p95_ms) ms; its target $(lf hls_target_latency_ms) ms (PART-HOLD-BACK)"
+  fi
+}
+
+step_latency() {
+  [[ -x ${ONAIR_CHROMIUM:-/usr/bin/chromium} ]] || die "Chromium is missing (apt-get install chromium, or set ONAIR_CHROMIUM)"
+  if [[ -z ${ONAIR_PLAYWRIGHT:-} && ! -d $ROOT/tests/browser/node_modules/playwright-core ]]; then
+    log "installing playwright-core for tests/browser (npm ci)"
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund) >"$RUN/npm.log" 2>&1 || die "npm ci failed, see $RUN/npm.log"
+  fi
+  check_quiet latency
+  local w=${LATENCY_SIZE%x*} h=${LATENCY_SIZE#*x}
+  LATENCY_BLOCK=$((h / 27))
+  local block=$LATENCY_BLOCK
+  log "latency: live ${w}x${h} 30 fps x264 ultrafast/zerolatency 6 Mb/s with the wall clock burnt in; Chromium on the viewer page"
+  start_engine
+  local url
+  url=$(publish_url latency)
+  # settb+setpts=RTCTIME: each frame's timestamp becomes the wall clock (µs) when it left the
+  # real-time source; geq draws bit i of (that in ms mod 2^24) as square i, then a white and a
+  # black square; the timestamps are then made regular again for the encoder.
+  local strip="if(lt(X/$block,24),if(mod(floor(T*1000/pow(2,floor(X/$block))),2),235,16),if(lt(X/$block,25),235,16))"
+  start publish-latency "${CLIENT_CPUS[@]}" ffmpeg -hide_banner -nostdin -loglevel warning \
+    -re -f lavfi -i "testsrc2=s=${w}x${h}:r=30" -re -f lavfi -i sine=f=440:r=48000 \
+    -filter_complex "[0:v]settb=AVTB,setpts=RTCTIME,split[a][b];[b]crop=$((26 * block)):$block:0:0,format=gray,geq=lum='$strip'[s];[a][s]overlay=0:0,settb=1/30,setpts=N,format=yuv420p[v]" \
+    -map '[v]' -map 1:a -c:v libx264 -preset ultrafast -tune zerolatency -b:v 6M -maxrate 6M -bufsize 6M \
+    -g 60 -bf 0 -c:a aac -b:a 128k -f flv "$url"
+  local enc=$LAST_PID
+  wait_live latency
+  sleep 2
+  local e0 e1 w0 w1
+  e0=$(cpu_ticks "$enc")
+  w0=$(now_s)
+  say ""
+  say "== latency: glass-to-glass on loopback, ${w}x${h} 30 fps live source, viewer page in headless Chromium, 20 s"
+  measure_latency hls llhls
+  e1=$(cpu_ticks "$enc")
+  w1=$(now_s)
+  local info
+  info=$(curl -fsS "$ENGINE_URL/api/streams/latency" || echo '{}')
+  say "source: live encoder used $(pct_of_core $((e1 - e0)) "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')") % of a core; the engine saw $(echo "$info" | json_field fps) fps, $(echo "$info" | json_field bitrate_kbps) kb/s"
+  if [[ ${BENCH_LATENCY_WEBRTC:-1} == 1 ]]; then
+    measure_latency webrtc webrtc
+  fi
+  stop_all
+}
+
+# ---------------------------------------------------------------------------------------------
+# load: simulated LL-HLS players against the engine, then against nginx serving a disk mirror
+
+nginx_conf() {
+  local dir=$RUN/nginx
+  mkdir -p "$dir/tmp" "$RUN/www"
+  cat >"$dir/nginx.conf" <<EOF
+# nginx serving the mirrored stream from disk (written by bench/run.sh).
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $dir/tmp;
+  proxy_temp_path $dir/tmp;
+  fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp;
+  scgi_temp_path $dir/tmp;
+  types { application/vnd.apple.mpegurl m3u8; video/mp4 mp4; video/iso.segment m4s; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $RUN/www;
+    location ~ \.m3u8\$ { add_header Cache-Control "no-cache, no-store"; }
+    location ~ \.m4s\$ { add_header Cache-Control "public, max-age=31536000, immutable"; }
+  }
+}
+EOF
+}
+
+load_result() { # load_result LABEL FIELD — from the summary line
+  grep '"summary":true' "$RUN/load.jsonl" | grep "\"server\":\"$1\"" | json_field "$2"
+}
+
+step_load() {
+  need nginx "apt-get install nginx-light"
+  check_quiet load
+  start_engine
+  publish_file bench
+  wait_live bench
+  start mirror "${CLIENT_CPUS[@]}" "$LOADGEN" mirror --url "$ENGINE_URL/live/bench/llhls.m3u8" --root "$RUN/www"
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  nginx_conf
+  start nginx "${SERVER_CPUS[@]}" nginx -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
+  local nginx_pid=$LAST_PID
+  wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
+  sleep 3
+  local nginx_pids targets
+  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  targets="engine,blocking,$ENGINE_URL/live/bench/llhls.m3u8,$ENGINE_PID"
+  if [[ ${BENCH_ENGINE_POLL:-1} == 1 ]]; then
+    targets+=" engine-poll,poll,$ENGINE_URL/live/bench/llhls.m3u8,$ENGINE_PID"
+  fi
+  targets+=" nginx,poll,$NGINX_URL/live/bench/llhls.m3u8,$nginx_pids"
+  log "load: $targets"
+  log "load: steps $STEPS, then $BISECT refinements; 2+${WARMUP}+${MEASURE} s each, the servers taking turns"
+  : >"$RUN/load.txt"
+  tail -n +1 -f "$RUN/load.txt" >&2 & # progress on the terminal
+  local progress=$!
+  PIDS+=("$progress")
+  run_wait "$RUN/load.jsonl" "$RUN/load.txt" "${CLIENT_CPUS[@]}" "$LOADGEN" load --targets "$targets" \
+    --monitor "$ENGINE_URL/live/bench/llhls.m3u8" --steps "$STEPS" --bisect "$BISECT" --warmup "$WARMUP" \
+    --measure "$MEASURE" --stagger 2 --same-agent "${BENCH_SAME_UA:-0}" || die "load generator failed, see $RUN/load.txt"
+  sleep 0.3
+  stop_pid "$progress"
+
+  local e n ep
+  e=$(load_result engine max_players)
+  n=$(load_result nginx max_players)
+  say ""
+  say "== load: simulated LL-HLS players (1080p30 6 Mb/s), one keep-alive connection each; a player 'keeps up' when it"
+  say "   had no error, stalled < 1 % of the step and got >= 90 % of the parts; a step passes when >= 99 % keep up;"
+  say "   a near miss (>= 50 % kept up) is tried once more: no = failed, to be retried; yes* = passed the retry; NO = failed."
+  say "   engine = blocking playlist reloads, engine-poll and nginx = playlist polled every part target; part = part"
+  say "   request time, late = part received after it appeared on the engine (ms); CPU in % of one core: server, load"
+  say "   generator, other (other processes, publisher, mirror, kernel work charged to no process), whole machine"
+  grep -E '^server ' "$RUN/load.txt" | head -1 | tee -a "$SUMMARY"
+  local label
+  for label in engine engine-poll nginx; do
+    grep -E "^$label " "$RUN/load.txt" | tee -a "$SUMMARY" || true
+  done
+  say "engine, blocking reload (the LL-HLS way): max $e players, $(load_result engine mbit_s_at_max) Mbit/s; server CPU $(load_result engine server_cpu_pct_per_gbit_s) % of a core per Gbit/s"
+  if [[ ${BENCH_ENGINE_POLL:-1} == 1 ]]; then
+    ep=$(load_result engine-poll max_players)
+    say "engine, players polling every part target (as against nginx): max $ep players, $(load_result engine-poll mbit_s_at_max) Mbit/s; server CPU $(load_result engine-poll server_cpu_pct_per_gbit_s) % of a core per Gbit/s"
+  fi
+  say "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), the same bytes from disk, players polling: max $n players, $(load_result nginx mbit_s_at_max) Mbit/s; server CPU $(load_result nginx server_cpu_pct_per_gbit_s) % of a core per Gbit/s"
+  if [[ $n -gt 0 ]]; then
+    say "engine / nginx: $(awk -v e="$e" -v n="$n" 'BEGIN { printf "%.0f", e / n * 100 }') % (blocking)$([[ -n ${ep:-} ]] && awk -v e="$ep" -v n="$n" 'BEGIN { printf ", %.0f %% (polling)", e / n * 100 }')"
+  fi
+  stop_all
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  local what=${1:-all}
+  case $what in
+    all | cpu | latency | load) ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) die "unknown step '$what' (all, cpu, latency, load)" ;;
+  esac
+  local t0=$SECONDS
+  prepare
+  case $what in
+    all)
+      step_cpu
+      step_latency
+      step_load
+      ;;
+    cpu) step_cpu ;;
+    latency) step_latency ;;
+    load) step_load ;;
+  esac
+  say ""
+  say "total time: $((SECONDS - t0)) s; command: bench/run.sh $what"
+  log "summary:"
+  cat "$SUMMARY" >&2
+}
+
+main "$@"
