@@ -38,8 +38,9 @@ pub struct Stream {
     live: Mutex<Option<Live>>,
     /// Bumped whenever a part completes or the stream goes on/off air.
     changed: watch::Sender<u64>,
-    /// HLS players by client key (address + user agent), with when they last loaded a playlist.
-    hls_viewers: Mutex<HashMap<u64, Instant>>,
+    /// HLS players by client key (address + user agent), with when they last loaded a playlist,
+    /// and when expired entries were last dropped.
+    hls_viewers: Mutex<(HashMap<u64, Instant>, Option<Instant>)>,
 }
 
 /// A player that has not reloaded its playlist for this long is no longer counted.
@@ -123,7 +124,7 @@ impl Registry {
             name: name.into(),
             live: Mutex::new(Some(live)),
             changed: watch::Sender::new(0),
-            hls_viewers: Mutex::new(HashMap::new()),
+            hls_viewers: Mutex::new((HashMap::new(), None)),
         });
         map.insert(name.into(), stream.clone());
         Ok(Publisher {
@@ -167,17 +168,21 @@ impl Stream {
 
     /// Records that the HLS player identified by `client` loaded a playlist at `now`.
     pub fn touch_hls_viewer(&self, client: u64, now: Instant) {
-        let mut viewers = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        let (viewers, pruned) = &mut *guard;
         viewers.insert(client, now);
-        if viewers.len() > 64 {
+        // Drop expired players at most once a timeout period: O(1) per request on average, even
+        // with thousands of players (a per-request sweep made every playlist request O(players)).
+        if pruned.is_none_or(|at| now.saturating_duration_since(at) >= HLS_VIEWER_TIMEOUT) {
             viewers.retain(|_, seen| now.saturating_duration_since(*seen) < HLS_VIEWER_TIMEOUT);
+            *pruned = Some(now);
         }
     }
 
     /// HLS players seen within the last 10 s (one per address and user agent).
     pub fn hls_viewers(&self, now: Instant) -> usize {
-        let viewers = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
-        viewers.values().filter(|seen| now.saturating_duration_since(**seen) < HLS_VIEWER_TIMEOUT).count()
+        let guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.values().filter(|seen| now.saturating_duration_since(**seen) < HLS_VIEWER_TIMEOUT).count()
     }
 
     fn notify(&self) {
@@ -427,6 +432,12 @@ mod tests {
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(6)), 2);
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(12)), 1);
         assert_eq!(s.hls_viewers(t0 + std::time::Duration::from_secs(16)), 0);
+        // Expired players are dropped (memory stays bounded), at most once per timeout period.
+        for k in 100..1100 {
+            s.touch_hls_viewer(k, t0 + std::time::Duration::from_secs(20));
+        }
+        s.touch_hls_viewer(7, t0 + std::time::Duration::from_secs(40));
+        assert_eq!(s.hls_viewers.lock().unwrap().0.len(), 1);
     }
 
     #[test]
@@ -439,7 +450,7 @@ mod tests {
         let tags = onair_media::flv::read_flv(&file).unwrap();
         let reg = Registry::new(HlsConfig::default());
         let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap()).unwrap();
-        let mut feed = |p: &mut Publisher, upto: u32| {
+        let feed = |p: &mut Publisher, upto: u32| {
             for t in tags.iter().filter(|t| t.timestamp_ms < upto) {
                 match t.tag_type {
                     9 => drop(p.video(t.body.clone(), t.timestamp_ms)),
