@@ -16,6 +16,6 @@ if [ -z "${ONAIR_SIGNING_KEY:-}" ] && ! busctl --user list 2>/dev/null | grep -q
     echo "run: no Secret Service found; installing gnome-keyring to keep the signing key"
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq gnome-keyring dbus-x11 >/dev/null; else sudo apt-get install -y -qq gnome-keyring dbus-x11 >/dev/null; fi
   fi
-  exec dbus-run-session -- sh -c 'printf "" | gnome-keyring-daemon --unlock --components=secrets >/dev/null; exec "$0" serve "$@"' "$bin" "$@"
+  exec dbus-run-session -- sh -c 'eval "$(printf onair | gnome-keyring-daemon --unlock --components=secrets)"; eval "$(gnome-keyring-daemon --start --components=secrets)"; export GNOME_KEYRING_CONTROL; exec "$0" serve "$@"' "$bin" "$@"
 fi
 exec "$bin" serve "$@"
