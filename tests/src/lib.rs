@@ -11,7 +11,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use onair_engine::{Config, Engine, SigningKey};
+use onair_engine::control_api::ControlEndpoint;
+use onair_engine::{Config, Control, Engine, Secrets, SigningKey};
 use onair_policy::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -38,6 +39,16 @@ pub fn require_tool(tool: &str) -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need")
     })
+}
+
+/// A new empty directory under the system temp dir, unique to this process and call.
+pub fn fresh_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("onair-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a temp dir");
+    d
 }
 
 pub fn now_ms() -> u64 {
@@ -88,14 +99,40 @@ impl TestServer {
         Self::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> TestServer {
+    pub async fn start_with(config: Config) -> TestServer {
+        Self::start_with_secrets(config, SigningKey::new(SECRET).into()).await
+    }
+
+    /// With Matrix: `config.matrix.homeserver`/`user` set; the engine logs in with `password`
+    /// (its session kept in memory).
+    pub async fn start_matrix(config: Config, password: &str) -> TestServer {
+        let mut secrets: Secrets = SigningKey::new(SECRET).into();
+        secrets.matrix_password = Some(password.into());
+        Self::start_with_secrets(config, secrets).await
+    }
+
+    /// Ephemeral loopback ports and a fresh data dir (unless the config names one).
+    pub async fn start_with_secrets(mut config: Config, secrets: Secrets) -> TestServer {
         init_logs();
         config.http = "127.0.0.1:0".parse().unwrap();
         config.rtmp = "127.0.0.1:0".parse().unwrap();
         config.webrtc.udp = "127.0.0.1:0".parse().unwrap();
         config.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
-        let engine = Engine::start(config, SigningKey::new(SECRET).into()).await.expect("engine starts");
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = fresh_dir("data");
+        }
+        let engine = Engine::start(config, secrets).await.expect("engine starts");
         TestServer { engine }
+    }
+
+    /// Go live, titles, chat, events.
+    pub fn control(&self) -> std::sync::Arc<Control> {
+        self.engine.control()
+    }
+
+    /// The control API's endpoint (URL and token), as `onair` commands read it.
+    pub fn control_endpoint(&self) -> ControlEndpoint {
+        ControlEndpoint::read(&self.engine.config().data_dir()).expect("control.json")
     }
 
     pub fn http(&self) -> SocketAddr {
@@ -396,6 +433,8 @@ pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> 
     wait_for(&format!("{stream} to go live"), timeout, || async { (status_of(&url).await == 200).then_some(()) }).await;
     start.elapsed()
 }
+
+pub mod obs;
 
 // ---------- a scriptable RTMP publisher (for malformed media) ----------
 

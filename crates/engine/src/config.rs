@@ -41,8 +41,65 @@ pub struct Config {
     pub app: String,
     /// The stream whose OBS settings `onair serve` prints at start.
     pub default_stream: String,
+    /// Publishes are accepted only after Go live (the tray app turns this on, so nobody goes
+    /// live by accident); off: any publish with a valid signed key goes live.
+    pub require_go_live: bool,
     pub hls: HlsSettings,
     pub webrtc: WebrtcSettings,
+    pub matrix: MatrixSettings,
+}
+
+/// Chat and titles through Matrix. Empty `homeserver`: no chat, titles kept by OnAir itself.
+/// The password is never configured: it is used once to log in (`ONAIR_MATRIX_PASSWORD` or the
+/// app), and the session lives in the OS keyring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixSettings {
+    /// `https://matrix.example.org` (or a server name resolved through `.well-known`).
+    pub homeserver: String,
+    /// `@me:example.org` or `me`.
+    pub user: String,
+    /// Each stream's room alias; placeholders `{stream}`, `{server}`, `{site}`. The Cactus
+    /// Comments scheme is `#comments_{site}_{stream}:{server}`.
+    pub alias_template: String,
+    /// `{site}` of the alias template (the Cactus Comments site name).
+    pub site: String,
+    /// Post "🔴 <title> is live: <link>" when a stream goes live, and a notice when it ends.
+    pub notify_live: bool,
+    /// Make those notices mention @room (notifies every member of the room).
+    pub mention_room: bool,
+}
+
+impl Default for MatrixSettings {
+    fn default() -> Self {
+        let d = onair_matrix::MatrixConfig::default();
+        Self {
+            homeserver: d.homeserver,
+            user: d.user,
+            alias_template: d.alias_template,
+            site: d.site.unwrap_or_default(),
+            notify_live: d.notify_live,
+            mention_room: d.mention_room,
+        }
+    }
+}
+
+impl MatrixSettings {
+    /// Whether chat through Matrix is configured at all.
+    pub fn enabled(&self) -> bool {
+        !self.homeserver.trim().is_empty()
+    }
+
+    pub fn matrix_config(&self) -> onair_matrix::MatrixConfig {
+        onair_matrix::MatrixConfig {
+            homeserver: self.homeserver.trim().into(),
+            user: self.user.trim().into(),
+            alias_template: self.alias_template.clone(),
+            site: (!self.site.is_empty()).then(|| self.site.clone()),
+            notify_live: self.notify_live,
+            mention_room: self.mention_room,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,8 +160,10 @@ impl Default for Config {
             public_host: String::new(),
             app: "live".into(),
             default_stream: "stream".into(),
+            require_go_live: false,
             hls: HlsSettings::default(),
             webrtc: WebrtcSettings::default(),
+            matrix: MatrixSettings::default(),
         }
     }
 }
@@ -202,6 +261,17 @@ impl Config {
                 });
             }
         }
+        if self.matrix.enabled() {
+            if self.matrix.user.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "matrix.user",
+                    message: "set the Matrix user (e.g. @me:example.org) along with matrix.homeserver".into(),
+                });
+            }
+            if let Err(e) = self.matrix.matrix_config().alias_for("stream", "example.org") {
+                return Err(ConfigError::Invalid { key: "matrix.alias_template", message: e.to_string() });
+            }
+        }
         Ok(())
     }
 
@@ -292,6 +362,8 @@ mod tests {
             ("UNRELATED".to_string(), "1".to_string()),
             ("ONAIR_WEBRTC_PUBLIC_IPS".to_string(), "203.0.113.9, 198.51.100.7".to_string()),
             ("ONAIR_WEBRTC_ICE_TCP".to_string(), "false".to_string()),
+            ("ONAIR_MATRIX_HOMESERVER".to_string(), "http://127.0.0.1:8008".to_string()),
+            ("ONAIR_MATRIX_USER".to_string(), "streamer".to_string()),
         ];
         apply_env(&mut value, "ONAIR", vars).unwrap();
         let c: Config = value.try_into().unwrap();
@@ -301,6 +373,8 @@ mod tests {
         assert_eq!(c.rtmp, Config::default().rtmp);
         assert_eq!(c.webrtc.public_ips, ["203.0.113.9", "198.51.100.7"]);
         assert!(!c.webrtc.ice_tcp);
+        assert_eq!(c.matrix.homeserver, "http://127.0.0.1:8008");
+        assert_eq!(c.matrix.user, "streamer");
     }
 
     #[test]
@@ -333,5 +407,12 @@ mod tests {
         let mut c = Config::default();
         c.hls.part_target_ms = 5;
         assert!(c.validate().unwrap_err().to_string().contains("part_target_ms"));
+        let mut c = Config::default();
+        c.matrix.homeserver = "https://matrix.example.org".into();
+        assert!(c.validate().unwrap_err().to_string().contains("matrix.user"));
+        c.matrix.user = "me".into();
+        c.validate().unwrap();
+        c.matrix.alias_template = "#comments_{site}_{stream}:{server}".into();
+        assert!(c.validate().unwrap_err().to_string().contains("alias_template"), "no site set");
     }
 }

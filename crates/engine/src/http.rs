@@ -1,4 +1,5 @@
-//! The HTTP face of the engine: LL-HLS/HLS from memory, the status API, the viewer and embed pages.
+//! The HTTP face of the engine: LL-HLS/HLS from memory, the status API, the viewer and embed pages,
+//! and the loopback control API ([`crate::control_api`]).
 //!
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it without sockets.
 
@@ -20,6 +21,7 @@ use onair_hls::{Lookup, Reload, Resource};
 use onair_webrtc::{IceServer, WebrtcServer};
 use serde::Serialize;
 
+use crate::control::Control;
 use crate::hub::{Registry, Stream};
 use crate::ui;
 
@@ -29,11 +31,14 @@ pub const HOLD: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
-    pub default_stream: String,
     /// WebRTC playback; `None` when disabled.
     pub webrtc: Option<WebrtcServer>,
     /// STUN/TURN servers handed to WebRTC players.
     pub ice: Arc<IceSettings>,
+    /// Titles, chat, Go live.
+    pub control: Arc<Control>,
+    /// The bearer token of the control API.
+    pub control_token: Arc<str>,
 }
 
 /// The ICE servers players get in WHEP `Link` headers.
@@ -81,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(asset))
         .route("/embed/{stream}", get(embed_page))
         .route("/{stream}", get(viewer_page))
+        .nest("/api/control", crate::control_api::router(state.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(cors))
         .with_state(state)
@@ -98,7 +104,7 @@ async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-cache")], format!("{message}\n")).into_response()
 }
 
@@ -107,7 +113,7 @@ fn offline(stream: &str) -> Response {
 }
 
 async fn root(State(st): State<AppState>) -> Redirect {
-    Redirect::temporary(&format!("/{}", st.default_stream))
+    Redirect::temporary(&format!("/{}", st.control.default_stream()))
 }
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -252,6 +258,21 @@ pub struct StreamStatus {
     pub uptime_s: Option<f64>,
     pub viewers: Viewers,
     pub urls: Urls,
+    /// The stream's Matrix room, for the viewer page's guest chat; `null` without Matrix.
+    pub chat: Option<ChatInfo>,
+}
+
+/// Where a browser finds a stream's chat.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChatInfo {
+    /// The homeserver's client-server base URL.
+    pub homeserver: String,
+    /// `#onair_<stream>:<server>`; `null` when not known yet (not logged in).
+    pub alias: Option<String>,
+    /// `!opaque:server`; `null` until the room is found or created.
+    pub room_id: Option<String>,
+    /// The engine's Matrix state: `connected`, `connecting`, `unreachable: …`, ….
+    pub status: String,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -307,6 +328,7 @@ pub fn status(name: &str, stream: Option<&Stream>, webrtc: Option<&WebrtcServer>
         uptime_s: None,
         viewers: Viewers::default(),
         urls,
+        chat: None,
     };
     let Some(stream) = stream else { return s };
     s.viewers.hls = stream.hls_viewers(std::time::Instant::now());
@@ -335,8 +357,7 @@ pub fn status(name: &str, stream: Option<&Stream>, webrtc: Option<&WebrtcServer>
 }
 
 async fn api_streams(State(st): State<AppState>) -> Response {
-    let list: Vec<StreamStatus> =
-        st.registry.list().iter().map(|s| status(s.name(), Some(s), st.webrtc.as_ref())).collect();
+    let list: Vec<StreamStatus> = st.registry.list().iter().map(|s| st.control.status(s.name())).collect();
     ([(header::CACHE_CONTROL, NO_CACHE)], Json(list)).into_response()
 }
 
@@ -344,8 +365,7 @@ async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Res
     if !crate::is_valid_stream_name(&name) {
         return error(StatusCode::BAD_REQUEST, "invalid stream name");
     }
-    let stream = st.registry.get(&name);
-    ([(header::CACHE_CONTROL, NO_CACHE)], Json(status(&name, stream.as_deref(), st.webrtc.as_ref()))).into_response()
+    ([(header::CACHE_CONTROL, NO_CACHE)], Json(st.control.stream_status(&name).await)).into_response()
 }
 
 /// WHEP (RFC 9725): an SDP offer in, `201 Created` with the answer and the session's `Location`.
@@ -453,9 +473,10 @@ mod tests {
         let registry = Registry::new(HlsConfig::default());
         let state = AppState {
             registry: registry.clone(),
-            default_stream: "stream".into(),
             webrtc: None,
             ice: Arc::new(IceSettings::default()),
+            control: crate::control::tests::control(&registry),
+            control_token: "test-token".into(),
         };
         (router(state), registry)
     }

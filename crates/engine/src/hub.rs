@@ -6,9 +6,14 @@
 //! the video frames and the audio transcoded once to Opus (never per viewer). Dropping the
 //! publisher takes the stream offline and closes the broadcast, whatever the reason the
 //! connection ended (clean unpublish, error, panic in the session).
+//!
+//! The registry also holds the Go live gate (with `require_go_live`, a stream accepts a publisher
+//! only after Go live; End stream disconnects it) and sends [`EngineEvent`]s as publishes start,
+//! go live and end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,18 +23,28 @@ use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, MediaError, Track, Vide
 use onair_webrtc::{Sample, StreamTracks};
 use tokio::sync::{broadcast, watch};
 
+use crate::events::{EndReason, EngineEvent};
 use crate::stats::{Snapshot, Stats};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HubError {
     #[error("stream {0:?} is already live (another publisher holds it)")]
     AlreadyLive(String),
+    #[error("stream {0:?} is not live in OnAir: press Go live first")]
+    NotArmed(String),
 }
+
+/// Engine events kept for a slow subscriber before it starts missing some.
+const EVENT_BUFFER: usize = 1024;
 
 /// All streams by name.
 pub struct Registry {
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     hls: HlsConfig,
+    /// Publishes need Go live first (the tray app); otherwise a valid signed key suffices.
+    require_go_live: AtomicBool,
+    armed: Mutex<HashSet<String>>,
+    events: broadcast::Sender<EngineEvent>,
 }
 
 /// One stream: offline, or live with a packager.
@@ -41,6 +56,8 @@ pub struct Stream {
     /// HLS players by client key (address + user agent), with when they last loaded a playlist,
     /// and when expired entries were last dropped.
     hls_viewers: Mutex<(HashMap<u64, Instant>, Option<Instant>)>,
+    /// Turns true when the streamer ends the stream: the publisher's connection closes.
+    stop: watch::Sender<bool>,
 }
 
 /// A player that has not reloaded its playlist for this long is no longer counted.
@@ -82,7 +99,55 @@ impl Live {
 
 impl Registry {
     pub fn new(hls: HlsConfig) -> Arc<Self> {
-        Arc::new(Self { streams: Mutex::new(HashMap::new()), hls })
+        Arc::new(Self {
+            streams: Mutex::new(HashMap::new()),
+            hls,
+            require_go_live: AtomicBool::new(false),
+            armed: Mutex::new(HashSet::new()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        })
+    }
+
+    /// Engine events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sends an event to every subscriber (none listening is fine).
+    pub fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Whether publishes need Go live first.
+    pub fn set_require_go_live(&self, required: bool) {
+        self.require_go_live.store(required, Ordering::Relaxed);
+    }
+
+    pub fn requires_go_live(&self) -> bool {
+        self.require_go_live.load(Ordering::Relaxed)
+    }
+
+    fn armed_set(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.armed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `name` may be published now.
+    pub fn is_armed(&self, name: &str) -> bool {
+        !self.requires_go_live() || self.armed_set().contains(name)
+    }
+
+    /// Go live (`true`): publishes of `name` are accepted. End stream (`false`): its publisher
+    /// is disconnected and new ones are refused until the next Go live (with `require_go_live`).
+    /// Answers whether anything changed.
+    pub fn set_armed(&self, name: &str, armed: bool) -> bool {
+        let changed = if armed { self.armed_set().insert(name.into()) } else { self.armed_set().remove(name) };
+        if !armed && let Some(stream) = self.get(name) {
+            stream.stop.send_replace(true);
+        }
+        if changed {
+            self.emit(EngineEvent::Armed { stream: name.into(), armed });
+        }
+        changed
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -106,6 +171,9 @@ impl Registry {
         if map.contains_key(name) {
             return Err(HubError::AlreadyLive(name.into()));
         }
+        if !self.is_armed(name) {
+            return Err(HubError::NotArmed(name.into()));
+        }
         let session = new_session_id();
         let (media, _) = broadcast::channel(MEDIA_CAPACITY);
         let live = Live {
@@ -125,8 +193,11 @@ impl Registry {
             live: Mutex::new(Some(live)),
             changed: watch::Sender::new(0),
             hls_viewers: Mutex::new((HashMap::new(), None)),
+            stop: watch::Sender::new(false),
         });
         map.insert(name.into(), stream.clone());
+        drop(map);
+        self.emit(EngineEvent::PublishStarted { stream: name.into(), remote: remote.to_string() });
         Ok(Publisher {
             registry: self.clone(),
             stream,
@@ -136,6 +207,7 @@ impl Registry {
             media,
             transcoder: None,
             transcode_failures: 0,
+            end_reason: EndReason::Dropped,
         })
     }
 
@@ -188,6 +260,11 @@ impl Stream {
     fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
+
+    /// A receiver that turns true when the streamer ends the stream (End stream).
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
 }
 
 /// The one publisher of a stream. Dropping it takes the stream offline.
@@ -200,6 +277,8 @@ pub struct Publisher {
     media: broadcast::Sender<Arc<Sample>>,
     transcoder: Option<onair_audio::Transcoder>,
     transcode_failures: u64,
+    /// Reported when the publisher is dropped; a drop without a reason is a broken connection.
+    end_reason: EndReason,
 }
 
 /// What a pushed tag amounted to, for the ingest's logging.
@@ -216,6 +295,11 @@ pub struct Pushed {
 impl Publisher {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Why the publish ends, reported when the publisher is dropped (default: dropped).
+    pub fn set_end_reason(&mut self, reason: EndReason) {
+        self.end_reason = reason;
     }
 
     /// Tags that could not be parsed so far.
@@ -348,6 +432,12 @@ impl Publisher {
         if notify {
             self.stream.notify();
         }
+        if pushed.went_live {
+            self.registry.emit(EngineEvent::Live { stream: self.stream.name.clone() });
+        }
+        if pushed.bframes_detected {
+            self.registry.emit(EngineEvent::Bframes { stream: self.stream.name.clone() });
+        }
         pushed
     }
 }
@@ -359,6 +449,7 @@ impl Drop for Publisher {
             live.packager.finish();
         }
         self.stream.notify();
+        self.registry.emit(EngineEvent::PublishEnded { stream: self.stream.name.clone(), reason: self.end_reason });
     }
 }
 
@@ -417,6 +508,39 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert!(stream.lock().is_none());
         assert!(reg.get("a").is_none());
+        assert!(reg.publish("a", addr).is_ok());
+    }
+
+    #[test]
+    fn go_live_gate_and_events() {
+        let reg = Registry::new(HlsConfig::default());
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut events = reg.subscribe();
+        reg.set_require_go_live(true);
+        assert_eq!(reg.publish("a", addr).err(), Some(HubError::NotArmed("a".into())));
+        assert!(reg.set_armed("a", true));
+        assert!(!reg.set_armed("a", true), "already armed");
+        let mut p = reg.publish("a", addr).unwrap();
+        let stop = p.stream().stop_signal();
+        assert!(!*stop.borrow());
+        // End stream: the publisher is told to stop and new publishes are refused.
+        assert!(reg.set_armed("a", false));
+        assert!(*stop.borrow());
+        p.set_end_reason(EndReason::EndedByStreamer);
+        drop(p);
+        assert_eq!(reg.publish("a", addr).err(), Some(HubError::NotArmed("a".into())));
+        let got: Vec<EngineEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                EngineEvent::Armed { stream: "a".into(), armed: true },
+                EngineEvent::PublishStarted { stream: "a".into(), remote: addr.to_string() },
+                EngineEvent::Armed { stream: "a".into(), armed: false },
+                EngineEvent::PublishEnded { stream: "a".into(), reason: EndReason::EndedByStreamer },
+            ]
+        );
+        // Without the gate any (signed) publish is accepted.
+        reg.set_require_go_live(false);
         assert!(reg.publish("a", addr).is_ok());
     }
 

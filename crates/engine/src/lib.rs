@@ -3,9 +3,13 @@
 //! viewer and embed pages).
 //!
 //! Front ends (the `onair` CLI, the tray app) resolve configuration and secrets, then call
-//! [`Engine::start`] and keep the handle; [`Engine::shutdown`] stops everything cleanly.
+//! [`Engine::start`] and keep the handle; [`Engine::shutdown`] stops everything cleanly. What the
+//! streamer does while it runs (Go live, titles, chat) goes through [`Engine::control`].
 
 pub mod config;
+pub mod control;
+pub mod control_api;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod net;
@@ -24,6 +28,8 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use config::Config;
+pub use control::{Control, ControlError};
+pub use events::{EndReason, EngineEvent};
 pub use hub::Registry;
 pub use onair_webrtc::WebrtcServer;
 pub use secrets::SigningKey;
@@ -43,19 +49,38 @@ pub enum EngineError {
     Webrtc(#[from] onair_webrtc::WebrtcError),
     #[error("webrtc.turn_urls are set but no TURN secret was given (keyring entry `turn-secret` or ONAIR_TURN_SECRET)")]
     NoTurnSecret,
+    #[error("cannot write the control API file {path}: {source}")]
+    ControlFile { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// The secrets a front end resolves (OS keyring, environment) before starting the engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Secrets {
     pub signing_key: SigningKey,
     /// coturn `use-auth-secret` shared secret, needed only with `webrtc.turn_urls`.
     pub turn_secret: Option<String>,
+    /// Where the Matrix session is kept (the OS keyring in the front ends).
+    pub store: Arc<dyn secrets::SecretStore>,
+    /// Logs in to Matrix when `store` holds no session yet (`ONAIR_MATRIX_PASSWORD`); used once,
+    /// never stored.
+    pub matrix_password: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets").finish_non_exhaustive()
+    }
 }
 
 impl From<SigningKey> for Secrets {
+    /// Only a signing key: no TURN, Matrix sessions kept in memory.
     fn from(signing_key: SigningKey) -> Self {
-        Secrets { signing_key, turn_secret: None }
+        Secrets {
+            signing_key,
+            turn_secret: None,
+            store: Arc::new(secrets::MemoryStore::default()),
+            matrix_password: None,
+        }
     }
 }
 
@@ -64,6 +89,7 @@ pub struct Engine {
     http_addr: SocketAddr,
     rtmp_addr: SocketAddr,
     registry: Arc<Registry>,
+    control: Arc<Control>,
     config: Config,
     signing_key: SigningKey,
     webrtc: Option<onair_webrtc::WebrtcServer>,
@@ -74,7 +100,7 @@ pub struct Engine {
 impl Engine {
     /// Binds the HTTP, RTMP and WebRTC listeners and starts serving.
     pub async fn start(config: Config, secrets: Secrets) -> Result<Engine, EngineError> {
-        let Secrets { signing_key, turn_secret } = secrets;
+        let Secrets { signing_key, turn_secret, store, matrix_password } = secrets;
         if !config.webrtc.turn_urls.is_empty() && turn_secret.is_none() {
             return Err(EngineError::NoTurnSecret);
         }
@@ -91,6 +117,7 @@ impl Engine {
         let http_addr = http.local_addr().expect("bound");
         let rtmp_addr = rtmp.local_addr().expect("bound");
         let registry = Registry::new(config.hls.packager_config());
+        registry.set_require_go_live(config.require_go_live);
         let (shutdown, _) = watch::channel(false);
 
         let ingest = Arc::new(rtmp::IngestContext {
@@ -120,11 +147,34 @@ impl Engine {
             turn_secret,
             turn_ttl: std::time::Duration::from_secs(config.webrtc.turn_ttl_s),
         };
+        let data_dir = config.data_dir();
+        let control = Control::start(
+            control::ControlSetup {
+                registry: registry.clone(),
+                webrtc: webrtc.clone(),
+                default_stream: config.default_stream.clone(),
+                viewer_base: net::http_base(&config.public_host, http_addr.port()),
+                data_dir: data_dir.clone(),
+                matrix: config.matrix.clone(),
+                store,
+            },
+            matrix_password,
+        );
+        // Local clients (`onair title|chat|status`) find the control API through this file.
+        let endpoint = control_api::ControlEndpoint {
+            url: format!("http://{}", SocketAddr::new(loopback_for(http_addr.ip()), http_addr.port())),
+            token: control_api::new_token(),
+        };
+        endpoint.write(&data_dir).map_err(|source| EngineError::ControlFile {
+            path: control_api::ControlEndpoint::path(&data_dir),
+            source,
+        })?;
         let app = http::router(http::AppState {
             registry: registry.clone(),
-            default_stream: config.default_stream.clone(),
             webrtc: webrtc.clone(),
             ice: Arc::new(ice),
+            control: control.clone(),
+            control_token: endpoint.token.into(),
         });
         let mut stop = shutdown.subscribe();
         let http_task = tokio::spawn(async move {
@@ -142,6 +192,7 @@ impl Engine {
             http_addr,
             rtmp_addr,
             registry,
+            control,
             config,
             signing_key,
             webrtc,
@@ -162,6 +213,11 @@ impl Engine {
         &self.registry
     }
 
+    /// Go live / End stream, titles, chat, engine events.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// The WebRTC server, unless WebRTC is disabled.
     pub fn webrtc(&self) -> Option<&onair_webrtc::WebrtcServer> {
         self.webrtc.as_ref()
@@ -180,6 +236,7 @@ impl Engine {
     /// Stops accepting, ends every connection and waits for the servers to finish.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.control.stop();
         for task in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
@@ -187,6 +244,15 @@ impl Engine {
             webrtc.shutdown().await;
         }
         info!("engine stopped");
+    }
+}
+
+/// Where local clients reach a listener bound to `ip` (a wildcard address means loopback).
+fn loopback_for(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        other => other,
     }
 }
 

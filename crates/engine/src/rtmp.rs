@@ -22,7 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::hub::{Publisher, Registry};
+use crate::events::{EndReason, EngineEvent};
+use crate::hub::{HubError, Publisher, Registry};
 use crate::secrets::SigningKey;
 
 /// What every connection needs to know.
@@ -109,11 +110,30 @@ impl Ingest {
         let Some(policy) = &self.policy else { return false };
         if let Err(e) = onair_policy::check_stream_expire(policy, now_ms) {
             info!(stream = self.stream_name.as_deref().unwrap_or(""), remote = %self.remote, reason = %e, "publish ended");
-            self.publisher = None;
-            self.closing = true;
+            self.end_publish(EndReason::Expired);
             return true;
         }
         false
+    }
+
+    /// Turns true when the streamer ends this connection's stream (End stream).
+    pub fn stop_signal(&self) -> Option<watch::Receiver<bool>> {
+        self.publisher.as_ref().map(|p| p.stream().stop_signal())
+    }
+
+    /// End stream: disconnects the publisher.
+    pub fn end_by_streamer(&mut self) {
+        if self.publisher.is_some() {
+            info!(stream = self.stream_name.as_deref().unwrap_or(""), remote = %self.remote, "publish ended by the streamer (End stream)");
+            self.end_publish(EndReason::EndedByStreamer);
+        }
+    }
+
+    fn end_publish(&mut self, reason: EndReason) {
+        if let Some(mut p) = self.publisher.take() {
+            p.set_end_reason(reason);
+        }
+        self.closing = true;
     }
 
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
@@ -252,7 +272,8 @@ impl Ingest {
                 Ok(())
             }
             ServerSessionEvent::PublishStreamFinished { stream_key, .. } => {
-                if self.publisher.take().is_some() {
+                if let Some(mut p) = self.publisher.take() {
+                    p.set_end_reason(EndReason::Finished);
                     info!(stream = %stream_name(&stream_key), remote = %self.remote, "publish finished");
                 }
                 Ok(())
@@ -281,6 +302,7 @@ impl Ingest {
             Ok(p) => p,
             Err(e) => {
                 warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
+                self.ctx.registry.emit(EngineEvent::PublishRefused { stream: name, reason: e.to_string() });
                 return self.refuse(request_id, "NetStream.Publish.Unauthorized", &format!("publish refused: {e}"));
             }
         };
@@ -295,7 +317,12 @@ impl Ingest {
             }
             Err(e) => {
                 warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
-                self.refuse(request_id, "NetStream.Publish.BadName", &e.to_string())
+                let code = match e {
+                    HubError::AlreadyLive(_) => "NetStream.Publish.BadName",
+                    HubError::NotArmed(_) => "NetStream.Publish.Unauthorized",
+                };
+                self.ctx.registry.emit(EngineEvent::PublishRefused { stream: name, reason: e.to_string() });
+                self.refuse(request_id, code, &e.to_string())
             }
         }
     }
@@ -375,12 +402,25 @@ async fn connection(
             let wait = at.saturating_sub(now_ms()) + 1;
             tokio::time::Instant::now() + Duration::from_millis(wait)
         });
+        let mut stop = ingest.stop_signal();
         let read = tokio::select! {
             r = tokio::time::timeout(IDLE, socket.read(&mut buf)) => r,
             _ = async { match expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 ingest.enforce_expiry(now_ms());
                 if ingest.closing() { break }
                 continue;
+            }
+            _ = async {
+                let stopped = match &mut stop {
+                    Some(rx) => rx.wait_for(|stop| *stop).await.is_ok(),
+                    None => false,
+                };
+                if !stopped {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                ingest.end_by_streamer();
+                break;
             }
             _ = shutdown.changed() => break,
         };

@@ -44,6 +44,8 @@ pub enum SecretError {
 pub trait SecretStore: Send + Sync {
     fn get(&self, entry: &str) -> Result<Option<String>, SecretError>;
     fn set(&self, entry: &str, value: &str) -> Result<(), SecretError>;
+    /// Removing a missing entry is not an error.
+    fn delete(&self, entry: &str) -> Result<(), SecretError>;
 }
 
 /// The OS keyring (Secret Service on Linux, Keychain on macOS, Credential Manager on Windows).
@@ -77,6 +79,13 @@ impl SecretStore for KeyringStore {
     fn set(&self, entry: &str, value: &str) -> Result<(), SecretError> {
         Self::entry(entry)?.set_password(value).map_err(|e| classify(entry, e))
     }
+
+    fn delete(&self, entry: &str) -> Result<(), SecretError> {
+        match Self::entry(entry)?.delete_credential() {
+            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+            Err(e) => Err(classify(entry, e)),
+        }
+    }
 }
 
 /// Secrets in memory, for tests and for explicit overrides.
@@ -90,6 +99,11 @@ impl SecretStore for MemoryStore {
 
     fn set(&self, entry: &str, value: &str) -> Result<(), SecretError> {
         self.0.lock().expect("not poisoned").insert(entry.into(), value.into());
+        Ok(())
+    }
+
+    fn delete(&self, entry: &str) -> Result<(), SecretError> {
+        self.0.lock().expect("not poisoned").remove(entry);
         Ok(())
     }
 }

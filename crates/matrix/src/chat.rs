@@ -103,6 +103,8 @@ pub struct Chat {
     config: MatrixConfig,
     shared: Arc<Shared>,
     sync_task: Mutex<Option<JoinHandle<()>>>,
+    /// One room lookup/creation at a time, so concurrent callers do not both create a room.
+    ensuring: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -301,7 +303,7 @@ impl Chat {
             status: watch::channel(status).0,
         });
         add_handlers(&client, &shared);
-        Chat { client, config, shared, sync_task: Mutex::new(None) }
+        Chat { client, config, shared, sync_task: Mutex::new(None), ensuring: tokio::sync::Mutex::new(()) }
     }
 
     pub fn config(&self) -> &MatrixConfig {
@@ -368,8 +370,13 @@ impl Chat {
     /// Finds or creates `stream`'s room and joins it. A new room gets what guests need to read
     /// and write — public join rule, `world_readable` history, guest access `can_join` — is named
     /// after the stream and published in the room directory where the server allows it. An
-    /// existing room (say, from Cactus Comments) is used as it is. Idempotent.
+    /// existing room (say, from Cactus Comments) is used as it is. Idempotent; a room already set
+    /// up is answered from memory.
     pub async fn ensure_room(&self, stream: &str) -> Result<RoomInfo> {
+        let _one_at_a_time = self.ensuring.lock().await;
+        if let Some(info) = self.room(stream) {
+            return Ok(RoomInfo { created: false, ..info });
+        }
         let result = self.ensure_room_inner(stream).await;
         self.shared.note(&result);
         result

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PASSWORD, Raw, enc, next_event, synapse, wait_status};
+use common::{PASSWORD, Raw, config, enc, next_event, synapse, wait_status};
 use onair_matrix::{Chat, ChatEvent, Error, MatrixConfig, MatrixStatus, MemoryStore, SESSION_ENTRY, SessionStore};
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ async fn streamer() -> (Chat, String, MemoryStore) {
     let hs = synapse();
     let name = hs.new_user("streamer");
     let store = MemoryStore::default();
-    let chat = Chat::login(hs.config(&name), PASSWORD, &store).await.expect("login");
+    let chat = Chat::login(config(&name), PASSWORD, &store).await.expect("login");
     (chat, name, store)
 }
 
@@ -218,9 +218,9 @@ async fn live_notices() {
     assert_eq!(ev["content"]["body"], "⚫ Speedrun has ended.");
 
     // With @room: a plain message (notices never notify) carrying a room mention.
-    let mut config = hs.config(&name);
-    config.mention_room = true;
-    let loud = Chat::login(config, PASSWORD, &MemoryStore::default()).await.unwrap();
+    let mut loud_config = config(&name);
+    loud_config.mention_room = true;
+    let loud = Chat::login(loud_config, PASSWORD, &MemoryStore::default()).await.unwrap();
     let id = loud.notice_live("notices", "Speedrun", "https://tv.example/notices").await.unwrap().expect("sent");
     let ev = reader.event(&room.room_id, &id).await;
     assert_eq!(ev["content"]["msgtype"], "m.text");
@@ -228,9 +228,9 @@ async fn live_notices() {
     assert_eq!(ev["content"]["m.mentions"]["room"], true);
 
     // Off: nothing is posted.
-    let mut config = hs.config(&name);
-    config.notify_live = false;
-    let quiet = Chat::login(config, PASSWORD, &MemoryStore::default()).await.unwrap();
+    let mut quiet_config = config(&name);
+    quiet_config.notify_live = false;
+    let quiet = Chat::login(quiet_config, PASSWORD, &MemoryStore::default()).await.unwrap();
     assert_eq!(quiet.notice_live("notices", "Speedrun", "https://tv.example/notices").await.unwrap(), None);
     assert_eq!(quiet.notice_ended("notices", "Speedrun").await.unwrap(), None);
 }
@@ -260,7 +260,7 @@ async fn the_session_is_restored_without_logging_in_again() {
     viewer.join(&room.room_id).await;
     viewer.send_text(&room.room_id, "said while OnAir was off").await;
 
-    let chat = Chat::restore(hs.config(&name), &store).await.unwrap().expect("restored");
+    let chat = Chat::restore(config(&name), &store).await.unwrap().expect("restored");
     assert_eq!(chat.device_id(), device, "same device: no new login");
     assert_eq!(chat.status(), MatrixStatus::Connecting, "restoring touches no network");
     let mut events = chat.subscribe();
@@ -277,9 +277,9 @@ async fn the_session_is_restored_without_logging_in_again() {
     assert_eq!(devices(Raw::restored(&hs.base_url, &saved)).await, devices_before);
 
     // Nothing saved, or saved for someone else: nothing restored.
-    assert!(Chat::restore(hs.config(&name), &MemoryStore::default()).await.unwrap().is_none());
-    assert!(Chat::restore(hs.config("someone_else"), &store).await.unwrap().is_none());
-    let mut moved = hs.config(&name);
+    assert!(Chat::restore(config(&name), &MemoryStore::default()).await.unwrap().is_none());
+    assert!(Chat::restore(config("someone_else"), &store).await.unwrap().is_none());
+    let mut moved = config(&name);
     moved.homeserver = "https://elsewhere.example".into();
     assert!(Chat::restore(moved, &store).await.unwrap().is_none());
 }
@@ -310,7 +310,7 @@ async fn a_wrong_password_is_refused_clearly() {
     let hs = synapse();
     let name = hs.new_user("wrong");
     let store = MemoryStore::default();
-    let err = Chat::login(hs.config(&name), "not the password", &store).await.unwrap_err();
+    let err = Chat::login(config(&name), "not the password", &store).await.unwrap_err();
     assert!(matches!(err, Error::BadCredentials { .. }), "{err:?}");
     assert!(err.to_string().contains("wrong user name or password"), "{err}");
     assert_eq!(store.get(SESSION_ENTRY).unwrap(), None);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PASSWORD, Raw, next_event, synapse, wait_status};
+use common::{PASSWORD, Raw, config, next_event, synapse, wait_status};
 use onair_matrix::{Chat, ChatEvent, Error, MatrixConfig, MatrixStatus, MemoryStore};
 
 #[tokio::test]
@@ -13,7 +13,7 @@ async fn homeserver_down_then_back() {
     let hs = synapse();
     let name = hs.new_user("streamer");
     let store = MemoryStore::default();
-    let chat = Chat::login(hs.config(&name), PASSWORD, &store).await.expect("login");
+    let chat = Chat::login(config(&name), PASSWORD, &store).await.expect("login");
     let room = chat.ensure_room("down").await.expect("ensure_room");
     let mut events = chat.subscribe();
     let mut status = chat.watch_status();
@@ -38,9 +38,9 @@ async fn homeserver_down_then_back() {
     assert!(matches!(chat.ensure_room("other").await, Err(Error::Unreachable { .. })));
 
     // Logging in fails clearly; restoring needs no network and reports the outage once syncing.
-    let err = Chat::login(hs.config(&name), PASSWORD, &MemoryStore::default()).await.unwrap_err();
+    let err = Chat::login(config(&name), PASSWORD, &MemoryStore::default()).await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    let restored = Chat::restore(hs.config(&name), &store).await.expect("restore offline").expect("a session");
+    let restored = Chat::restore(config(&name), &store).await.expect("restore offline").expect("a session");
     let mut restored_status = restored.watch_status();
     restored.start_sync();
     wait_status(&mut restored_status, Duration::from_secs(15), |s| matches!(s, MatrixStatus::Unreachable(_)))

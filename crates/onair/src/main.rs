@@ -1,7 +1,10 @@
 //! `onair`: the OnAir engine without any GUI.
 
+mod remote;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -12,7 +15,11 @@ use tracing_subscriber::EnvFilter;
 
 /// The log filter without `ONAIR_LOG`: info, minus a warning rtc's DTLS layer prints for every
 /// WebRTC session (`conn.remote_addr is empty`), which is expected with our single-port sockets.
-const DEFAULT_LOG: &str = "info,rtc_dtls::config=error";
+/// Also, matrix-sdk logs every sync at info and every failed request at warn; OnAir reports the
+/// Matrix state itself.
+const DEFAULT_LOG: &str = "info,rtc_dtls::config=error,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk::http_client=off";
+/// Logs in to Matrix once when the keyring holds no session yet.
+const MATRIX_PASSWORD_ENV: &str = "ONAIR_MATRIX_PASSWORD";
 
 #[derive(Parser)]
 #[command(name = "onair", version, about = "OnAir: RTMP in, LL-HLS out, viewer pages — headless")]
@@ -38,6 +45,47 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Set a stream's title (the Matrix room name, with chat) on the running OnAir.
+    Title {
+        stream: String,
+        /// The new title (empty: back to the stream name).
+        title: String,
+        #[command(flatten)]
+        at: Running,
+    },
+    /// Print a stream's chat as it arrives, or send a message (--send) as the streamer.
+    Chat {
+        stream: String,
+        /// Send this message instead of following the chat.
+        #[arg(long, value_name = "TEXT")]
+        send: Option<String>,
+        /// One engine event JSON per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: Running,
+    },
+    /// Go live: the running OnAir accepts publishes of the stream (with require_go_live).
+    GoLive {
+        stream: String,
+        #[command(flatten)]
+        at: Running,
+    },
+    /// End stream: disconnect the stream's publisher; with require_go_live, refuse it until the
+    /// next go-live.
+    End {
+        stream: String,
+        #[command(flatten)]
+        at: Running,
+    },
+    /// Show the running OnAir: streams, titles, health, chat connection.
+    Status {
+        /// Print the JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: Running,
+    },
     /// Print the OBS settings (server, signed stream key) for a stream.
     Obs {
         /// The stream name.
@@ -54,7 +102,46 @@ enum Command {
         /// Config file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Set up a running OBS (28 or newer) over its WebSocket: server, key and encoder settings, read
+        /// back. Password: ONAIR_OBS_PASSWORD, else the keyring entry obs-websocket-password.
+        #[arg(long)]
+        apply: bool,
+        /// OBS' WebSocket address for --apply (Tools → WebSocket Server Settings).
+        #[arg(long, value_name = "ws://HOST:PORT", default_value = onair_obs::DEFAULT_URL)]
+        obs_url: String,
+        /// Write an OBS profile "OnAir" into DIR (default: OBS' profile folder for this user), to pick
+        /// in OBS under Profile.
+        #[arg(long, value_name = "DIR")]
+        write_profile: Option<Option<PathBuf>>,
+        /// Keyframe interval in seconds for --apply and --write-profile (WebRTC wants 1-2).
+        #[arg(long, default_value_t = onair_obs::DEFAULT_KEYINT_S, value_parser = clap::value_parser!(u32).range(1..=10))]
+        keyint: u32,
     },
+}
+
+/// Which running OnAir a command talks to: the one with this data dir.
+#[derive(clap::Args)]
+struct Running {
+    /// Its data dir (default: the configured one; env ONAIR_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Running {
+    fn remote(&self) -> Result<remote::Remote> {
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => Config::load(self.config.as_deref())?.data_dir(),
+        };
+        remote::Remote::find(&data_dir)
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }
 
 fn main() -> Result<()> {
@@ -79,14 +166,53 @@ fn main() -> Result<()> {
             let (signing_key, source) = SigningKey::resolve(&KeyringStore)?;
             tracing::info!("stream signing key from {source}");
             let turn_secret = if cfg.webrtc.turn_urls.is_empty() { None } else { secrets::turn_secret(&KeyringStore)? };
-            let secrets = Secrets { signing_key, turn_secret };
+            // Used once to log in when the keyring holds no Matrix session yet; never stored.
+            let matrix_password = std::env::var(MATRIX_PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+            let secrets = Secrets { signing_key, turn_secret, store: Arc::new(KeyringStore), matrix_password };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(cfg, secrets))
         }
-        Command::Obs { stream, host, expires, json, config } => {
+        Command::Title { stream, title, at } => {
+            let remote = at.remote()?;
+            block_on(remote.set_title(&stream, &title))?;
+            println!("Title of {stream}: {}", if title.trim().is_empty() { &stream } else { title.trim() });
+            Ok(())
+        }
+        Command::Chat { stream, send, json, at } => {
+            let remote = at.remote()?;
+            match send {
+                Some(text) => block_on(remote.send_chat(&stream, &text)),
+                None => block_on(remote.follow_chat(&stream, json, &mut std::io::stdout())),
+            }
+        }
+        Command::GoLive { stream, at } => {
+            block_on(at.remote()?.post(&format!("/streams/{stream}/go-live")))?;
+            println!("{stream}: publishes are accepted");
+            Ok(())
+        }
+        Command::End { stream, at } => {
+            block_on(at.remote()?.post(&format!("/streams/{stream}/end")))?;
+            println!("{stream}: ended");
+            Ok(())
+        }
+        Command::Status { json, at } => {
+            let status = block_on(at.remote()?.status())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                remote::print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Obs { stream, host, expires, json, config, apply, obs_url, write_profile, keyint } => {
             let cfg = Config::load(config.as_deref())?;
             let (key, _) = SigningKey::resolve(&KeyringStore)?;
             let host = host.unwrap_or_else(|| net::public_host(&cfg.public_host));
             let settings = ObsSettings::new(&key, &host, cfg.rtmp.port(), &cfg.app, &stream, expires_at(expires))?;
+            if apply || write_profile.is_some() {
+                let mut target = onair_obs::ObsTarget::new(&settings.server, &settings.stream_key);
+                target.keyint_s = keyint;
+                return obs_one_click(&target, apply.then_some(obs_url.as_str()), write_profile, json);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&settings)?);
             } else {
@@ -158,4 +284,121 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+// ---------- `onair obs --apply / --write-profile` ----------
+
+/// The obs-websocket password: `ONAIR_OBS_PASSWORD`, else the keyring entry
+/// `obs-websocket-password`, else none (OBS may run without authentication).
+fn obs_password() -> Option<String> {
+    if let Ok(v) = std::env::var(onair_obs::PASSWORD_ENV)
+        && !v.is_empty()
+    {
+        return Some(v);
+    }
+    match onair_engine::secrets::SecretStore::get(&KeyringStore, onair_obs::PASSWORD_ENTRY) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!("no obs-websocket password from the keyring: {e}");
+            None
+        }
+    }
+}
+
+/// Applies `target` over the WebSocket at `obs_url` and/or writes an OBS profile; prints what was
+/// done and what the user must still click. Fails when OBS read back something else than was set.
+fn obs_one_click(
+    target: &onair_obs::ObsTarget,
+    obs_url: Option<&str>,
+    write_profile: Option<Option<PathBuf>>,
+    json: bool,
+) -> Result<()> {
+    let mut out = serde_json::Map::new();
+    let mut failed = None;
+    if let Some(dir) = write_profile {
+        let (dir, explicit) = match dir {
+            Some(d) => (d, true),
+            None => (onair_obs::profile::default_profile_dir(onair_obs::profile::DEFAULT_PROFILE_NAME)?, false),
+        };
+        let files = onair_obs::profile::profile_files(target, &onair_obs::ProfileSpec::default());
+        let written = onair_obs::profile::write_profile(&dir, &files)?;
+        let problems = onair_obs::profile::read_profile(&dir)?.problems(target);
+        let next = if explicit {
+            format!("in OBS: Profile → Import → choose {}, then Profile → OnAir, then Start Streaming", dir.display())
+        } else {
+            "in OBS: Profile → OnAir (restart OBS first if it is running), then Start Streaming".to_owned()
+        };
+        if json {
+            out.insert(
+                "profile".into(),
+                serde_json::json!({ "dir": dir, "files": written, "problems": problems, "todo": [next] }),
+            );
+        } else {
+            println!("Wrote the OBS profile \"OnAir\" to {}:", dir.display());
+            for f in &written {
+                println!("  ✓ {}", f.file_name().unwrap_or_default().to_string_lossy());
+            }
+            println!("  Simple output mode, x264: a keyframe every {} s, bframes=0, scenecut=0, CBR", target.keyint_s);
+            println!("Still to do: {next}.");
+            println!("  (OBS rewrites a profile it has open when it exits: switch OBS to another profile first.)");
+        }
+        if !problems.is_empty() {
+            failed = Some(format!("the profile read back with problems: {}", problems.join("; ")));
+        }
+    }
+    if let Some(url) = obs_url {
+        let url = onair_obs::ObsUrl::parse(url)?;
+        let password = obs_password();
+        // obws warns about its "dangerous" version override, which OnAir uses for OBS 28-30.1
+        // after checking the version itself: keep that line out of the user's way.
+        let filter = EnvFilter::try_from_env("ONAIR_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(format!("{DEFAULT_LOG},obws=error")));
+        let quiet = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).finish();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let report = tracing::subscriber::with_default(quiet, || {
+            runtime.block_on(onair_obs::ws::apply(&url, password.as_deref(), target))
+        })?;
+        if json {
+            out.insert("apply".into(), serde_json::to_value(&report)?);
+        } else {
+            print_apply_report(&url, &report);
+        }
+        if !report.mismatches.is_empty() {
+            failed = Some(format!("OBS read back other settings than were set: {}", report.mismatches.join("; ")));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    match failed {
+        Some(f) => anyhow::bail!(f),
+        None => Ok(()),
+    }
+}
+
+fn print_apply_report(url: &onair_obs::ObsUrl, r: &onair_obs::ApplyReport) {
+    let mode = match r.output_mode {
+        Some(onair_obs::OutputMode::Advanced) => "Advanced",
+        _ => "Simple",
+    };
+    println!(
+        "OBS {} (obs-websocket {}) at {url}: profile \"{}\", {mode} output mode, {:.2} fps",
+        r.obs_version, r.websocket_version, r.profile, r.fps
+    );
+    println!("Set:");
+    for d in &r.done {
+        println!("  ✓ {d}");
+    }
+    println!("Verified (read back from OBS):");
+    for v in &r.verified {
+        println!("  ✓ {v}");
+    }
+    for m in &r.mismatches {
+        println!("  ✗ {m}");
+    }
+    println!("Still to do in OBS:");
+    for t in &r.todo {
+        println!("  • {t}");
+    }
+    println!("  • click Start Streaming");
 }

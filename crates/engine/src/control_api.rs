@@ -1,0 +1,348 @@
+//! The control API under `/api/control`: what `onair title|chat|status` (and the desktop UI's test
+//! shim) use to reach a running engine. Loopback clients only, with the bearer token the engine
+//! writes to `<data_dir>/control.json` (mode 0600) at start; `?token=` works too (EventSource
+//! cannot set headers).
+//!
+//! - `GET  /status` → [`crate::control::ControlStatus`]
+//! - `POST /streams/{stream}/go-live`, `POST /streams/{stream}/end`
+//! - `PUT  /streams/{stream}/title` `{"title": "…"}`
+//! - `POST /streams/{stream}/chat` `{"text": "…"}`
+//! - `GET  /events[?stream=…]` → Server-Sent Events, one [`crate::events::EngineEvent`] JSON each
+//! - `POST /matrix/login` `{"homeserver", "user", "password"}`, `POST /matrix/logout`
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Router};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::control::ControlError;
+use crate::http::{AppState, error};
+
+/// The file (in the data dir) that tells local clients where the control API is.
+pub const CONTROL_FILE: &str = "control.json";
+
+/// `<data_dir>/control.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlEndpoint {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub token: String,
+}
+
+impl ControlEndpoint {
+    pub fn path(data_dir: &FsPath) -> PathBuf {
+        data_dir.join(CONTROL_FILE)
+    }
+
+    /// Writes the file readable by this user only.
+    pub fn write(&self, data_dir: &FsPath) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = Self::path(data_dir);
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        drop(file);
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Reads what a running engine wrote.
+    pub fn read(data_dir: &FsPath) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(Self::path(data_dir))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+/// A fresh random token.
+pub fn new_token() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect()
+}
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/streams/{stream}/go-live", post(go_live))
+        .route("/streams/{stream}/end", post(end_stream))
+        .route("/streams/{stream}/title", put(set_title))
+        .route("/streams/{stream}/chat", post(send_chat))
+        .route("/events", get(events))
+        .route("/matrix/login", post(matrix_login))
+        .route("/matrix/logout", post(matrix_logout))
+        .layer(middleware::from_fn_with_state(state, authorize))
+}
+
+/// Loopback peers with the token only.
+async fn authorize(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let loopback = peer.is_some_and(|Extension(ConnectInfo(a))| a.ip().is_loopback() || is_mapped_loopback(&a));
+    if !loopback {
+        return error(StatusCode::FORBIDDEN, "the control API only answers on this machine (loopback)");
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let given = bearer.or(q.get("token").map(String::as_str));
+    if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), st.control_token.as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong control token (a running engine writes it to control.json in its data dir)",
+        );
+    }
+    next.run(req).await
+}
+
+fn is_mapped_loopback(a: &SocketAddr) -> bool {
+    match a.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        std::net::IpAddr::V4(_) => false,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn failed(e: ControlError) -> Response {
+    let code = match &e {
+        ControlError::BadStream(_) | ControlError::BadInput(_) => StatusCode::BAD_REQUEST,
+        ControlError::NoChat(_) => StatusCode::CONFLICT,
+        ControlError::Matrix(onair_matrix::Error::Unreachable { .. }) => StatusCode::BAD_GATEWAY,
+        ControlError::Matrix(_) => StatusCode::BAD_GATEWAY,
+        ControlError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, &e.to_string())
+}
+
+fn done(result: Result<(), ControlError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    Json(st.control.control_status()).into_response()
+}
+
+async fn go_live(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+    done(st.control.go_live(&stream))
+}
+
+async fn end_stream(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+    done(st.control.end_stream(&stream))
+}
+
+#[derive(Deserialize)]
+struct TitleBody {
+    title: String,
+}
+
+async fn set_title(
+    State(st): State<AppState>,
+    Path(stream): Path<String>,
+    body: Result<Json<TitleBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(b)) => done(st.control.set_title(&stream, &b.title).await),
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"title\": \"…\"}}: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    text: String,
+}
+
+async fn send_chat(
+    State(st): State<AppState>,
+    Path(stream): Path<String>,
+    body: Result<Json<ChatBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(b)) => done(st.control.send_chat(&stream, &b.text).await),
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"text\": \"…\"}}: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    homeserver: String,
+    user: String,
+    password: String,
+}
+
+async fn matrix_login(
+    State(st): State<AppState>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(b)) => done(st.control.matrix_login(&b.homeserver, &b.user, &b.password).await),
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"homeserver\", \"user\", \"password\"}}: {e}")),
+    }
+}
+
+async fn matrix_logout(State(st): State<AppState>) -> Response {
+    done(st.control.matrix_logout().await)
+}
+
+/// Engine events as Server-Sent Events; `?stream=` keeps that stream's events (and the Matrix
+/// state, which concerns every stream).
+async fn events(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let rx = st.control.subscribe();
+    let only = q.get("stream").cloned();
+    Sse::new(event_stream(rx, only)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+fn event_stream(
+    rx: broadcast::Receiver<crate::events::EngineEvent>,
+    only: Option<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if only.as_deref().is_some_and(|s| ev.stream().is_some_and(|e| e != s)) {
+                        continue;
+                    }
+                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    return Some((Ok(Event::default().data(data)), (rx, only)));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app() -> (Router, std::sync::Arc<crate::hub::Registry>) {
+        let registry = crate::hub::Registry::new(onair_hls::HlsConfig::default());
+        let state = AppState {
+            registry: registry.clone(),
+            webrtc: None,
+            ice: Default::default(),
+            control: crate::control::tests::control(&registry),
+            control_token: "sesame".into(),
+        };
+        (crate::http::router(state), registry)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        peer: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut req = axum::http::Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::from(body.to_owned())).unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        (status, String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    }
+
+    #[tokio::test]
+    async fn loopback_and_token_only() {
+        let (app, _) = app();
+        let (code, body) = call(&app, "GET", "/api/control/status", "192.168.1.9:5000", Some("sesame"), "").await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+        let (code, body) = call(&app, "GET", "/api/control/status", "127.0.0.1:5000", None, "").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+        let (code, _) = call(&app, "GET", "/api/control/status", "127.0.0.1:5000", Some("sesam"), "").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, body) = call(&app, "GET", "/api/control/status", "127.0.0.1:5000", Some("sesame"), "").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let (code, _) =
+            call(&app, "GET", "/api/control/status?token=sesame", "[::ffff:127.0.0.1]:5000", None, "").await;
+        assert_eq!(code, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn titles_and_go_live_without_matrix() {
+        let (app, registry) = app();
+        let t = Some("sesame");
+        let lo = "127.0.0.1:1";
+        let (code, body) =
+            call(&app, "PUT", "/api/control/streams/show/title", lo, t, r#"{"title":"Friday 🎮"}"#).await;
+        assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+        let (_, body) = call(&app, "GET", "/api/streams/show", lo, None, "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["title"], "Friday 🎮");
+        assert_eq!(v["chat"], serde_json::Value::Null, "no Matrix: no chat");
+        let (code, body) = call(&app, "PUT", "/api/control/streams/show/title", lo, t, "nope").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        let (code, body) = call(&app, "PUT", "/api/control/streams/a%2Fb/title", lo, t, r#"{"title":"x"}"#).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        let (code, body) = call(&app, "POST", "/api/control/streams/show/chat", lo, t, r#"{"text":"hi"}"#).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("chat is not available: off"), "{body}");
+
+        registry.set_require_go_live(true);
+        assert!(!registry.is_armed("show"));
+        let (code, _) = call(&app, "POST", "/api/control/streams/show/go-live", lo, t, "").await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        assert!(registry.is_armed("show"));
+        let (_, body) = call(&app, "GET", "/api/control/status", lo, t, "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let show = v["streams"].as_array().unwrap().iter().find(|s| s["name"] == "show").unwrap();
+        assert_eq!(show["armed"], true);
+        assert_eq!(show["title"], "Friday 🎮");
+        assert_eq!(v["matrix"]["state"], "off");
+        let (code, _) = call(&app, "POST", "/api/control/streams/show/end", lo, t, "").await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        assert!(!registry.is_armed("show"));
+    }
+
+    #[test]
+    fn control_file_is_private() {
+        let dir = std::env::temp_dir().join(format!("onair-control-file-{}", std::process::id()));
+        let ep = ControlEndpoint { url: "http://127.0.0.1:1".into(), token: new_token() };
+        ep.write(&dir).unwrap();
+        ep.write(&dir).unwrap();
+        assert_eq!(ControlEndpoint::read(&dir).unwrap(), ep);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ControlEndpoint::path(&dir)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

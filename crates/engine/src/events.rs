@@ -1,0 +1,110 @@
+//! What happens in the engine, pushed to front ends (the tray app's window, `onair chat`, the
+//! control API's event stream) instead of being polled.
+
+use serde::Serialize;
+
+/// Why a publish ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The publisher stopped cleanly (OBS "Stop Streaming": `deleteStream`).
+    Finished,
+    /// The connection broke or the publisher sent something unreadable: it may come back.
+    Dropped,
+    /// The streamer pressed End stream.
+    EndedByStreamer,
+    /// The signed key's `stream_expire` passed.
+    Expired,
+}
+
+/// One engine event. Serialized as `{"type": "live", "stream": "…", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EngineEvent {
+    /// A publisher was accepted (OBS connected); the stream is not playable yet.
+    PublishStarted {
+        stream: String,
+        remote: String,
+    },
+    /// The stream became playable.
+    Live {
+        stream: String,
+    },
+    PublishEnded {
+        stream: String,
+        reason: EndReason,
+    },
+    /// A publish was refused; `reason` never contains a secret.
+    PublishRefused {
+        stream: String,
+        reason: String,
+    },
+    /// The publisher sends B-frames (WebRTC players stutter): set Max B-frames to 0 in OBS.
+    Bframes {
+        stream: String,
+    },
+    /// Go live / End stream.
+    Armed {
+        stream: String,
+        armed: bool,
+    },
+    /// The title changed (set in OnAir or, with Matrix, as the room name in any client).
+    Title {
+        stream: String,
+        title: String,
+    },
+    /// A chat message in the stream's Matrix room (the streamer's own included).
+    Chat {
+        stream: String,
+        event_id: String,
+        sender: String,
+        display_name: String,
+        body: String,
+        ts_ms: u64,
+        /// The message mentions the streamer (their display name, user id or localpart).
+        mentions_me: bool,
+    },
+    /// The Matrix connection changed state (see [`crate::control::MatrixState`]).
+    Matrix {
+        state: String,
+    },
+    /// A live stream's figures (the `/api/streams/<stream>` JSON), every 2 s.
+    Stats {
+        stream: String,
+        status: serde_json::Value,
+    },
+}
+
+impl EngineEvent {
+    /// The stream the event is about, if any.
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            EngineEvent::PublishStarted { stream, .. }
+            | EngineEvent::Live { stream }
+            | EngineEvent::PublishEnded { stream, .. }
+            | EngineEvent::PublishRefused { stream, .. }
+            | EngineEvent::Bframes { stream }
+            | EngineEvent::Armed { stream, .. }
+            | EngineEvent::Title { stream, .. }
+            | EngineEvent::Chat { stream, .. }
+            | EngineEvent::Stats { stream, .. } => Some(stream),
+            EngineEvent::Matrix { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let e = EngineEvent::PublishEnded { stream: "s".into(), reason: EndReason::EndedByStreamer };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type": "publish_ended", "stream": "s", "reason": "ended_by_streamer"})
+        );
+        assert_eq!(e.stream(), Some("s"));
+        assert_eq!(EngineEvent::Matrix { state: "connected".into() }.stream(), None);
+    }
+}
