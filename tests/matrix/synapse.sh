@@ -14,7 +14,8 @@
 #                                      keep running until Ctrl-C, then stop and clean up
 #
 # Environment: ONAIR_SYNAPSE_VENV (venv path), ONAIR_SYNAPSE_VERSION (pip requirement, default
-# "matrix-synapse"), PYTHON (default python3).
+# "matrix-synapse"), PYTHON (default python3), ONAIR_SYNAPSE_NO_GUESTS=1 (start: a homeserver that
+# refuses guest accounts, `allow_guest_access: false`).
 set -euo pipefail
 
 VENV="${ONAIR_SYNAPSE_VENV:-$HOME/.cache/onair/synapse-venv}"
@@ -70,7 +71,7 @@ macaroon_secret_key: "$("$PY" -c 'import secrets; print(secrets.token_hex(24))')
 form_secret: "$("$PY" -c 'import secrets; print(secrets.token_hex(24))')"
 enable_registration: true
 enable_registration_without_verification: true
-allow_guest_access: true
+allow_guest_access: $([ "${ONAIR_SYNAPSE_NO_GUESTS:-}" = 1 ] && echo false || echo true)
 allow_public_rooms_without_auth: true
 allow_public_rooms_over_federation: false
 room_list_publication_rules:

@@ -1,6 +1,15 @@
 // `window.onair`: a small handle for tests and debugging.
 import type Hls from 'hls.js';
 import type { LivePlayer, PlayerView } from './player';
+import type { GuestChat, GuestChatSnapshot } from './chat';
+
+/** The viewer page's chat, for tests: `enabled` false when the stream has no chat (Matrix not configured). */
+export interface ChatHandle {
+  readonly enabled: boolean | null;
+  readonly client: GuestChat | null;
+  /** The guest client's state (status, roomId, userId, messages, …), or null before it starts. */
+  readonly state: GuestChatSnapshot | null;
+}
 
 export interface OnAirHandle {
   readonly video: HTMLVideoElement;
@@ -11,6 +20,7 @@ export interface OnAirHandle {
   readonly stream: string;
   readonly player: LivePlayer;
   setTitle?: (text: string) => void;
+  chat?: ChatHandle;
 }
 
 declare global {
@@ -19,7 +29,7 @@ declare global {
   }
 }
 
-export function exposeForTests(view: PlayerView, stream: string, extra: { setTitle?: (text: string) => void } = {}): void {
+export function exposeForTests(view: PlayerView, stream: string, extra: Pick<OnAirHandle, 'setTitle' | 'chat'> = {}): void {
   window.onair = {
     video: view.video,
     get hls() {

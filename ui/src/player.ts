@@ -33,6 +33,8 @@ export interface StreamInfo {
   uptime_s?: number;
   viewers?: { webrtc?: number; hls?: number };
   urls?: { llhls?: string; hls?: string; whep?: string; viewer?: string; embed?: string };
+  /** The stream's Matrix chat room; null when Matrix is not configured (see chat.ts). */
+  chat?: { homeserver: string; alias?: string | null; room_id?: string | null; status?: string } | null;
 }
 
 export interface PlayerStats {

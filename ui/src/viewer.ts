@@ -10,7 +10,8 @@ import {
   type PlayerStats,
   type StreamInfo,
 } from './player';
-import { exposeForTests } from './globals';
+import { exposeForTests, type ChatHandle } from './globals';
+import { mountGuestChat, type MountedGuestChat } from './chat';
 
 const stream = streamFromLocation();
 
@@ -19,7 +20,7 @@ const statusBadge = document.getElementById('status-badge') as HTMLElement;
 const infoEl = document.getElementById('stream-info') as HTMLElement;
 const playerEl = document.getElementById('player') as HTMLElement;
 
-/** Set the page heading and the document title (later: the Matrix room name). */
+/** Set the page heading and the document title (the Matrix room name when known, else the API's title). */
 export function setTitle(text: string): void {
   titleEl.textContent = text;
   titleEl.title = text;
@@ -87,4 +88,75 @@ const view = mountPlayer(playerEl, {
   },
 });
 
-exposeForTests(view, stream, { setTitle });
+// ---------------------------------------------------------------------------
+// Title and chat: `/api/streams/<stream>` says whether the stream has a Matrix
+// room (`chat`); the guest chat then runs on its own (see chat.ts). The title is
+// the room name when the chat knows it, else the API's `title`.
+
+const chatPanel = document.getElementById('chat') as HTMLElement;
+const chatBody = document.getElementById('chat-body') as HTMLElement;
+let apiTitle = '';
+let roomTitle: string | null = null;
+let chat: MountedGuestChat | null = null;
+let chatEnabled: boolean | null = null;
+
+function showTitle(): void {
+  setTitle(roomTitle ?? (apiTitle || stream || 'OnAir'));
+}
+
+const chatHandle: ChatHandle = {
+  get enabled() {
+    return chatEnabled;
+  },
+  get client() {
+    return chat?.client ?? null;
+  },
+  get state() {
+    return chat?.client.snapshot() ?? null;
+  },
+};
+
+/** Reads the API (title, chat); starts the chat the first time the stream has one. */
+async function refreshTitleAndChat(): Promise<boolean> {
+  const fresh = await fetchStreamInfo(stream);
+  if (!fresh) return false;
+  if (typeof fresh.title === 'string') apiTitle = fresh.title.trim();
+  showTitle();
+  if (!chat && fresh.chat && fresh.chat.homeserver) {
+    chatEnabled = true;
+    chatPanel.hidden = false;
+    chat = mountGuestChat(chatBody, fresh.chat, {
+      searchTerm: apiTitle || stream,
+      onTitle: (title) => {
+        roomTitle = title;
+        showTitle();
+      },
+    });
+  } else if (chat && fresh.chat) {
+    chat.client.updateEndpoint(fresh.chat, apiTitle || stream);
+  } else if (!chat) {
+    // No Matrix configured: no chat panel (it appears if Matrix is set up later).
+    chatEnabled = false;
+    chatPanel.hidden = true;
+  }
+  return true;
+}
+
+async function titleAndChatLoop(): Promise<void> {
+  if (!stream) {
+    chatPanel.hidden = true;
+    return;
+  }
+  let wait = 1000;
+  for (;;) {
+    const ok = await refreshTitleAndChat();
+    // Quick retries until the API answers once, then a slow refresh (the title
+    // set in OnAir while the chat cannot give the room name; chat set up later).
+    wait = ok ? 15000 : Math.min(wait * 2, 15000);
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+void titleAndChatLoop();
+
+exposeForTests(view, stream, { setTitle, chat: chatHandle });

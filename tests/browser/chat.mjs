@@ -1,0 +1,318 @@
+#!/usr/bin/env node
+// Drive the viewer page's chat in headless Chromium, one command at a time.
+//
+//   node chat.mjs [--chromium PATH] [--viewport WxH] [--verbose]
+//
+// Reads JSON commands from stdin, one per line, and answers each with exactly
+// one JSON line on stdout ({"ok":true,...} or {"ok":false,"reason":...}). The
+// browser context (and so localStorage) lives as long as the process, so a
+// reloaded or reopened page can reuse its guest account. See README.md ("chat.mjs").
+//
+// Commands (`timeout` in ms, default 20000):
+//   {"op":"open","url":U,"chatOverride":{...}?}  open U (the one page; an open page navigates).
+//        chatOverride: fields merged into the `chat` object of /api/streams/<stream>
+//        answers (`null` replaces `chat` with null) — to test a stale room id / alias.
+//   {"op":"reload"}                              reload the page
+//   {"op":"state"}                               what the page shows (see pageState below)
+//   {"op":"until","js":EXPR,"timeout":T}         wait until the page expression is truthy; answers its value
+//   {"op":"waitStatus","status":S,"timeout":T}   window.onair.chat.state.status == S
+//   {"op":"waitMessage","body":B,"timeout":T}    a message with text B is in the chat list
+//   {"op":"waitTitle","title":X,"timeout":T}     the page heading reads X
+//   {"op":"waitPlaying","minAdvance":S,"timeout":T}  the video plays and advances S seconds
+//   {"op":"send","text":X,"timeout":T}           type X, press Enter; wait until the server confirmed it
+//   {"op":"rename","name":X,"timeout":T}         pick display name X in the name picker
+//   {"op":"screenshot","path":FILE}              PNG of the page
+//   {"op":"close"}                               close the browser and exit 0
+// Also: console errors and page errors are collected and returned by "state".
+
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, sleep } from './common.mjs';
+
+const USAGE = 'usage: node chat.mjs [--chromium PATH] [--viewport WxH] [--verbose]  (commands on stdin, see the header)';
+
+const opts = {
+  chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+  viewport: { width: 1280, height: 720 },
+  verbose: false,
+};
+{
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--chromium') opts.chromium = argv[++i];
+    else if (a === '--verbose') opts.verbose = true;
+    else if (a === '--viewport') {
+      const m = /^(\d+)x(\d+)$/.exec(argv[++i] ?? '');
+      if (!m) bad('--viewport needs WxH');
+      opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
+    } else bad(`unexpected argument: ${a}`);
+  }
+}
+
+function bad(why) {
+  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${why}` }) + '\n');
+  process.stderr.write(USAGE + '\n');
+  process.exit(2);
+}
+
+const t0 = Date.now();
+const log = (...a) => {
+  if (opts.verbose) process.stderr.write(`[chat ${((Date.now() - t0) / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
+};
+const answer = (v) => process.stdout.write(JSON.stringify(v) + '\n');
+
+const consoleErrors = [];
+const pageErrors = [];
+let navigations = 0;
+let chatOverride;
+
+const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS, timeout: 30000 });
+const context = await browser.newContext({ viewport: opts.viewport });
+let page = null;
+
+async function ensurePage() {
+  if (page) return page;
+  page = await context.newPage();
+  page.on('framenavigated', (f) => {
+    if (f === page.mainFrame()) navigations++;
+  });
+  page.on('console', (msg) => {
+    if (opts.verbose) log(`console ${msg.type()}:`, msg.text());
+    if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text()) && consoleErrors.length < 50) {
+      consoleErrors.push(msg.text());
+    }
+  });
+  page.on('pageerror', (err) => {
+    if (pageErrors.length < 50) pageErrors.push(String(err && err.message ? err.message : err));
+  });
+  // /api/streams/<stream>: the real answer, with `chat` changed when the test asks for it.
+  await page.route(/\/api\/streams\/[^/?]+(\?.*)?$/, async (route) => {
+    if (chatOverride === undefined) return route.continue();
+    try {
+      const res = await route.fetch();
+      const body = await res.json();
+      if (chatOverride === null) body.chat = null;
+      else body.chat = { ...(body.chat || {}), ...chatOverride };
+      await route.fulfill({ response: res, json: body });
+    } catch (e) {
+      log('override failed:', e.message);
+      await route.abort().catch(() => undefined);
+    }
+  });
+  return page;
+}
+
+/** Runs in the page: everything a test asserts on. */
+function pageState() {
+  const chat = window.onair && window.onair.chat;
+  const title = document.getElementById('stream-title');
+  const panel = document.getElementById('chat');
+  const body = document.getElementById('chat-body');
+  const status = document.querySelector('.chat-status');
+  const link = document.querySelector('.chat-native');
+  const input = document.querySelector('.chat-input');
+  const v = window.onair && window.onair.video;
+  return {
+    title: title ? title.textContent : null,
+    documentTitle: document.title,
+    panelHidden: panel ? panel.hidden : null,
+    chatEnabled: chat ? chat.enabled : null,
+    chat: chat ? chat.state : null,
+    panelStatus: body ? body.dataset.status || null : null,
+    statusText: status && !status.hidden ? status.textContent : '',
+    nativeLink: link && !link.hidden ? link.getAttribute('href') : null,
+    inputDisabled: input ? input.disabled : null,
+    nameShown: (document.querySelector('.chat-name-value') || {}).textContent || null,
+    messages: [...document.querySelectorAll('.chat-msg')].map((li) => ({
+      id: li.dataset.id,
+      sender: li.dataset.sender,
+      kind: li.dataset.kind,
+      senderName: (li.querySelector('.chat-sender') || {}).textContent || null,
+      text: (li.querySelector('.chat-text') || {}).textContent || '',
+      html: (li.querySelector('.chat-text') || {}).innerHTML || '',
+      pending: li.classList.contains('is-pending'),
+    })),
+    playerState: document.body.dataset.state || null,
+    transport: document.body.dataset.transport || null,
+    video: v ? { currentTime: v.currentTime, videoWidth: v.videoWidth, paused: v.paused } : null,
+    localStorageKeys: Object.keys(localStorage).filter((k) => k.startsWith('onair-matrix-guest:')),
+  };
+}
+
+async function state() {
+  const p = await ensurePage();
+  const s = await p.evaluate(pageState);
+  return { ...s, navigations, consoleErrors, pageErrors };
+}
+
+/** Polls `fn` (async, returns a value or undefined/false) every 100 ms until truthy or timeout. */
+async function until(what, timeout, fn) {
+  const deadline = Date.now() + timeout;
+  let lastErr = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastErr = e; // navigation in progress and the like
+    }
+    if (Date.now() > deadline) {
+      const err = new Error(`timeout after ${timeout} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`);
+      err.timeout = true;
+      throw err;
+    }
+    await sleep(100);
+  }
+}
+
+async function run(cmd) {
+  const timeout = typeof cmd.timeout === 'number' ? cmd.timeout : 20000;
+  switch (cmd.op) {
+    case 'open': {
+      if ('chatOverride' in cmd) chatOverride = cmd.chatOverride;
+      const p = await ensurePage();
+      const resp = await p.goto(cmd.url, { waitUntil: 'domcontentloaded', timeout });
+      if (!resp || !resp.ok()) throw new Error(`page load failed: HTTP ${resp ? resp.status() : 'no response'}`);
+      return {};
+    }
+    case 'reload': {
+      const p = await ensurePage();
+      await p.reload({ waitUntil: 'domcontentloaded', timeout });
+      return {};
+    }
+    case 'state':
+      return { state: await state() };
+    case 'until': {
+      const p = await ensurePage();
+      const value = await until(cmd.js, timeout, () => p.evaluate(cmd.js));
+      return { value };
+    }
+    case 'waitStatus': {
+      const p = await ensurePage();
+      await until(`chat status ${cmd.status}`, timeout, () =>
+        p.evaluate((want) => {
+          const s = window.onair && window.onair.chat && window.onair.chat.state;
+          return !!s && s.status === want;
+        }, cmd.status),
+      );
+      return { state: await state() };
+    }
+    case 'waitMessage': {
+      const p = await ensurePage();
+      const start = Date.now();
+      const msg = await until(`message "${cmd.body}"`, timeout, () =>
+        p.evaluate((want) => {
+          for (const li of document.querySelectorAll('.chat-msg')) {
+            const text = (li.querySelector('.chat-text') || {}).textContent;
+            if (text === want) {
+              return {
+                id: li.dataset.id,
+                sender: li.dataset.sender,
+                senderName: (li.querySelector('.chat-sender') || {}).textContent || null,
+                pending: li.classList.contains('is-pending'),
+              };
+            }
+          }
+          return null;
+        }, cmd.body),
+      );
+      return { message: msg, waitedMs: Date.now() - start };
+    }
+    case 'waitTitle': {
+      const p = await ensurePage();
+      const start = Date.now();
+      await until(`title "${cmd.title}"`, timeout, () =>
+        p.evaluate((want) => (document.getElementById('stream-title') || {}).textContent === want, cmd.title),
+      );
+      return { waitedMs: Date.now() - start };
+    }
+    case 'waitPlaying': {
+      const p = await ensurePage();
+      const minAdvance = typeof cmd.minAdvance === 'number' ? cmd.minAdvance : 2;
+      let base = null;
+      const v = await until('the video to play', timeout, async () => {
+        const s = await p.evaluate(() => {
+          const v = window.onair && window.onair.video;
+          return { state: document.body.dataset.state, t: v ? v.currentTime : 0, w: v ? v.videoWidth : 0 };
+        });
+        if (s.state !== 'playing') return null;
+        if (base === null || s.t < base) base = s.t;
+        return s.t - base >= minAdvance && s.w > 0 ? s : null;
+      });
+      return { video: v, transport: await p.evaluate(() => document.body.dataset.transport || null) };
+    }
+    case 'send': {
+      const p = await ensurePage();
+      const input = p.locator('.chat-input');
+      await input.waitFor({ state: 'visible', timeout });
+      await until('the chat input to be enabled', timeout, () => input.isEnabled());
+      await input.fill(cmd.text);
+      await input.press('Enter');
+      const msg = await until(`"${cmd.text}" to be sent`, timeout, () =>
+        p.evaluate((want) => {
+          const s = window.onair.chat.state;
+          const m = s && s.messages.find((x) => x.body === want && !x.id.startsWith('local:'));
+          if (m) return { id: m.id, sender: m.sender, senderName: m.senderName };
+          const st = document.querySelector('.chat-status');
+          // A refused send puts the text back and says why: report it at once.
+          if (st && !st.hidden && /^Not sent/.test(st.textContent)) return { error: st.textContent };
+          return null;
+        }, cmd.text),
+      );
+      if (msg.error) throw new Error(msg.error);
+      return { message: msg };
+    }
+    case 'rename': {
+      const p = await ensurePage();
+      await p.locator('.chat-name').click({ timeout });
+      const field = p.locator('.chat-name-input');
+      await field.fill(cmd.name);
+      await field.press('Enter');
+      await until(`display name "${cmd.name}"`, timeout, () =>
+        p.evaluate((want) => window.onair.chat.state && window.onair.chat.state.displayName === want, cmd.name),
+      );
+      return { state: await state() };
+    }
+    case 'screenshot': {
+      const p = await ensurePage();
+      await p.screenshot({ path: cmd.path, timeout });
+      return { path: cmd.path };
+    }
+    case 'close':
+      return {};
+    default:
+      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+  }
+}
+
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+for await (const line of rl) {
+  if (!line.trim()) continue;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    answer({ ok: false, reason: `not JSON: ${e.message}` });
+    continue;
+  }
+  log('>', line);
+  const started = Date.now();
+  try {
+    const out = await run(cmd);
+    answer({ ok: true, op: cmd.op, ms: Date.now() - started, ...out });
+  } catch (e) {
+    let details = null;
+    try {
+      details = await state();
+    } catch {
+      // page gone
+    }
+    answer({ ok: false, op: cmd.op, reason: e && e.message ? e.message.split('\n')[0] : String(e), state: details });
+  }
+  if (cmd.op === 'close') break;
+}
+
+if (page) await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
+await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+process.exit(0);

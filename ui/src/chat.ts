@@ -1,0 +1,1246 @@
+// Live chat: a DOM view (`ChatView`) and a Matrix guest client (`GuestChat`)
+// that needs nothing but the browser and the Matrix client-server API v3.
+//
+// The view knows nothing about Matrix: it takes messages and statuses and hands
+// back what the user typed through callbacks, so the desktop window can feed it
+// from another source. `mountGuestChat()` wires the two together for the
+// viewer page.
+//
+// How the guest client works (see ui/README.md, "Chat"):
+//   1. A guest account (`POST /register?kind=guest`), kept in localStorage per
+//      homeserver and reused on the next visit (checked with `/account/whoami`;
+//      a dead token is replaced by a new guest).
+//   2. The room: the id OnAir knows, else the alias (`GET /directory/room/…`),
+//      else the public room directory searched by the stream's title.
+//   3. Unjoined reading (world-readable rooms): the newest messages
+//      (`/messages?dir=b`), the title (`m.room.name`), then new events by polling
+//      `/messages?dir=f` from the token of that first read, once a second.
+//      `/sync` would only cover joined rooms, and most viewers never write.
+//   4. Sending joins the room as a guest first (once), then
+//      `PUT /rooms/{id}/send/m.room.message/{txnId}`.
+//   Rate limiting (429) is waited out (`retry_after_ms`); network failures show
+//   "cannot be reached" and are retried with backoff; a homeserver that refuses
+//   guests says so.
+
+// ---------------------------------------------------------------------------
+// The view
+
+export interface ChatMessage {
+  /** Event id (or a local id while a sent message is on its way). */
+  id: string;
+  /** Sender's user id. */
+  sender: string;
+  /** What to show as the sender. */
+  senderName: string;
+  /** Plain text; always rendered as text, never as HTML. */
+  body: string;
+  /** Milliseconds since the epoch. */
+  ts: number;
+  /** `event`: a line about the room itself (e.g. the title changed). Default `text`. */
+  kind?: 'text' | 'notice' | 'emote' | 'event';
+  /** Sent by this page's user. */
+  own?: boolean;
+  /** Sent, not yet confirmed by the server. */
+  pending?: boolean;
+}
+
+/** `info`: neutral (connecting…), `warn`: degraded, `error`: chat unusable. */
+export type ChatStatusKind = 'info' | 'warn' | 'error';
+
+export interface ChatViewOptions {
+  /** Called with the trimmed text; a rejection puts the text back and shows the error. */
+  onSend?: (text: string) => Promise<void> | void;
+  /** Called with the new display name; a rejection shows the error. */
+  onRename?: (name: string) => Promise<void> | void;
+  /** The "Open in your Matrix app" link (matrix.to), or null for none. */
+  nativeLink?: string | null;
+  /** Most messages kept in the list (the oldest go first). Default 500. */
+  maxMessages?: number;
+}
+
+/** A reader this close to the bottom (px) is "at the bottom" and follows new messages. */
+const STICKY_PX = 48;
+
+/** The chat panel's DOM: message list, composer, display-name picker, status line, native link. */
+export class ChatView {
+  readonly root: HTMLElement;
+  private readonly opts: ChatViewOptions;
+  private readonly statusEl: HTMLElement;
+  private readonly list: HTMLOListElement;
+  private readonly jump: HTMLButtonElement;
+  private readonly form: HTMLFormElement;
+  private readonly input: HTMLInputElement;
+  private readonly sendBtn: HTMLButtonElement;
+  private readonly nameBtn: HTMLButtonElement;
+  private readonly nameForm: HTMLFormElement;
+  private readonly nameInput: HTMLInputElement;
+  private readonly link: HTMLAnchorElement;
+  private readonly items = new Map<string, { li: HTMLLIElement; msg: ChatMessage }>();
+  private currentName = '';
+  private disabled = false;
+
+  constructor(container: HTMLElement, opts: ChatViewOptions = {}) {
+    this.opts = opts;
+    container.replaceChildren();
+    container.classList.add('chat-live');
+    this.root = container;
+
+    this.statusEl = el('p', 'chat-status');
+    this.statusEl.setAttribute('role', 'status');
+    this.statusEl.hidden = true;
+
+    this.list = el('ol', 'chat-messages');
+    this.list.setAttribute('role', 'log');
+    this.list.setAttribute('aria-live', 'polite');
+    this.list.tabIndex = 0;
+    this.list.addEventListener('scroll', () => {
+      if (this.atBottom()) this.jump.hidden = true;
+    });
+
+    this.jump = el('button', 'chat-jump');
+    this.jump.type = 'button';
+    this.jump.textContent = 'New messages ↓';
+    this.jump.hidden = true;
+    this.jump.addEventListener('click', () => this.scrollToBottom());
+
+    // Display-name picker: "Chatting as Guest 12 ✎" → an inline field.
+    const who = el('div', 'chat-who');
+    this.nameBtn = el('button', 'chat-name');
+    this.nameBtn.type = 'button';
+    this.nameBtn.title = 'Change your display name';
+    this.nameBtn.addEventListener('click', () => this.openNamePicker());
+    this.nameForm = el('form', 'chat-name-form');
+    this.nameForm.hidden = true;
+    this.nameInput = el('input', 'chat-name-input');
+    this.nameInput.type = 'text';
+    this.nameInput.maxLength = 64;
+    this.nameInput.placeholder = 'Your name';
+    this.nameInput.setAttribute('aria-label', 'Display name');
+    this.nameInput.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') this.closeNamePicker();
+    });
+    const nameSave = el('button', 'chat-name-save');
+    nameSave.type = 'submit';
+    nameSave.textContent = 'Save';
+    this.nameForm.append(this.nameInput, nameSave);
+    this.nameForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      void this.submitName();
+    });
+    who.append(this.nameBtn, this.nameForm);
+
+    this.form = el('form', 'chat-form');
+    this.input = el('input', 'chat-input');
+    this.input.type = 'text';
+    this.input.maxLength = 2000;
+    this.input.placeholder = 'Say something…';
+    this.input.autocomplete = 'off';
+    this.input.setAttribute('aria-label', 'Message');
+    this.sendBtn = el('button', 'chat-send');
+    this.sendBtn.type = 'submit';
+    this.sendBtn.textContent = 'Send';
+    this.form.append(this.input, this.sendBtn);
+    this.form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      void this.submitMessage();
+    });
+
+    this.link = el('a', 'chat-native');
+    this.link.target = '_blank';
+    this.link.rel = 'noopener noreferrer';
+    this.link.textContent = 'Open in your Matrix app';
+    this.setNativeLink(opts.nativeLink ?? null);
+
+    const composer = el('div', 'chat-composer');
+    composer.append(who, this.form, this.link);
+    const listWrap = el('div', 'chat-list-wrap');
+    listWrap.append(this.list, this.jump);
+    container.append(this.statusEl, listWrap, composer);
+    this.setName('');
+  }
+
+  /**
+   * Adds messages in order (older ones go before newer ones by timestamp when
+   * `history` is set; live ones are appended). A message whose id is already
+   * shown replaces it. Follows the bottom unless the reader scrolled up.
+   */
+  addMessages(msgs: ChatMessage[], opts: { history?: boolean } = {}): void {
+    if (msgs.length === 0) return;
+    const stick = this.atBottom() || msgs.some((m) => m.own);
+    for (const msg of msgs) {
+      const known = this.items.get(msg.id);
+      if (known) {
+        this.render(known.li, msg);
+        known.msg = msg;
+        continue;
+      }
+      const li = el('li', 'chat-msg');
+      this.render(li, msg);
+      this.items.set(msg.id, { li, msg });
+      if (opts.history) {
+        // History goes before the first message that is newer.
+        let before: HTMLLIElement | null = null;
+        for (const { li: other, msg: m } of this.items.values()) {
+          if (other !== li && other.isConnected && m.ts > msg.ts && (!before || isBefore(other, before))) before = other;
+        }
+        this.list.insertBefore(li, before);
+      } else {
+        this.list.append(li);
+      }
+    }
+    const max = this.opts.maxMessages ?? 500;
+    while (this.list.children.length > max) {
+      const first = this.list.firstElementChild as HTMLLIElement;
+      this.items.delete(first.dataset.id ?? '');
+      first.remove();
+    }
+    if (stick) this.scrollToBottom();
+    else this.jump.hidden = false;
+  }
+
+  /** Changes a shown message (e.g. pending → sent with its event id, or an edit). */
+  updateMessage(id: string, patch: Partial<ChatMessage>): void {
+    const known = this.items.get(id);
+    if (!known) return;
+    const msg = { ...known.msg, ...patch };
+    this.items.delete(id);
+    this.items.set(msg.id, { li: known.li, msg });
+    this.render(known.li, msg);
+  }
+
+  removeMessage(id: string): void {
+    const known = this.items.get(id);
+    if (!known) return;
+    known.li.remove();
+    this.items.delete(id);
+  }
+
+  /** Shows a new display name on every message of `sender`. */
+  renameSender(sender: string, name: string): void {
+    for (const item of this.items.values()) {
+      if (item.msg.sender === sender && item.msg.kind !== 'event') {
+        item.msg = { ...item.msg, senderName: name };
+        this.render(item.li, item.msg);
+      }
+    }
+  }
+
+  clear(): void {
+    this.items.clear();
+    this.list.replaceChildren();
+    this.jump.hidden = true;
+  }
+
+  /** The status/notice line above the messages; an empty text hides it. */
+  setStatus(text: string, kind: ChatStatusKind = 'info'): void {
+    this.statusEl.textContent = text;
+    this.statusEl.dataset.kind = kind;
+    this.statusEl.hidden = text === '';
+  }
+
+  /** Disables the composer (and the name picker); `reason` becomes the input's placeholder. */
+  setDisabled(disabled: boolean, reason = ''): void {
+    this.disabled = disabled;
+    this.input.disabled = disabled;
+    this.sendBtn.disabled = disabled;
+    this.nameBtn.disabled = disabled;
+    this.input.placeholder = disabled ? reason || 'Chat unavailable' : 'Say something…';
+    if (disabled) this.closeNamePicker();
+  }
+
+  /** The current display name shown in the picker ('' hides the picker). */
+  setName(name: string): void {
+    this.currentName = name;
+    this.nameBtn.replaceChildren();
+    const label = el('span', 'chat-name-label');
+    label.textContent = 'Chatting as ';
+    const strong = el('strong', 'chat-name-value');
+    strong.textContent = name;
+    const pen = el('span', 'chat-name-edit');
+    pen.setAttribute('aria-hidden', 'true');
+    pen.textContent = '✎';
+    this.nameBtn.append(label, strong, pen);
+    this.nameBtn.hidden = name === '' || !this.nameForm.hidden;
+  }
+
+  setNativeLink(url: string | null): void {
+    if (url) this.link.href = url;
+    else this.link.removeAttribute('href');
+    this.link.hidden = !url;
+  }
+
+  /** Whether the reader is at (or near) the bottom of the list. */
+  atBottom(): boolean {
+    const l = this.list;
+    return l.scrollHeight - l.scrollTop - l.clientHeight <= STICKY_PX;
+  }
+
+  scrollToBottom(): void {
+    this.list.scrollTop = this.list.scrollHeight;
+    this.jump.hidden = true;
+  }
+
+  private render(li: HTMLLIElement, msg: ChatMessage): void {
+    li.dataset.id = msg.id;
+    li.dataset.sender = msg.sender;
+    li.dataset.kind = msg.kind ?? 'text';
+    li.classList.toggle('is-own', !!msg.own);
+    li.classList.toggle('is-pending', !!msg.pending);
+    const time = el('time', 'chat-time');
+    const d = new Date(msg.ts);
+    time.dateTime = d.toISOString();
+    time.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    time.title = d.toLocaleString();
+    const body = el('span', 'chat-text');
+    if (msg.kind === 'event') {
+      body.textContent = msg.body;
+      li.replaceChildren(time, body);
+      return;
+    }
+    const who = el('span', 'chat-sender');
+    who.textContent = msg.senderName;
+    who.title = msg.sender;
+    who.style.setProperty('--sender-hue', String(hue(msg.sender)));
+    body.textContent = msg.kind === 'emote' ? `* ${msg.senderName} ${msg.body}` : msg.body;
+    if (msg.kind === 'emote') li.replaceChildren(time, body);
+    else li.replaceChildren(time, who, body);
+  }
+
+  private async submitMessage(): Promise<void> {
+    const text = this.input.value.trim();
+    if (!text || this.disabled) return;
+    this.input.value = '';
+    try {
+      await this.opts.onSend?.(text);
+    } catch (e) {
+      if (this.input.value === '') this.input.value = text;
+      this.setStatus(`Not sent: ${errorText(e)}`, 'warn');
+    }
+  }
+
+  private openNamePicker(): void {
+    if (this.disabled) return;
+    this.nameInput.value = this.currentName;
+    this.nameForm.hidden = false;
+    this.nameBtn.hidden = true;
+    this.nameInput.focus();
+    this.nameInput.select();
+  }
+
+  private closeNamePicker(): void {
+    this.nameForm.hidden = true;
+    this.nameBtn.hidden = this.currentName === '';
+  }
+
+  private async submitName(): Promise<void> {
+    const name = this.nameInput.value.trim();
+    this.closeNamePicker();
+    if (!name || name === this.currentName) return;
+    const before = this.currentName;
+    this.setName(name);
+    try {
+      await this.opts.onRename?.(name);
+    } catch (e) {
+      this.setName(before);
+      this.setStatus(`Name not changed: ${errorText(e)}`, 'warn');
+    }
+  }
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  e.className = cls;
+  return e;
+}
+
+function isBefore(a: Node, b: Node): boolean {
+  return (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0;
+}
+
+/** A stable colour per sender. */
+function hue(s: string): number {
+  let h = 0;
+  for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) % 360;
+  return h;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+// ---------------------------------------------------------------------------
+// The Matrix guest client
+
+/** Where the chat of a stream lives (the `chat` field of `/api/streams/<stream>`). */
+export interface ChatEndpoint {
+  /** Client-server API base URL, e.g. `https://matrix.example.org`. */
+  homeserver: string;
+  /** `#onair_show:example.org`. */
+  alias?: string | null;
+  /** `!abc:example.org` when OnAir knows it. */
+  room_id?: string | null;
+  /** OnAir's own view of its Matrix connection (informational). */
+  status?: string;
+}
+
+/**
+ * `connecting`: starting; `ready`: reading (and writing); `unreachable`: the
+ * homeserver does not answer (retrying); `guests-forbidden`: it refuses guest
+ * accounts; `no-room`: the room was not found (retrying); `error`: anything else
+ * (retrying).
+ */
+export type GuestChatStatus = 'connecting' | 'ready' | 'unreachable' | 'guests-forbidden' | 'no-room' | 'error';
+
+export interface GuestChatCallbacks {
+  onStatus?: (status: GuestChatStatus, text: string) => void;
+  /** New messages, in order; `history` for the first read (older messages). */
+  onMessages?: (msgs: ChatMessage[], history: boolean) => void;
+  /** A shown message changed (its id, an edit, no longer pending). */
+  onUpdate?: (id: string, patch: Partial<ChatMessage>) => void;
+  onRemove?: (id: string) => void;
+  /** A member's display name changed. */
+  onMemberName?: (userId: string, name: string) => void;
+  /** The room name (`m.room.name`); null when the room has none. */
+  onTitle?: (title: string | null) => void;
+  /** Our guest account and display name. */
+  onIdentity?: (userId: string, displayName: string) => void;
+}
+
+export interface GuestChatOptions extends GuestChatCallbacks {
+  /** Searched in the public room directory when the alias does not resolve. */
+  searchTerm?: string;
+  /** Poll interval for new events, ms (default 1000). */
+  pollMs?: number;
+  /** Storage for the guest session (default `window.localStorage`). */
+  storage?: Storage | null;
+}
+
+/** What tests and debugging see (`window.onair.chat`). */
+export interface GuestChatSnapshot {
+  status: GuestChatStatus;
+  statusText: string;
+  homeserver: string;
+  alias: string | null;
+  roomId: string | null;
+  /** How the room was found: OnAir's `room_id`, the alias, or the directory search. */
+  resolvedBy: 'room_id' | 'alias' | 'directory' | null;
+  userId: string | null;
+  displayName: string;
+  /** Whether this guest reused a stored session. */
+  reusedSession: boolean;
+  joined: boolean;
+  title: string | null;
+  messages: { id: string; sender: string; senderName: string; body: string; ts: number; kind: string }[];
+}
+
+interface GuestSession {
+  userId: string;
+  accessToken: string;
+  deviceId?: string;
+  /** The name this guest picked (or was given). */
+  displayName?: string;
+  /** Rooms this guest joined. */
+  joined?: string[];
+}
+
+interface MatrixEvent {
+  type: string;
+  event_id?: string;
+  sender?: string;
+  state_key?: string;
+  origin_server_ts?: number;
+  redacts?: string;
+  content?: Record<string, unknown>;
+}
+
+/** The homeserver answered with an error. */
+export class MatrixError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errcode: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The homeserver did not answer (network error, refused, timeout). */
+export class Unreachable extends Error {}
+
+class NoRoom extends Error {}
+
+/** The homeserver refuses guest accounts (Synapse: 403 "Guest access is disabled"). */
+class GuestsForbidden extends Error {}
+
+const DEFAULT_POLL_MS = 1000;
+const REQUEST_TIMEOUT_MS = 10000;
+const HISTORY_LIMIT = 50;
+const MAX_KEPT = 500;
+/** Only the events the chat shows; members come as lazy-loaded state. */
+const EVENT_FILTER = JSON.stringify({
+  lazy_load_members: true,
+  types: ['m.room.message', 'm.room.name', 'm.room.member', 'm.room.redaction'],
+});
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** `localStorage` key of the guest session for a homeserver. */
+export function guestStorageKey(homeserver: string): string {
+  return `onair-matrix-guest:${normalizeBase(homeserver)}`;
+}
+
+function normalizeBase(url: string): string {
+  return url.trim().replace(/\/+$/, '');
+}
+
+/** `https://matrix.to/#/<alias or room id>`: opens the room in the user's own Matrix app. */
+export function matrixToLink(aliasOrRoomId: string, via?: string): string {
+  const q = via && aliasOrRoomId.startsWith('!') ? `?via=${encodeURIComponent(via)}` : '';
+  return `https://matrix.to/#/${encodeURIComponent(aliasOrRoomId)}${q}`;
+}
+
+function serverOf(id: string): string {
+  const i = id.indexOf(':');
+  return i >= 0 ? id.slice(i + 1) : '';
+}
+
+function localpart(userId: string): string {
+  const i = userId.indexOf(':');
+  return userId.slice(userId.startsWith('@') ? 1 : 0, i >= 0 ? i : undefined);
+}
+
+/** The Matrix side of the viewer's chat, as a guest. Call `start()`, then `stop()` when done. */
+export class GuestChat {
+  readonly homeserver: string;
+  private readonly endpoint: ChatEndpoint;
+  private readonly opts: GuestChatOptions;
+  private readonly storage: Storage | null;
+  private session: GuestSession | null = null;
+  private reusedSession = false;
+  private roomId: string | null = null;
+  private via: string[] = [];
+  private resolvedBy: GuestChatSnapshot['resolvedBy'] = null;
+  private from: string | null = null;
+  private title: string | null = null;
+  private status: GuestChatStatus = 'connecting';
+  private statusText = 'Connecting to chat…';
+  private stopped = false;
+  private started = false;
+  private ready = false;
+  private joinPromise: Promise<void> | null = null;
+  private readonly names = new Map<string, string>();
+  private readonly seen = new Set<string>();
+  private readonly messages: ChatMessage[] = [];
+  private txn = 0;
+  private wake: (() => void) | null = null;
+
+  constructor(endpoint: ChatEndpoint, opts: GuestChatOptions = {}) {
+    this.endpoint = { ...endpoint };
+    this.homeserver = normalizeBase(endpoint.homeserver);
+    this.opts = { ...opts };
+    this.storage = opts.storage === undefined ? safeLocalStorage() : opts.storage;
+  }
+
+  /** Starts in the background: sign in as a guest, find the room, read, then follow it. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.setStatus('connecting', 'Connecting to chat…');
+    void this.run();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  /**
+   * Newer facts from OnAir (`/api/streams/<stream>`): used while the room is
+   * not found yet (OnAir may create it or learn its alias later).
+   */
+  updateEndpoint(endpoint: ChatEndpoint, searchTerm?: string): void {
+    if (normalizeBase(endpoint.homeserver) !== this.homeserver || this.roomId) return;
+    const changed = endpoint.alias !== this.endpoint.alias || endpoint.room_id !== this.endpoint.room_id;
+    this.endpoint.alias = endpoint.alias ?? null;
+    this.endpoint.room_id = endpoint.room_id ?? null;
+    if (searchTerm) this.opts.searchTerm = searchTerm;
+    if (changed && this.status === 'no-room') this.wake?.();
+  }
+
+  /** The room's matrix.to link (alias when known, else the room id). */
+  nativeLink(): string | null {
+    if (this.endpoint.alias) return matrixToLink(this.endpoint.alias);
+    if (this.roomId) return matrixToLink(this.roomId, this.via[0] ?? serverOf(this.roomId));
+    return null;
+  }
+
+  snapshot(): GuestChatSnapshot {
+    return {
+      status: this.status,
+      statusText: this.statusText,
+      homeserver: this.homeserver,
+      alias: this.endpoint.alias ?? null,
+      roomId: this.roomId,
+      resolvedBy: this.resolvedBy,
+      userId: this.session?.userId ?? null,
+      displayName: this.displayName(),
+      reusedSession: this.reusedSession,
+      joined: this.isJoined(),
+      title: this.title,
+      messages: this.messages.map((m) => ({
+        id: m.id,
+        sender: m.sender,
+        senderName: m.senderName,
+        body: m.body,
+        ts: m.ts,
+        kind: m.kind ?? 'text',
+      })),
+    };
+  }
+
+  /** Sends a text message, joining the room as a guest first when needed. */
+  async send(text: string): Promise<void> {
+    const body = text.trim();
+    if (!body) return;
+    if (!this.ready || !this.session || !this.roomId) throw new Error(this.statusText || 'chat is not connected');
+    const roomId = this.roomId;
+    const txnId = `onair${Date.now().toString(36)}${(this.txn++).toString(36)}`;
+    const localId = `local:${txnId}`;
+    const own: ChatMessage = {
+      id: localId,
+      sender: this.session.userId,
+      senderName: this.displayName(),
+      body,
+      ts: Date.now(),
+      own: true,
+      pending: true,
+    };
+    this.keep(own);
+    this.opts.onMessages?.([own], false);
+    try {
+      await this.ensureJoined();
+      // The same txnId on a retry: the homeserver sends it once.
+      const res = await this.api(
+        'PUT',
+        `/rooms/${enc(roomId)}/send/m.room.message/${enc(txnId)}`,
+        { msgtype: 'm.text', body },
+        { retries: 3 },
+      );
+      const eventId = typeof res.event_id === 'string' ? res.event_id : null;
+      if (!eventId) throw new Error('no event id in the answer');
+      if (this.seen.has(eventId)) {
+        // The poll was quicker than the answer: that copy is shown already.
+        this.forget(localId);
+        this.opts.onRemove?.(localId);
+      } else {
+        this.seen.add(eventId);
+        this.patch(localId, { id: eventId, pending: false });
+        this.opts.onUpdate?.(localId, { id: eventId, pending: false });
+      }
+    } catch (e) {
+      this.forget(localId);
+      this.opts.onRemove?.(localId);
+      throw new Error(this.describeSendError(e));
+    }
+  }
+
+  /** Sets this guest's display name (the homeserver updates its member event in joined rooms). */
+  async rename(name: string): Promise<void> {
+    const displayname = name.trim().slice(0, 64);
+    if (!displayname) return;
+    if (!this.session) throw new Error(this.statusText || 'chat is not connected');
+    await this.api('PUT', `/profile/${enc(this.session.userId)}/displayname`, { displayname }, { retries: 2 });
+    this.session.displayName = displayname;
+    this.saveSession();
+    this.names.set(this.session.userId, displayname);
+    this.opts.onIdentity?.(this.session.userId, displayname);
+    this.opts.onMemberName?.(this.session.userId, displayname);
+  }
+
+  // ----- the main loop
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        if (!this.ready) {
+          await this.ensureSession();
+          await this.resolveRoom();
+          await this.readInitial();
+          this.ready = true;
+        } else {
+          await this.poll();
+        }
+        failures = 0;
+        this.setStatus('ready', '');
+        if (this.ready) await this.pause(this.opts.pollMs ?? DEFAULT_POLL_MS);
+      } catch (e) {
+        if (this.stopped) return;
+        failures++;
+        const wait = this.onFailure(e, failures);
+        await this.pause(wait);
+      }
+    }
+  }
+
+  /** Classifies a failure, shows it, and says how long to wait before trying again. */
+  private onFailure(e: unknown, failures: number): number {
+    const backoff = (base: number, max: number) => Math.min(max, base * 2 ** Math.min(failures - 1, 6));
+    const host = hostOf(this.homeserver);
+    if (e instanceof Unreachable) {
+      this.setStatus('unreachable', `The chat server (${host}) cannot be reached. Retrying…`);
+      return backoff(1000, 10000);
+    }
+    if (e instanceof GuestsForbidden || (e instanceof MatrixError && e.errcode === 'M_GUEST_ACCESS_FORBIDDEN')) {
+      this.setStatus(
+        'guests-forbidden',
+        `The chat server (${host}) does not allow guests. Open the room in your Matrix app to chat.`,
+      );
+      return 60000;
+    }
+    if (e instanceof MatrixError && (e.status === 401 || e.errcode === 'M_UNKNOWN_TOKEN')) {
+      // The guest session is gone (logged out, server reset): start over with a new guest.
+      this.dropSession();
+      this.ready = false;
+      this.setStatus('connecting', 'Connecting to chat…');
+      return 200;
+    }
+    if (e instanceof NoRoom) {
+      this.ready = false;
+      this.setStatus('no-room', e.message);
+      return backoff(5000, 30000);
+    }
+    if (e instanceof MatrixError && e.status === 403 && !this.ready) {
+      this.setStatus('error', `The chat room cannot be read: ${e.message}`);
+      return backoff(5000, 60000);
+    }
+    this.setStatus('error', `Chat error: ${errorText(e)}. Retrying…`);
+    return backoff(2000, 30000);
+  }
+
+  private async pause(ms: number): Promise<void> {
+    if (this.stopped) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+    this.wake = null;
+  }
+
+  // ----- session
+
+  private async ensureSession(): Promise<void> {
+    if (!this.session) {
+      const stored = this.loadSession();
+      if (stored) {
+        this.session = stored;
+        try {
+          const who = await this.api('GET', '/account/whoami');
+          if (who.user_id !== stored.userId) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'another user');
+          this.reusedSession = true;
+        } catch (e) {
+          if (e instanceof MatrixError && (e.status === 401 || e.errcode === 'M_UNKNOWN_TOKEN')) {
+            this.dropSession();
+          } else {
+            this.session = null;
+            throw e;
+          }
+        }
+      }
+    }
+    if (!this.session) {
+      let res: Record<string, unknown>;
+      try {
+        res = await this.api('POST', '/register?kind=guest', {}, { auth: false, retries: 1 });
+      } catch (e) {
+        // 403: guest access (or registration) is disabled on this homeserver.
+        if (e instanceof MatrixError && e.status === 403) throw new GuestsForbidden(e.message);
+        throw e;
+      }
+      if (typeof res.user_id !== 'string' || typeof res.access_token !== 'string') {
+        throw new Error('the guest registration answer has no access token');
+      }
+      this.session = {
+        userId: res.user_id,
+        accessToken: res.access_token,
+        deviceId: typeof res.device_id === 'string' ? res.device_id : undefined,
+      };
+      this.reusedSession = false;
+      this.saveSession();
+    }
+    this.opts.onIdentity?.(this.session.userId, this.displayName());
+  }
+
+  private loadSession(): GuestSession | null {
+    try {
+      const raw = this.storage?.getItem(guestStorageKey(this.homeserver));
+      if (!raw) return null;
+      const s = JSON.parse(raw) as Partial<GuestSession>;
+      if (typeof s.userId !== 'string' || typeof s.accessToken !== 'string') return null;
+      return {
+        userId: s.userId,
+        accessToken: s.accessToken,
+        deviceId: typeof s.deviceId === 'string' ? s.deviceId : undefined,
+        displayName: typeof s.displayName === 'string' ? s.displayName : undefined,
+        joined: Array.isArray(s.joined) ? s.joined.filter((x): x is string => typeof x === 'string') : [],
+      };
+    } catch {
+      return null;
+    }
+  }
+
+  private saveSession(): void {
+    if (!this.session) return;
+    try {
+      this.storage?.setItem(guestStorageKey(this.homeserver), JSON.stringify(this.session));
+    } catch {
+      // Storage full or blocked: the guest just won't be reused next time.
+    }
+  }
+
+  private dropSession(): void {
+    this.session = null;
+    this.reusedSession = false;
+    try {
+      this.storage?.removeItem(guestStorageKey(this.homeserver));
+    } catch {
+      // ignore
+    }
+  }
+
+  private displayName(): string {
+    const s = this.session;
+    if (!s) return '';
+    return s.displayName || this.names.get(s.userId) || defaultGuestName(s.userId);
+  }
+
+  private isJoined(): boolean {
+    return !!(this.roomId && this.session?.joined?.includes(this.roomId));
+  }
+
+  // ----- the room
+
+  private async resolveRoom(): Promise<void> {
+    if (this.roomId) return;
+    if (this.endpoint.room_id) {
+      this.roomId = this.endpoint.room_id;
+      this.via = [serverOf(this.endpoint.room_id)];
+      this.resolvedBy = 'room_id';
+      return;
+    }
+    const alias = this.endpoint.alias;
+    if (alias) {
+      try {
+        const res = await this.api('GET', `/directory/room/${enc(alias)}`);
+        if (typeof res.room_id === 'string') {
+          this.roomId = res.room_id;
+          this.via = Array.isArray(res.servers) ? res.servers.filter((x): x is string => typeof x === 'string') : [];
+          this.resolvedBy = 'alias';
+          return;
+        }
+      } catch (e) {
+        if (!(e instanceof MatrixError && e.status === 404)) throw e;
+      }
+    }
+    const found = await this.searchDirectory();
+    if (found) {
+      this.roomId = found;
+      this.via = [serverOf(found)];
+      this.resolvedBy = 'directory';
+      return;
+    }
+    throw new NoRoom(
+      alias
+        ? `The chat room ${alias} was not found on ${hostOf(this.homeserver)} (yet). Retrying…`
+        : 'This stream has no chat room (yet). Retrying…',
+    );
+  }
+
+  /**
+   * The public room directory, searched by the stream's title: a room of that
+   * exact name (case-insensitive), preferring ones guests can read and join,
+   * then one whose canonical alias is ours.
+   */
+  private async searchDirectory(): Promise<string | null> {
+    const term = (this.opts.searchTerm ?? '').trim();
+    const alias = this.endpoint.alias ?? '';
+    if (!term && !alias) return null;
+    const res = await this.api('POST', '/publicRooms', {
+      limit: 50,
+      filter: { generic_search_term: term || localpart(alias) },
+    });
+    const rooms = Array.isArray(res.chunk) ? (res.chunk as Record<string, unknown>[]) : [];
+    const byAlias = rooms.find((r) => alias && r.canonical_alias === alias);
+    if (byAlias && typeof byAlias.room_id === 'string') return byAlias.room_id;
+    const want = term.toLowerCase();
+    const named = rooms.filter((r) => typeof r.name === 'string' && r.name.trim().toLowerCase() === want);
+    named.sort((a, b) => score(b) - score(a));
+    const best = named[0];
+    return best && typeof best.room_id === 'string' ? best.room_id : null;
+  }
+
+  /** The newest messages, the title, and the token new events are polled from. */
+  private async readInitial(): Promise<void> {
+    const roomId = this.roomId as string;
+    let res: Record<string, unknown>;
+    try {
+      res = await this.messagesPage({ dir: 'b', limit: HISTORY_LIMIT });
+    } catch (e) {
+      // Not world-readable: a joined guest can still read (needs guest access).
+      if (e instanceof MatrixError && e.status === 403 && !this.isJoined()) {
+        await this.ensureJoined();
+        res = await this.messagesPage({ dir: 'b', limit: HISTORY_LIMIT });
+      } else {
+        throw e;
+      }
+    }
+    if (typeof res.start !== 'string') throw new Error('no pagination token from /messages');
+    const chunk = Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : [];
+    this.absorbState(res.state);
+    const history = this.toMessages(chunk.slice().reverse(), true);
+    // Everyone under their current name, as live renames do.
+    for (const m of history) if (m.kind !== 'event') m.senderName = this.nameOf(m.sender);
+    this.from = res.start;
+    // The title now (after the token, so the poll can only bring newer names).
+    let title: string | null = null;
+    try {
+      const name = await this.api('GET', `/rooms/${enc(roomId)}/state/m.room.name/`);
+      title = typeof name.name === 'string' && name.name.trim() ? name.name.trim() : null;
+    } catch (e) {
+      if (!(e instanceof MatrixError && e.status === 404)) throw e;
+    }
+    this.setTitle(title, true);
+    const fresh = history.filter((m) => !this.seen.has(m.id));
+    for (const m of fresh) {
+      this.seen.add(m.id);
+      this.keep(m);
+    }
+    if (fresh.length) this.opts.onMessages?.(fresh, true);
+    if (this.session) this.opts.onIdentity?.(this.session.userId, this.displayName());
+  }
+
+  private async poll(): Promise<void> {
+    const res = await this.messagesPage({ dir: 'f', limit: 100, from: this.from as string });
+    if (typeof res.end === 'string') this.from = res.end;
+    const chunk = Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : [];
+    this.absorbState(res.state);
+    const msgs = this.toMessages(chunk, false).filter((m) => !this.seen.has(m.id));
+    for (const m of msgs) {
+      this.seen.add(m.id);
+      this.keep(m);
+    }
+    if (msgs.length) this.opts.onMessages?.(msgs, false);
+  }
+
+  private messagesPage(q: { dir: 'b' | 'f'; limit: number; from?: string }): Promise<Record<string, unknown>> {
+    const params = new URLSearchParams({ dir: q.dir, limit: String(q.limit), filter: EVENT_FILTER });
+    if (q.from) params.set('from', q.from);
+    return this.api('GET', `/rooms/${enc(this.roomId as string)}/messages?${params}`);
+  }
+
+  /**
+   * Lazy-loaded member state: names of senders not known yet. (It can already
+   * hold a rename that is also in the chunk; the chunk's event is what tells
+   * the view about the change, so known names are left to it.)
+   */
+  private absorbState(state: unknown): void {
+    if (!Array.isArray(state)) return;
+    for (const ev of state as MatrixEvent[]) {
+      if (ev.type === 'm.room.member' && ev.state_key && !this.names.has(ev.state_key)) this.memberName(ev, false);
+    }
+  }
+
+  /** Member event → name map; tells the view when a known name changed. */
+  private memberName(ev: MatrixEvent, live: boolean): void {
+    const userId = ev.state_key as string;
+    const dn = ev.content?.displayname;
+    const name = typeof dn === 'string' && dn.trim() ? dn.trim() : localpart(userId);
+    const before = this.names.get(userId);
+    this.names.set(userId, name);
+    if (live && before !== undefined && before !== name) {
+      for (const m of this.messages) if (m.sender === userId && m.kind !== 'event') m.senderName = name;
+      this.opts.onMemberName?.(userId, name);
+    }
+  }
+
+  /** Timeline events (oldest first) → chat lines; applies names, titles, edits and redactions. */
+  private toMessages(events: MatrixEvent[], history: boolean): ChatMessage[] {
+    const out: ChatMessage[] = [];
+    const own = this.session?.userId;
+    for (const ev of events) {
+      const id = ev.event_id;
+      const sender = ev.sender ?? '';
+      const ts = typeof ev.origin_server_ts === 'number' ? ev.origin_server_ts : Date.now();
+      const content = ev.content ?? {};
+      switch (ev.type) {
+        case 'm.room.member':
+          if (ev.state_key) this.memberName(ev, !history);
+          break;
+        case 'm.room.name': {
+          if (history || !id) break; // the current name is read from the room state
+          const name = typeof content.name === 'string' && content.name.trim() ? content.name.trim() : null;
+          if (name === this.title) break;
+          this.setTitle(name, false);
+          out.push({
+            id,
+            sender,
+            senderName: this.nameOf(sender),
+            body: name ? `${this.nameOf(sender)} changed the title to “${name}”` : `${this.nameOf(sender)} removed the title`,
+            ts,
+            kind: 'event',
+          });
+          break;
+        }
+        case 'm.room.redaction': {
+          const target = typeof ev.redacts === 'string' ? ev.redacts : content.redacts;
+          if (typeof target === 'string') {
+            const i = this.messages.findIndex((m) => m.id === target);
+            if (i >= 0) {
+              this.messages.splice(i, 1);
+              this.opts.onRemove?.(target);
+            }
+            const j = out.findIndex((m) => m.id === target);
+            if (j >= 0) out.splice(j, 1);
+          }
+          break;
+        }
+        case 'm.room.message': {
+          if (!id || typeof content.body !== 'string') break; // redacted or malformed
+          const rel = content['m.relates_to'] as Record<string, unknown> | undefined;
+          if (rel && rel.rel_type === 'm.replace' && typeof rel.event_id === 'string') {
+            const nc = content['m.new_content'] as Record<string, unknown> | undefined;
+            const body = typeof nc?.body === 'string' ? nc.body : content.body.replace(/^\* /, '');
+            const target = rel.event_id;
+            const known = this.messages.find((m) => m.id === target) ?? out.find((m) => m.id === target);
+            if (known && known.sender === sender) {
+              known.body = body;
+              if (!out.includes(known)) this.opts.onUpdate?.(target, { body });
+            }
+            break;
+          }
+          const msgtype = content.msgtype;
+          out.push({
+            id,
+            sender,
+            senderName: this.nameOf(sender),
+            body: content.body,
+            ts,
+            kind: msgtype === 'm.emote' ? 'emote' : msgtype === 'm.notice' ? 'notice' : 'text',
+            own: !!own && sender === own,
+          });
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  private nameOf(userId: string): string {
+    return this.names.get(userId) ?? (userId === this.session?.userId ? this.displayName() : localpart(userId));
+  }
+
+  private setTitle(title: string | null, force: boolean): void {
+    if (!force && title === this.title) return;
+    this.title = title;
+    this.opts.onTitle?.(title);
+  }
+
+  private keep(m: ChatMessage): void {
+    this.messages.push(m);
+    if (this.messages.length > MAX_KEPT) this.messages.splice(0, this.messages.length - MAX_KEPT);
+  }
+
+  private forget(id: string): void {
+    const i = this.messages.findIndex((m) => m.id === id);
+    if (i >= 0) this.messages.splice(i, 1);
+  }
+
+  private patch(id: string, patch: Partial<ChatMessage>): void {
+    const m = this.messages.find((x) => x.id === id);
+    if (m) Object.assign(m, patch);
+  }
+
+  // ----- joining
+
+  /** Joins the room once (concurrent callers share the attempt); gives the guest a name first. */
+  private ensureJoined(): Promise<void> {
+    if (this.isJoined()) return Promise.resolve();
+    if (!this.joinPromise) {
+      this.joinPromise = this.join().finally(() => {
+        this.joinPromise = null;
+      });
+    }
+    return this.joinPromise;
+  }
+
+  private async join(): Promise<void> {
+    const s = this.session;
+    const roomId = this.roomId;
+    if (!s || !roomId) throw new Error('chat is not connected');
+    if (!s.displayName) {
+      // Without a name a guest shows as its number; give it a readable one before it speaks.
+      await this.rename(this.displayName()).catch(() => undefined);
+    }
+    const via = this.via.filter(Boolean).map((v) => `server_name=${encodeURIComponent(v)}`).join('&');
+    await this.api('POST', `/join/${enc(roomId)}${via ? `?${via}` : ''}`, {}, { retries: 3 });
+    s.joined = [...(s.joined ?? []).filter((r) => r !== roomId), roomId];
+    this.saveSession();
+  }
+
+  private describeSendError(e: unknown): string {
+    if (e instanceof Unreachable) return `the chat server (${hostOf(this.homeserver)}) cannot be reached`;
+    if (e instanceof MatrixError && e.errcode === 'M_GUEST_ACCESS_FORBIDDEN') {
+      return 'guests cannot write in this room; open it in your Matrix app';
+    }
+    if (e instanceof MatrixError && e.status === 403) return `not allowed: ${e.message}`;
+    return errorText(e);
+  }
+
+  // ----- HTTP
+
+  /**
+   * One client-server API call (`path` below `/_matrix/client/v3`). Waits out
+   * 429s; `retries` more attempts on network errors and 5xx.
+   */
+  private async api(
+    method: string,
+    path: string,
+    body?: unknown,
+    o: { auth?: boolean; retries?: number; timeoutMs?: number } = {},
+  ): Promise<Record<string, unknown>> {
+    const url = `${this.homeserver}/_matrix/client/v3${path}`;
+    let attempt = 0;
+    let limited = 0;
+    for (;;) {
+      const headers: Record<string, string> = {};
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      if (o.auth !== false && this.session) headers.Authorization = `Bearer ${this.session.accessToken}`;
+      const ctrl = new AbortController();
+      const timer = setTimeout(() => ctrl.abort(), o.timeoutMs ?? REQUEST_TIMEOUT_MS);
+      let res: Response;
+      let json: Record<string, unknown> = {};
+      try {
+        res = await fetch(url, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          cache: 'no-store',
+          signal: ctrl.signal,
+        });
+        const parsed: unknown = await res.json().catch(() => ({}));
+        if (parsed && typeof parsed === 'object') json = parsed as Record<string, unknown>;
+      } catch (e) {
+        clearTimeout(timer);
+        if (attempt++ < (o.retries ?? 0) && !this.stopped) {
+          await sleep(500 * attempt);
+          continue;
+        }
+        throw new Unreachable(ctrl.signal.aborted ? 'timed out' : errorText(e));
+      }
+      clearTimeout(timer);
+      if (res.ok) return json;
+      const errcode = typeof json.errcode === 'string' ? json.errcode : '';
+      const message = typeof json.error === 'string' ? json.error : `HTTP ${res.status}`;
+      if (res.status === 429 && limited++ < 10 && !this.stopped) {
+        const header = Number(res.headers.get('Retry-After'));
+        const ms =
+          typeof json.retry_after_ms === 'number'
+            ? json.retry_after_ms
+            : Number.isFinite(header) && header > 0
+              ? header * 1000
+              : 1000;
+        await sleep(Math.min(Math.max(ms, 50), 30000));
+        continue;
+      }
+      if (res.status >= 500 && attempt++ < (o.retries ?? 0) && !this.stopped) {
+        await sleep(500 * attempt);
+        continue;
+      }
+      throw new MatrixError(res.status, errcode, message);
+    }
+  }
+
+  private setStatus(status: GuestChatStatus, text: string): void {
+    if (status === this.status && text === this.statusText) return;
+    this.status = status;
+    this.statusText = text;
+    this.opts.onStatus?.(status, text);
+  }
+}
+
+function score(r: Record<string, unknown>): number {
+  return (r.world_readable === true ? 2 : 0) + (r.guest_can_join === true ? 1 : 0);
+}
+
+function defaultGuestName(userId: string): string {
+  return `Guest ${localpart(userId)}`;
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}
+
+function safeLocalStorage(): Storage | null {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Wiring for the viewer page
+
+export interface MountedGuestChat {
+  view: ChatView;
+  client: GuestChat;
+}
+
+/**
+ * A `ChatView` in `container` fed by a `GuestChat` for `endpoint`. `onTitle`
+ * gets the room name (null: none, or not known).
+ */
+export function mountGuestChat(
+  container: HTMLElement,
+  endpoint: ChatEndpoint,
+  opts: { searchTerm?: string; onTitle?: (title: string | null) => void; onStatus?: (s: GuestChatStatus) => void } = {},
+): MountedGuestChat {
+  let client: GuestChat | null = null;
+  const view = new ChatView(container, {
+    onSend: (text) => client?.send(text),
+    onRename: (name) => client?.rename(name),
+  });
+  const showStatus = (status: GuestChatStatus, text: string) => {
+    view.setStatus(text, status === 'ready' || status === 'connecting' ? 'info' : status === 'unreachable' ? 'warn' : 'error');
+    view.setDisabled(status !== 'ready', status === 'ready' ? '' : status === 'connecting' ? 'Connecting…' : 'Chat unavailable');
+    view.setNativeLink(client?.nativeLink() ?? null);
+    container.dataset.status = status;
+    opts.onStatus?.(status);
+  };
+  client = new GuestChat(endpoint, {
+    searchTerm: opts.searchTerm,
+    onStatus: showStatus,
+    onMessages: (msgs, history) => view.addMessages(msgs, { history }),
+    onUpdate: (id, patch) => view.updateMessage(id, patch),
+    onRemove: (id) => view.removeMessage(id),
+    onMemberName: (userId, name) => view.renameSender(userId, name),
+    onTitle: (title) => opts.onTitle?.(title),
+    onIdentity: (_userId, name) => view.setName(name),
+  });
+  view.setNativeLink(client.nativeLink());
+  showStatus('connecting', 'Connecting to chat…');
+  client.start();
+  return { view, client };
+}
