@@ -353,6 +353,7 @@ async fn chat_works_while_the_stream_plays() {
     assert_eq!(wait_engine_chat(&mut events, "watching live").await.0, guest);
     control.send_chat(stream, "thanks for watching").await.unwrap();
     page.ok(json!({"op": "waitMessage", "body": "thanks for watching", "timeout": 10_000})).await;
+    page.ok(json!({"op": "screenshot", "path": artifacts_dir().join("chat-live.png")})).await;
 
     // Auto-scroll follows new messages at the bottom, and leaves a reader who scrolled up alone.
     let streamer = Raw::login(&hs.base_url, &user, PASSWORD).await;
