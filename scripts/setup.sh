@@ -18,6 +18,10 @@ need cmake cmake
 need pkg-config pkg-config
 need node nodejs
 need npm npm
+# The desktop app (Tauri): WebKitGTK, the tray (AppIndicator), SVG icons, libsoup. No command to
+# look for: ask dpkg.
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
+for p in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libsoup-3.0-dev libssl-dev; do need_pkg "$p"; done
 if [ $want_test = 1 ]; then
   need ffmpeg ffmpeg
   need ffprobe ffmpeg
@@ -25,9 +29,19 @@ if [ $want_test = 1 ]; then
   need dbus-run-session dbus
   need gnome-keyring-daemon gnome-keyring
   need secret-tool libsecret-tools
+  # The desktop app's tests: a virtual display, a notification daemon, screenshots.
+  need Xvfb xvfb
+  need xvfb-run xvfb
+  need xauth xauth
+  need dunst dunst
+  need import imagemagick
   need python3 python3
   # Synapse (the Matrix homeserver of the chat tests) goes into a venv: Debian splits venv out.
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # A real OBS for the one-click setup tests, headless under Xvfb.
+  need obs obs-studio
+  need xvfb-run xvfb
+  need xauth xauth
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

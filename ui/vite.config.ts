@@ -39,6 +39,8 @@ export default defineConfig({
       input: {
         index: fileURLToPath(new URL('index.html', import.meta.url)),
         embed: fileURLToPath(new URL('embed.html', import.meta.url)),
+        // The desktop window (src-tauri embeds it).
+        app: fileURLToPath(new URL('app.html', import.meta.url)),
       },
       output: {
         // hls.js in its own long-cacheable chunk; the shared player code in another.

@@ -1,0 +1,139 @@
+//! What the tray shows, derived from engine events: a small state machine without any GUI.
+
+use std::time::{Duration, Instant};
+
+use onair_engine::events::EngineEvent;
+use serde::Serialize;
+
+/// A refused publish (OBS trying to connect before Go live) counts as "OBS is there" this long.
+/// OBS retries every few seconds, so the state stays "ready" while it keeps trying.
+pub const KNOCK_WINDOW: Duration = Duration::from_secs(15);
+
+/// The three tray icons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrayState {
+    /// Nothing is publishing and Go live is off.
+    Offline,
+    /// OBS is connected (or knocking) but the stream is not live, or Go live is on and OnAir
+    /// waits for OBS.
+    Ready,
+    /// The stream is live.
+    Live,
+}
+
+impl TrayState {
+    pub fn tooltip(self, stream: &str) -> String {
+        match self {
+            TrayState::Offline => format!("OnAir — {stream}: offline"),
+            TrayState::Ready => format!("OnAir — {stream}: ready, not live"),
+            TrayState::Live => format!("OnAir — {stream}: LIVE"),
+        }
+    }
+}
+
+/// Follows one stream's events.
+#[derive(Debug, Clone)]
+pub struct StreamTracker {
+    stream: String,
+    pub armed: bool,
+    pub publishing: bool,
+    pub live: bool,
+    last_refused: Option<Instant>,
+}
+
+impl StreamTracker {
+    pub fn new(stream: &str, armed: bool, live: bool) -> Self {
+        StreamTracker { stream: stream.to_owned(), armed, publishing: live, live, last_refused: None }
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Feeds one event; returns whether anything the tray shows changed.
+    pub fn on_event(&mut self, event: &EngineEvent, now: Instant) -> bool {
+        if event.stream() != Some(self.stream.as_str()) {
+            return false;
+        }
+        let before = (self.armed, self.publishing, self.live, self.state(now));
+        match event {
+            EngineEvent::PublishStarted { .. } => {
+                self.publishing = true;
+                self.last_refused = None;
+            }
+            EngineEvent::Live { .. } => {
+                self.publishing = true;
+                self.live = true;
+            }
+            EngineEvent::PublishEnded { .. } => {
+                self.publishing = false;
+                self.live = false;
+            }
+            EngineEvent::PublishRefused { .. } => self.last_refused = Some(now),
+            EngineEvent::Armed { armed, .. } => self.armed = *armed,
+            _ => {}
+        }
+        before != (self.armed, self.publishing, self.live, self.state(now))
+    }
+
+    pub fn state(&self, now: Instant) -> TrayState {
+        if self.live {
+            TrayState::Live
+        } else if self.publishing || self.armed || self.last_refused.is_some_and(|t| now - t < KNOCK_WINDOW) {
+            TrayState::Ready
+        } else {
+            TrayState::Offline
+        }
+    }
+
+    /// The label of the Go live ⇄ End stream menu item.
+    pub fn toggle_label(&self) -> &'static str {
+        if self.armed { "End stream" } else { "Go live" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onair_engine::events::EndReason;
+
+    fn ev_started() -> EngineEvent {
+        EngineEvent::PublishStarted { stream: "s".into(), remote: "127.0.0.1:5000".into() }
+    }
+
+    #[test]
+    fn offline_ready_live_and_back() {
+        let t0 = Instant::now();
+        let mut t = StreamTracker::new("s", false, false);
+        assert_eq!(t.state(t0), TrayState::Offline);
+        assert_eq!(t.toggle_label(), "Go live");
+        // OBS knocks before Go live: ready for a while, then offline again.
+        assert!(t.on_event(&EngineEvent::PublishRefused { stream: "s".into(), reason: "not live".into() }, t0));
+        assert_eq!(t.state(t0 + Duration::from_secs(1)), TrayState::Ready);
+        assert_eq!(t.state(t0 + KNOCK_WINDOW), TrayState::Offline);
+        // Go live, OBS connects, the stream plays.
+        assert!(t.on_event(&EngineEvent::Armed { stream: "s".into(), armed: true }, t0));
+        assert_eq!(t.toggle_label(), "End stream");
+        assert_eq!(t.state(t0), TrayState::Ready);
+        t.on_event(&ev_started(), t0);
+        assert_eq!(t.state(t0), TrayState::Ready);
+        assert!(t.on_event(&EngineEvent::Live { stream: "s".into() }, t0));
+        assert_eq!(t.state(t0), TrayState::Live);
+        // Other streams' events change nothing.
+        assert!(!t.on_event(&EngineEvent::PublishEnded { stream: "other".into(), reason: EndReason::Finished }, t0));
+        assert_eq!(t.state(t0), TrayState::Live);
+        // End stream.
+        t.on_event(&EngineEvent::Armed { stream: "s".into(), armed: false }, t0);
+        t.on_event(&EngineEvent::PublishEnded { stream: "s".into(), reason: EndReason::EndedByStreamer }, t0);
+        assert_eq!(t.state(t0), TrayState::Offline);
+        assert_eq!(t.toggle_label(), "Go live");
+    }
+
+    #[test]
+    fn stats_do_not_redraw_the_tray() {
+        let mut t = StreamTracker::new("s", true, true);
+        let stats = EngineEvent::Stats { stream: "s".into(), status: serde_json::json!({}) };
+        assert!(!t.on_event(&stats, Instant::now()));
+    }
+}

@@ -1,0 +1,32 @@
+//! The Linux `.deb` builds (Tauri bundler, offline) and holds the binary, the desktop entry and
+//! the icons: `scripts/build-deb.sh --bundle-only` packages the debug binary this test run built
+//! and checks the package with `dpkg-deb -c`.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn deb_package_has_binary_desktop_entry_and_icons() {
+    for tool in ["dpkg-deb", "npm", "node"] {
+        let found =
+            std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
+        assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The binary cargo built for this test run is the one the package gets.
+    let bin = Path::new(env!("CARGO_BIN_EXE_onair-desktop"));
+    let target_dir = bin.parent().and_then(Path::parent).unwrap();
+    let out = Command::new(root.join("scripts/build-deb.sh"))
+        .arg("--bundle-only")
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(root)
+        .output()
+        .expect("scripts/build-deb.sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build-deb.sh failed:\n{stdout}\n{stderr}");
+    let deb = stdout.lines().last().unwrap_or_default().trim();
+    assert!(deb.ends_with(".deb") && Path::new(deb).is_file(), "no .deb reported:\n{stdout}");
+    println!("{}", stdout.lines().rev().nth(1).unwrap_or_default());
+    println!("package: {deb}");
+}
