@@ -55,17 +55,17 @@ check() { # check <what> <regex>
   fi
 }
 check "the binary" ' (\./)?usr/bin/onair-desktop$'
-check "the desktop entry" ' (\./)?usr/share/applications/OnAir\.desktop$'
+check "the desktop entry" ' (\./)?usr/share/applications/onair\.desktop$'
 for size in 32x32 64x64 128x128 256x256@2; do
   check "the ${size} icon" " (\./)?usr/share/icons/hicolor/${size}/apps/onair-desktop\.png$"
 done
-entry=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO --wildcards '*usr/share/applications/OnAir.desktop')
+entry=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO --wildcards '*usr/share/applications/onair.desktop')
 grep -q '^Exec=onair-desktop$' <<<"$entry" || { echo "build-deb: desktop entry without Exec=onair-desktop:" >&2; echo "$entry" >&2; fail=1; }
 grep -q '^Icon=onair-desktop$' <<<"$entry" || { echo "build-deb: desktop entry without Icon=onair-desktop" >&2; fail=1; }
 depends=$(dpkg-deb -f "$deb" Depends)
 grep -q 'libwebkit2gtk-4.1-0' <<<"$depends" || { echo "build-deb: Depends lacks WebKitGTK: $depends" >&2; fail=1; }
 # The bundler's staging copy of the package tree is as big as the binary: drop it.
-rm -rf "$target_dir/$mode/bundle/deb/OnAir_${version}_"*/
+rm -rf "$target_dir/$mode/bundle/deb/onair_${version}_"*/
 [ $fail = 0 ] || exit 1
 echo "build-deb: $(wc -l <<<"$contents") entries, binary + desktop entry + icons present; Depends: $depends"
 echo "$deb"

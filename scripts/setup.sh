@@ -38,6 +38,10 @@ if [ $want_test = 1 ]; then
   need python3 python3
   # Synapse (the Matrix homeserver of the chat tests) goes into a venv: Debian splits venv out.
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # GStreamer webrtcbin, the second independent WHEP player of the interop tests (tests/whep/);
+  # aiortc, the first, goes into a venv like Synapse.
+  for p in gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-good gstreamer1.0-libav \
+    python3-gst-1.0 gir1.2-gst-plugins-bad-1.0; do need_pkg "$p"; done
   # A real OBS for the one-click setup tests, headless under Xvfb.
   need obs obs-studio
   need xvfb-run xvfb

@@ -99,24 +99,8 @@ pub fn quit<R: Runtime>(app: &AppHandle<R>, code: i32) {
 pub fn quit_on_signals<R: Runtime>(app: &AppHandle<R>) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => info!("interrupted"),
-            _ = term => info!("SIGTERM"),
-        }
+        let signal = onair_engine::shutdown_signal().await;
+        info!(%signal, "quitting");
         quit(&app, 0);
     });
 }

@@ -89,10 +89,8 @@ pub fn run(hidden: bool) -> Result<()> {
     app.run(|handle, event| match event {
         // No window left open is not a reason to quit: the tray stays.
         RunEvent::ExitRequested { code: None, api, .. } => api.prevent_exit(),
-        RunEvent::Exit => {
-            if handle.try_state::<Arc<core::Core>>().is_some_and(|core| core.is_running()) {
-                error!("exiting with the engine still running");
-            }
+        RunEvent::Exit if handle.try_state::<Arc<core::Core>>().is_some_and(|core| core.is_running()) => {
+            error!("exiting with the engine still running");
         }
         _ => {}
     });

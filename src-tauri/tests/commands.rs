@@ -29,15 +29,17 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn config(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.http = "127.0.0.1:0".parse().unwrap();
-    c.rtmp = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        rtmp: "127.0.0.1:0".parse().unwrap(),
+        // OBS settings and viewer links name this host; the test's publisher dials it.
+        public_host: "127.0.0.1".into(),
+        data_dir: dir.join("data"),
+        require_go_live: true,
+        ..Default::default()
+    };
     c.webrtc.udp = "127.0.0.1:0".parse().unwrap();
     c.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
-    // OBS settings and viewer links name this host; the test's publisher dials it.
-    c.public_host = "127.0.0.1".into();
-    c.data_dir = dir.join("data");
-    c.require_go_live = true;
     c
 }
 

@@ -1,6 +1,8 @@
 //! The Linux `.deb` builds (Tauri bundler, offline) and holds the binary, the desktop entry and
 //! the icons: `scripts/build-deb.sh --bundle-only` packages the debug binary this test run built
-//! and checks the package with `dpkg-deb -c`.
+//! and checks the package with `dpkg-deb -c`. The package is named `onair` (the bundler derives
+//! it from `productName`, which `src-tauri/tauri.linux.conf.json` sets to `onair` on Linux; the
+//! menu entry still reads "OnAir").
 
 use std::path::Path;
 use std::process::Command;
@@ -29,4 +31,19 @@ fn deb_package_has_binary_desktop_entry_and_icons() {
     assert!(deb.ends_with(".deb") && Path::new(deb).is_file(), "no .deb reported:\n{stdout}");
     println!("{}", stdout.lines().rev().nth(1).unwrap_or_default());
     println!("package: {deb}");
+    let field = |name: &str| {
+        let out = Command::new("dpkg-deb").args(["-f", deb, name]).output().expect("dpkg-deb runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(field("Package"), "onair", "the package name");
+    assert!(Path::new(deb).file_name().unwrap().to_string_lossy().starts_with("onair_"), "the package file: {deb}");
+    let entry = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO --wildcards '*usr/share/applications/onair.desktop'")
+        .args(["sh", deb])
+        .output()
+        .expect("tar runs");
+    let entry = String::from_utf8_lossy(&entry.stdout);
+    assert!(entry.lines().any(|l| l == "Name=OnAir"), "the menu shows OnAir:\n{entry}");
+    assert!(entry.lines().any(|l| l == "Exec=onair-desktop"), "{entry}");
 }

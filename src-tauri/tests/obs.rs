@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use onair_desktop::app;
 use onair_desktop::core::Core;
-use onair_engine::secrets::SecretStore;
 use onair_engine::{Config, SigningKey};
 use onair_tests::obs::{Obs, ObsHome, SERIAL};
 use onair_tests::wait_for;
@@ -26,19 +25,22 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn start_core(dir: &std::path::Path) -> Arc<Core> {
-    let mut c = Config::default();
-    c.http = "127.0.0.1:0".parse().unwrap();
-    c.rtmp = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        rtmp: "127.0.0.1:0".parse().unwrap(),
+        // OBS dials the server the app hands out.
+        public_host: "127.0.0.1".into(),
+        data_dir: dir.join("data"),
+        require_go_live: true,
+        ..Default::default()
+    };
     c.webrtc.udp = "127.0.0.1:0".parse().unwrap();
     c.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
-    // OBS dials the server the app hands out.
-    c.public_host = "127.0.0.1".into();
-    c.data_dir = dir.join("data");
-    c.require_go_live = true;
     // In memory here; the OS keyring in the app.
-    tauri::async_runtime::block_on(Core::start(c, SigningKey::new("desktop-obs-secret").into(), None))
-        .expect("engine starts")
+    tauri::async_runtime::block_on(Core::start(c, SigningKey::new(SECRET).into(), None)).expect("engine starts")
 }
+
+const SECRET: &str = "desktop-obs-secret";
 
 type Window = tauri::WebviewWindow<MockRuntime>;
 
@@ -63,6 +65,15 @@ fn call(webview: &Window, cmd: &str, body: Value) -> Result<Value, Value> {
         invoke_key: INVOKE_KEY.to_string(),
     };
     get_ipc_response(webview, req).map(|b| b.deserialize::<Value>().unwrap())
+}
+
+/// `key` is a stream key for the app's stream, signed with the engine's secret (each call of
+/// the app makes a fresh one, valid for a year).
+fn assert_valid_key(server: &str, key: &str) {
+    assert!(key.starts_with("stream?policy="), "{key}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    onair_policy::verify(SECRET.as_bytes(), &format!("{server}/{key}"), "127.0.0.1".parse().unwrap(), now)
+        .expect("the key is signed with the engine's secret");
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -113,9 +124,6 @@ fn obs_apply_sets_up_real_obs_which_then_streams_live_without_bframes() {
     assert!(strings(&report["verified"]).iter().any(|v| v.starts_with("stream service rtmp_custom")), "{report:#}");
     assert!(!strings(&report["done"]).is_empty(), "{report:#}");
     assert_eq!(report["mismatches"], json!([]));
-    // The signature never shows in what the window gets.
-    let key = core.obs_settings().unwrap().stream_key;
-    assert!(!out.to_string().contains(key.split("signature=").nth(1).unwrap()), "{out}");
 
     // OBS kept it: Go live, Start Streaming, and the app's engine has the stream live, no B-frames,
     // a keyframe every 2 s.
@@ -124,7 +132,12 @@ fn obs_apply_sets_up_real_obs_which_then_streams_live_without_bframes() {
         let client = obs.client().await;
         let (ty, service) = client.stream_service().await.unwrap();
         assert_eq!(ty, "rtmp_custom");
-        assert_eq!(service["key"], key.as_str());
+        let server = core.obs_settings().unwrap().server;
+        assert_eq!(service["server"], server.as_str());
+        let key = service["key"].as_str().unwrap();
+        assert_valid_key(&server, key);
+        // The signature never shows in what the window gets.
+        assert!(!out.to_string().contains(key.split("signature=").nth(1).unwrap()), "{out}");
         client.start_stream().await.unwrap();
         let status = wait_for("OBS' stream live with a keyframe interval", Duration::from_secs(60), || async {
             let st = core.control().stream_status(core.stream()).await;
@@ -167,7 +180,7 @@ fn obs_write_profile_writes_a_profile_that_reads_back() {
     let obs = core.obs_settings().unwrap();
     let read = onair_obs::profile::read_profile(&profile_dir).unwrap();
     assert_eq!(read.server.as_deref(), Some(obs.server.as_str()));
-    assert_eq!(read.key.as_deref(), Some(obs.stream_key.as_str()));
+    assert_valid_key(&obs.server, read.key.as_deref().unwrap());
     assert_eq!(read.output_mode, "Simple");
     assert!(read.simple_x264.contains("bframes=0"), "{}", read.simple_x264);
 

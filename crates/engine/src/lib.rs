@@ -247,6 +247,29 @@ impl Engine {
     }
 }
 
+/// Waits for Ctrl-C or (on Unix) SIGTERM, the signals front ends shut down cleanly on; answers
+/// which one came.
+pub async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => "interrupt",
+        _ = term => "SIGTERM",
+    }
+}
+
 /// Where local clients reach a listener bound to `ip` (a wildcard address means loopback).
 fn loopback_for(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {

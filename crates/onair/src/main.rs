@@ -259,31 +259,10 @@ async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
     print_obs(&settings);
     println!("Press Ctrl-C to stop.");
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let signal = onair_engine::shutdown_signal().await;
+    tracing::info!(%signal, "shutting down");
     engine.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 // ---------- `onair obs --apply / --write-profile` ----------

@@ -157,7 +157,8 @@ impl OfferedCodec {
 /// The media sections of an offer that matter to a recvonly WHEP player.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OfferSummary {
-    /// Codecs of the first accepted (`port != 0`) video section, in offer order.
+    /// Codecs of the first accepted (`port != 0`, or `a=bundle-only`) video section, in offer
+    /// order.
     pub video: Option<Vec<OfferedCodec>>,
     /// Codecs of the first accepted audio section, in offer order.
     pub audio: Option<Vec<OfferedCodec>>,
@@ -178,7 +179,10 @@ pub fn summarize_offer(sdp: &str) -> Result<OfferSummary, String> {
             "audio" => &mut summary.audio,
             _ => continue,
         };
-        if slot.is_some() || media.media_name.port.value == 0 {
+        // Port 0 rejects a section, except with `a=bundle-only` (JSEP max-bundle: every section
+        // after the first of a BUNDLE group is offered on port 0; GStreamer's webrtcbin does this).
+        let rejected = media.media_name.port.value == 0 && !media.has_attribute("bundle-only");
+        if slot.is_some() || rejected {
             continue;
         }
         let mut by_pt = media.codecs();
@@ -401,6 +405,23 @@ mod tests {
         assert_eq!(video.first().unwrap().name, "VP8");
         assert_eq!(choose_h264(&video, plid("4d401f")).unwrap().payload_type, 116);
         assert_eq!(choose_opus(&s.audio.unwrap()), Some(111));
+    }
+
+    #[test]
+    fn bundle_only_sections_on_port_0_count() {
+        // GStreamer webrtcbin (1.22, bundle-policy max-bundle): the audio section is bundle-only
+        // on port 0, with an upper-case OPUS. A real rejection (port 0 alone) still does not count.
+        let head = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0 audio1\r\n\
+                    m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=recvonly\r\n\
+                    a=rtpmap:102 H264/90000\r\n\
+                    a=fmtp:102 packetization-mode=1;level-asymmetry-allowed=1;profile-level-id=42e01f\r\n\
+                    m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio1\r\na=recvonly\r\n";
+        let offer = format!("{head}a=bundle-only\r\na=rtpmap:111 OPUS/48000/2\r\n");
+        let s = summarize_offer(&offer).unwrap();
+        assert_eq!(choose_h264(&s.video.unwrap(), plid("42c01e")).unwrap().payload_type, 102);
+        assert_eq!(choose_opus(&s.audio.unwrap()), Some(111));
+        let rejected = format!("{head}a=rtpmap:111 opus/48000/2\r\n");
+        assert_eq!(summarize_offer(&rejected).unwrap().audio, None);
     }
 
     #[test]
