@@ -64,11 +64,10 @@
 
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, sleep } from './common.mjs';
+import { CHROMIUM_ARGS, serveCommands, sleep } from './common.mjs';
 
 const USAGE =
   'usage: node app.mjs --dist DIR --control URL --token TOKEN --obs-server S --obs-key K [--rtmp ADDR] ' +
@@ -116,7 +115,6 @@ const t0 = Date.now();
 const log = (...a) => {
   if (opts.verbose) process.stderr.write(`[app ${((Date.now() - t0) / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
 };
-const answer = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 
 // ---------- the app's Content-Security-Policy (src-tauri/tauri.conf.json) ----------
 
@@ -540,32 +538,7 @@ async function run(cmd) {
   }
 }
 
-const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
-for await (const line of rl) {
-  if (!line.trim()) continue;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    answer({ ok: false, reason: `not JSON: ${e.message}` });
-    continue;
-  }
-  log('>', line);
-  const started = Date.now();
-  try {
-    const out = await run(cmd);
-    answer({ ok: true, op: cmd.op, ms: Date.now() - started, ...out });
-  } catch (e) {
-    let details = null;
-    try {
-      details = await state();
-    } catch {
-      // page gone
-    }
-    answer({ ok: false, op: cmd.op, reason: e && e.message ? e.message.split('\n')[0] : String(e), state: details });
-  }
-  if (cmd.op === 'close') break;
-}
+await serveCommands(run, state, log);
 
 if (page) await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
 await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);

@@ -25,9 +25,8 @@
 //   {"op":"close"}                               close the browser and exit 0
 // Also: console errors and page errors are collected and returned by "state".
 
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, sleep } from './common.mjs';
+import { CHROMIUM_ARGS, serveCommands, sleep } from './common.mjs';
 
 const USAGE = 'usage: node chat.mjs [--chromium PATH] [--viewport WxH] [--verbose]  (commands on stdin, see the header)';
 
@@ -60,7 +59,6 @@ const t0 = Date.now();
 const log = (...a) => {
   if (opts.verbose) process.stderr.write(`[chat ${((Date.now() - t0) / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
 };
-const answer = (v) => process.stdout.write(JSON.stringify(v) + '\n');
 
 const consoleErrors = [];
 const pageErrors = [];
@@ -286,32 +284,7 @@ async function run(cmd) {
   }
 }
 
-const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
-for await (const line of rl) {
-  if (!line.trim()) continue;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    answer({ ok: false, reason: `not JSON: ${e.message}` });
-    continue;
-  }
-  log('>', line);
-  const started = Date.now();
-  try {
-    const out = await run(cmd);
-    answer({ ok: true, op: cmd.op, ms: Date.now() - started, ...out });
-  } catch (e) {
-    let details = null;
-    try {
-      details = await state();
-    } catch {
-      // page gone
-    }
-    answer({ ok: false, op: cmd.op, reason: e && e.message ? e.message.split('\n')[0] : String(e), state: details });
-  }
-  if (cmd.op === 'close') break;
-}
+await serveCommands(run, state, log);
 
 if (page) await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
 await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);

@@ -136,3 +136,42 @@ export function scriptFrame(name, usage, parseArgs, { withElapsed = false } = {}
   };
   return { opts, t0, elapsed, log, finish };
 }
+
+/** One JSON line on stdout: the answer to a command of a command-driven script. */
+export const answer = (v) => process.stdout.write(JSON.stringify(v) + '\n');
+
+/**
+ * The command loop of chat.mjs and app.mjs: reads JSON commands from stdin, one per line, runs
+ * each with `run(cmd)` and answers exactly one JSON line: `{ok: true, op, ms, ...result}` or
+ * `{ok: false, op, reason, state}` (`state()` describes the page for the failure report). Returns
+ * after `{"op":"close"}` or the end of stdin.
+ */
+export async function serveCommands(run, state, log = () => {}) {
+  const { createInterface } = await import('node:readline');
+  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of rl) {
+    if (!line.trim()) continue;
+    let cmd;
+    try {
+      cmd = JSON.parse(line);
+    } catch (e) {
+      answer({ ok: false, reason: `not JSON: ${e.message}` });
+      continue;
+    }
+    log('>', line);
+    const started = Date.now();
+    try {
+      const out = await run(cmd);
+      answer({ ok: true, op: cmd.op, ms: Date.now() - started, ...out });
+    } catch (e) {
+      let details = null;
+      try {
+        details = await state();
+      } catch {
+        // page gone
+      }
+      answer({ ok: false, op: cmd.op, reason: e && e.message ? e.message.split('\n')[0] : String(e), state: details });
+    }
+    if (cmd.op === 'close') break;
+  }
+}

@@ -327,6 +327,75 @@ pub async fn browser_script(script: &str, url: &str, args: &[&str]) -> Result<se
     Ok(v)
 }
 
+/// A `tests/browser/` script that keeps one browser open and takes JSON commands on stdin, one
+/// per line, answering each with one JSON line (`{"ok": true, …}` or `{"ok": false, "reason"}`);
+/// `{"op": "close"}` ends it. Used by chat.mjs and app.mjs.
+pub struct BrowserSession {
+    script: String,
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl BrowserSession {
+    pub async fn launch<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> BrowserSession {
+        require_tool("chromium");
+        let node = require_tool("node");
+        let dir = repo_root().join("tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").exists(),
+            "tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
+        );
+        let mut child = Command::new(node)
+            .arg(dir.join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let out = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().expect("piped")));
+        BrowserSession { script: script.into(), child, stdin, out }
+    }
+
+    /// Sends one command; answers its JSON line (waits the command's `timeout` + 30 s at most).
+    pub async fn call(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        let script = &self.script;
+        let limit = Duration::from_millis(cmd["timeout"].as_u64().unwrap_or(20_000) + 30_000);
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.unwrap_or_else(|e| panic!("write to {script}: {e}"));
+        let line = tokio::time::timeout(limit, self.out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{script} did not answer {cmd} within {limit:?}"))
+            .unwrap_or_else(|e| panic!("read {script}: {e}"))
+            .unwrap_or_else(|| panic!("{script} exited before answering {cmd}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {line}"))
+    }
+
+    /// A command that must succeed.
+    pub async fn ok(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        let v = self.call(cmd.clone()).await;
+        assert_eq!(v["ok"], true, "{cmd}\n→ {v}");
+        v
+    }
+
+    /// What the page shows (`{"op": "state"}`).
+    pub async fn state(&mut self) -> serde_json::Value {
+        self.ok(serde_json::json!({"op": "state"})).await["state"].clone()
+    }
+
+    /// Waits until the page expression is truthy; answers its value.
+    pub async fn until(&mut self, js: &str, timeout_ms: u64) -> serde_json::Value {
+        self.ok(serde_json::json!({"op": "until", "js": js, "timeout": timeout_ms})).await["value"].clone()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.call(serde_json::json!({"op": "close"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
 // ---------- HTTP ----------
 
 #[derive(Debug)]

@@ -3,15 +3,12 @@
 //! where the video matters, a real ffmpeg publisher.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use onair_engine::{Config, EngineEvent};
 use onair_synapse::{PASSWORD, Raw, Synapse, enc, synapse};
 use onair_tests::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// One Chromium at a time: the machine is small, and the chat must show messages within seconds.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -20,64 +17,32 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `tests/browser/chat.mjs`: one browser context (its localStorage lives as long as this), driven
 /// one JSON command at a time.
-struct Page {
-    child: Child,
-    stdin: ChildStdin,
-    out: Lines<BufReader<ChildStdout>>,
+struct Page(BrowserSession);
+
+impl std::ops::Deref for Page {
+    type Target = BrowserSession;
+    fn deref(&self) -> &BrowserSession {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Page {
+    fn deref_mut(&mut self) -> &mut BrowserSession {
+        &mut self.0
+    }
 }
 
 impl Page {
     async fn launch() -> Page {
-        require_tool("chromium");
-        let node = require_tool("node");
-        let dir = repo_root().join("tests/browser");
-        assert!(
-            dir.join("node_modules/playwright-core").exists(),
-            "tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
-        );
-        let mut child = Command::new(node)
-            .arg(dir.join("chat.mjs"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap()).lines();
-        Page { child, stdin, out }
-    }
-
-    /// Sends one command; answers its JSON line.
-    async fn call(&mut self, cmd: Value) -> Value {
-        let limit = Duration::from_millis(cmd["timeout"].as_u64().unwrap_or(20_000) + 30_000);
-        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.expect("write to chat.mjs");
-        let line = tokio::time::timeout(limit, self.out.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("chat.mjs did not answer {cmd} within {limit:?}"))
-            .expect("read chat.mjs")
-            .unwrap_or_else(|| panic!("chat.mjs exited before answering {cmd}"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("chat.mjs printed no JSON ({e}): {line}"))
-    }
-
-    /// A command that must succeed.
-    async fn ok(&mut self, cmd: Value) -> Value {
-        let v = self.call(cmd.clone()).await;
-        assert_eq!(v["ok"], true, "{cmd}\n→ {v}");
-        v
-    }
-
-    async fn state(&mut self) -> Value {
-        self.ok(json!({"op": "state"})).await["state"].clone()
+        Page(BrowserSession::launch::<&str>("chat.mjs", &[]).await)
     }
 
     async fn wait_status(&mut self, status: &str, timeout_ms: u64) -> Value {
         self.ok(json!({"op": "waitStatus", "status": status, "timeout": timeout_ms})).await["state"].clone()
     }
 
-    async fn close(mut self) {
-        let _ = self.call(json!({"op": "close"})).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    async fn close(self) {
+        self.0.close().await;
     }
 }
 

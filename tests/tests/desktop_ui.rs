@@ -4,15 +4,12 @@
 //! engine's loopback control API (the commands of src-tauri/src/commands.rs mirror it).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use onair_engine::Config;
 use onair_synapse::{PASSWORD, Raw, synapse};
 use onair_tests::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// `ui/` built into a fresh folder (`npm run build` with `ONAIR_UI_OUT`, as src-tauri/build.rs).
 fn build_ui() -> PathBuf {
@@ -40,71 +37,46 @@ fn build_ui() -> PathBuf {
 }
 
 /// `tests/browser/app.mjs`, driven one JSON command at a time.
-struct Window {
-    child: Child,
-    stdin: ChildStdin,
-    out: Lines<BufReader<ChildStdout>>,
+struct Window(BrowserSession);
+
+impl std::ops::Deref for Window {
+    type Target = BrowserSession;
+    fn deref(&self) -> &BrowserSession {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Window {
+    fn deref_mut(&mut self) -> &mut BrowserSession {
+        &mut self.0
+    }
 }
 
 impl Window {
     async fn launch(dist: &Path, server: &TestServer, obs_server: &str, obs_key: &str) -> Window {
-        require_tool("chromium");
-        let node = require_tool("node");
-        let dir = repo_root().join("tests/browser");
-        assert!(
-            dir.join("node_modules/playwright-core").exists(),
-            "tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
-        );
         let ep = server.control_endpoint();
-        let mut child = Command::new(node)
-            .arg(dir.join("app.mjs"))
-            .arg("--dist")
-            .arg(dist)
-            .args(["--control", &ep.url, "--token", &ep.token, "--obs-server", obs_server, "--obs-key", obs_key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap()).lines();
-        Window { child, stdin, out }
-    }
-
-    async fn call(&mut self, cmd: Value) -> Value {
-        let limit = Duration::from_millis(cmd["timeout"].as_u64().unwrap_or(20_000) + 30_000);
-        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.expect("write to app.mjs");
-        let line = tokio::time::timeout(limit, self.out.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("app.mjs did not answer {cmd} within {limit:?}"))
-            .expect("read app.mjs")
-            .unwrap_or_else(|| panic!("app.mjs exited before answering {cmd}"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("app.mjs printed no JSON ({e}): {line}"))
-    }
-
-    async fn ok(&mut self, cmd: Value) -> Value {
-        let v = self.call(cmd.clone()).await;
-        assert_eq!(v["ok"], true, "{cmd}\n→ {v}");
-        v
-    }
-
-    async fn state(&mut self) -> Value {
-        self.ok(json!({"op": "state"})).await["state"].clone()
-    }
-
-    /// Waits until the page expression is truthy; answers its value.
-    async fn until(&mut self, js: &str, timeout_ms: u64) -> Value {
-        self.ok(json!({"op": "until", "js": js, "timeout": timeout_ms})).await["value"].clone()
+        let dist = dist.to_str().expect("a UTF-8 path");
+        let args = [
+            "--dist",
+            dist,
+            "--control",
+            &ep.url,
+            "--token",
+            &ep.token,
+            "--obs-server",
+            obs_server,
+            "--obs-key",
+            obs_key,
+        ];
+        Window(BrowserSession::launch("app.mjs", &args).await)
     }
 
     async fn click(&mut self, selector: &str) {
         self.ok(json!({"op": "click", "selector": selector})).await;
     }
 
-    async fn close(mut self) {
-        let _ = self.call(json!({"op": "close"})).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    async fn close(self) {
+        self.0.close().await;
     }
 }
 
