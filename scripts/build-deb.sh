@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the desktop app's Linux packages with the Tauri bundler and checks the .deb's contents
-# (binary, desktop entry, icons). Prints the path of the .deb last.
+# Builds the desktop app's Linux packages (.deb and .rpm) with the Tauri bundler, offline, and
+# checks their contents (binary, desktop entry, icons). Prints the path of the .deb last.
 #
-#   scripts/build-deb.sh                 debug build, .deb only (fast; what the tests check)
-#   scripts/build-deb.sh --release       release build, .deb and .rpm (what you ship)
+#   scripts/build-deb.sh                 debug build (fast; what the tests check)
+#   scripts/build-deb.sh --release       release build (what you ship)
 #   scripts/build-deb.sh --bundle-only   package an already built <target>/debug/onair-desktop
 #
 # Needs scripts/setup.sh's packages and Node.js (the Tauri CLI comes from src-tauri/package.json).
@@ -12,11 +12,11 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 mode=debug
-bundles=deb
+bundles=deb,rpm
 build=1
 for arg in "$@"; do
   case "$arg" in
-    --release) mode=release; bundles=deb,rpm ;;
+    --release) mode=release ;;
     --bundle-only) build=0 ;;
     *) echo "build-deb: unknown option $arg" >&2; exit 2 ;;
   esac
@@ -64,8 +64,14 @@ grep -q '^Exec=onair-desktop$' <<<"$entry" || { echo "build-deb: desktop entry w
 grep -q '^Icon=onair-desktop$' <<<"$entry" || { echo "build-deb: desktop entry without Icon=onair-desktop" >&2; fail=1; }
 depends=$(dpkg-deb -f "$deb" Depends)
 grep -q 'libwebkit2gtk-4.1-0' <<<"$depends" || { echo "build-deb: Depends lacks WebKitGTK: $depends" >&2; fail=1; }
-# The bundler's staging copy of the package tree is as big as the binary: drop it.
-rm -rf "$target_dir/$mode/bundle/deb/onair_${version}_"*/
+rpm=$(ls -t "$target_dir/$mode/bundle/rpm/"*"-${version}-"*.rpm | head -1)
+rpm_files=$(rpm -qlp "$rpm" 2>/dev/null)
+for f in /usr/bin/onair-desktop /usr/share/applications/onair.desktop /usr/share/icons/hicolor/128x128/apps/onair-desktop.png; do
+  grep -qx "$f" <<<"$rpm_files" || { echo "build-deb: $rpm lacks $f" >&2; fail=1; }
+done
+# The bundler's staging copies of the package trees are as big as the binary: drop them.
+rm -rf "$target_dir/$mode/bundle/deb/onair_${version}_"*/ "$target_dir/$mode/bundle/rpm/onair-${version}-"*/
 [ $fail = 0 ] || exit 1
 echo "build-deb: $(wc -l <<<"$contents") entries, binary + desktop entry + icons present; Depends: $depends"
+echo "build-deb: $rpm has the binary, the desktop entry and the icons"
 echo "$deb"

@@ -34,6 +34,7 @@ if [ $want_test = 1 ]; then
   need xvfb-run xvfb
   need xauth xauth
   need dunst dunst
+  need rpm rpm
   need import imagemagick
   need python3 python3
   # Synapse (the Matrix homeserver of the chat tests) goes into a venv: Debian splits venv out.

@@ -1,6 +1,6 @@
-//! The Linux `.deb` builds (Tauri bundler, offline) and holds the binary, the desktop entry and
-//! the icons: `scripts/build-deb.sh --bundle-only` packages the debug binary this test run built
-//! and checks the package with `dpkg-deb -c`. The package is named `onair` (the bundler derives
+//! The Linux `.deb` and `.rpm` build (Tauri bundler, offline) and hold the binary, the desktop
+//! entry and the icons: `scripts/build-deb.sh --bundle-only` packages the debug binary this test
+//! run built and checks the packages with `dpkg-deb -c` and `rpm -qlp`. The package is named `onair` (the bundler derives
 //! it from `productName`, which `src-tauri/tauri.linux.conf.json` sets to `onair` on Linux; the
 //! menu entry still reads "OnAir").
 
@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 #[test]
-fn deb_package_has_binary_desktop_entry_and_icons() {
-    for tool in ["dpkg-deb", "npm", "node"] {
+fn deb_and_rpm_packages_have_binary_desktop_entry_and_icons() {
+    for tool in ["dpkg-deb", "rpm", "npm", "node"] {
         let found =
             std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
         assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
@@ -27,6 +27,7 @@ fn deb_package_has_binary_desktop_entry_and_icons() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "build-deb.sh failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(".rpm has the binary, the desktop entry and the icons"), "{stdout}");
     let deb = stdout.lines().last().unwrap_or_default().trim();
     assert!(deb.ends_with(".deb") && Path::new(deb).is_file(), "no .deb reported:\n{stdout}");
     println!("{}", stdout.lines().rev().nth(1).unwrap_or_default());
