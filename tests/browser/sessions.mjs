@@ -83,7 +83,7 @@ const apiUrl = new URL(`/api/streams/${encodeURIComponent(streamOfPageUrl(opts.u
 /** `viewers.webrtc` from /api/streams/<stream>, or null (offline, no such field, unreachable). */
 async function webrtcViewers() {
   try {
-    const res = await fetch(apiUrl, { signal: AbortSignal.timeout(3000) });
+    const res = await fetch(apiUrl, { signal: AbortSignal.timeout(15000) });
     if (!res.ok) return null;
     const body = await res.json();
     const n = body && body.viewers && body.viewers.webrtc;

@@ -22,7 +22,8 @@ async fn plays_over_webrtc(page: &str, width: u32) -> serde_json::Value {
 
 async fn sessions_drain(server: &TestServer) {
     let webrtc = server.engine.webrtc().unwrap().clone();
-    wait_for("every WebRTC session to end", Duration::from_secs(20), || {
+    // A session that never connected ends with the server's 30 s connect timeout.
+    wait_for("every WebRTC session to end", Duration::from_secs(45), || {
         let webrtc = webrtc.clone();
         async move { (webrtc.total_sessions() == 0).then_some(()) }
     })
@@ -110,7 +111,10 @@ async fn twenty_sessions_then_none() {
         .unwrap();
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["playing"], 20, "{out}");
-    assert_eq!(out["viewers"]["open"], 20, "the status API counted them: {out}");
+    // The status API counts every open session: at least the 20 playing ones. On a saturated
+    // machine a page may give up on ICE, retry, and leave a session that ends only with its ICE
+    // timeout; the drain below is the no-leak check.
+    assert!(out["viewers"]["open"].as_u64().is_some_and(|n| n >= 20), "the status API counted them: {out}");
     sessions_drain(&server).await;
     publisher.stop().await;
     server.shutdown().await;
