@@ -17,7 +17,8 @@ use tracing_subscriber::EnvFilter;
 /// WebRTC session (`conn.remote_addr is empty`), which is expected with our single-port sockets.
 /// Also, matrix-sdk logs every sync at info and every failed request at warn; OnAir reports the
 /// Matrix state itself.
-const DEFAULT_LOG: &str = "info,rtc_dtls::config=error,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk::http_client=off";
+const DEFAULT_LOG: &str =
+    "info,rtc_dtls::config=error,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk::http_client=off";
 /// Logs in to Matrix once when the keyring holds no session yet.
 const MATRIX_PASSWORD_ENV: &str = "ONAIR_MATRIX_PASSWORD";
 
