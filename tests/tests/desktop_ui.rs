@@ -127,7 +127,8 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     // The viewer link names the LAN address (no public host configured).
     assert!(st["viewerUrl"].as_str().unwrap().ends_with(&format!(":{}/{stream}", server.http().port())), "{st}");
     assert_eq!(st["obs"]["server"], obs_server, "{st}");
-    assert_eq!(st["player"]["state"], "offline", "{st}");
+    // The preview's first probe answers "offline" (it says "loading" until then).
+    w.until("document.getElementById('player').dataset.state === 'offline'", 15_000).await;
     // Matrix is connected: the chat is open for writing.
     w.until("document.getElementById('matrix-state').textContent === 'connected'", 20_000).await;
     w.until("document.querySelector('.chat-input') && !document.querySelector('.chat-input').disabled", 10_000).await;
