@@ -4,8 +4,11 @@
 //! # Contract
 //!
 //! * [`WebrtcServer::start`] binds the UDP port (and the TCP port, if configured) and spawns
-//!   **one tokio task** that owns the sockets and every peer connection. [`WebrtcServer`] is a
-//!   cheap `Clone` handle to it.
+//!   **one engine task per core** (`ONAIR_WEBRTC_ENGINES` overrides;
+//!   [`WebrtcServer::start_with_engines`]), each owning the peer connections of the sessions it
+//!   was given (new sessions go to the engine with the fewest); socket reader tasks route every
+//!   packet to its session's engine (see [`demux`]). [`WebrtcServer`] is a cheap `Clone` handle.
+//!   [`WebrtcServer::stats`] reads the engines' counters (packets sent, send errors, time busy).
 //! * [`WebrtcServer::answer`] takes a WHEP offer (recvonly audio and/or video) for a stream, the
 //!   stream's [`StreamTracks`] and a `tokio::sync::broadcast::Receiver<Arc<Sample>>` of its
 //!   media, and returns an [`Answer`] (session id + SDP answer, all candidates included: no
@@ -50,6 +53,7 @@ pub mod demux;
 pub mod negotiate;
 pub mod packetize;
 mod server;
+mod shard;
 
 use bytes::Bytes;
 
@@ -75,6 +79,42 @@ pub enum Sample {
     /// One Opus packet (48 kHz clock): `pts_ms` on the same timeline as video, `samples` per
     /// channel in the packet (960 for 20 ms).
     Opus { data: Bytes, pts_ms: u64, samples: u32 },
+}
+
+/// Counters of the WebRTC server ([`WebrtcServer::stats`]), cumulative since it started.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WebrtcStats {
+    /// One entry per engine task.
+    pub engines: Vec<EngineStats>,
+    /// Packets that belonged to no session (dropped).
+    pub unrouted: u64,
+    /// `SO_SNDBUF` / `SO_RCVBUF` the kernel granted on the UDP socket, bytes.
+    pub udp_send_buffer: usize,
+    pub udp_recv_buffer: usize,
+}
+
+/// Counters of one engine task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Sessions it owns now.
+    pub sessions: usize,
+    /// UDP datagrams handed to the kernel, and their bytes.
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// UDP sends that failed (ENOBUFS, unreachable, …): those packets are lost.
+    pub send_errors: u64,
+    /// Times the UDP send buffer was full and the engine waited for room.
+    pub send_blocked: u64,
+    /// Successful send system calls (fewer than `packets_sent` when UDP GSO batches them).
+    pub send_calls: u64,
+    /// Packets dropped because an ICE-TCP connection's queue was full.
+    pub tcp_dropped: u64,
+    /// RTP packets its sessions' feeders handed to it.
+    pub rtp_in: u64,
+    /// Samples its sessions skipped because it was behind (lagging broadcast receivers).
+    pub lagged_samples: u64,
+    /// Time the engine task spent working rather than waiting.
+    pub busy: std::time::Duration,
 }
 
 /// A WHEP answer.

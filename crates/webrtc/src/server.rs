@@ -1,15 +1,16 @@
-//! The server: sockets, the one task that owns every sans-IO peer connection, and the
-//! per-session feeder tasks that turn broadcast samples into RTP packets.
+//! The server: sockets, the engine tasks (shards) that each own a subset of the sans-IO peer
+//! connections, and the per-session feeder tasks that turn broadcast samples into RTP packets.
 //!
 //! ```text
-//!  UDP reader task(s) ─┐                         ┌─ feeder task (session 1) ◀─ broadcast rx
-//!  TCP conn tasks ─────┼─ net ─▶  engine task ◀─ media ─ feeder task (session 2) ◀─ broadcast rx
-//!  WebrtcServer API ───┴─ ctrl ─▶ (all RTCPeerConnections, demux maps, timers) ─▶ send_to / TCP writers
+//!  UDP reader task(s) ─┐  Router: ufrag/address  ┌▶ engine 0 ◀─ media ─ feeders of its sessions
+//!  TCP conn tasks ─────┼──────── → shard ────────┤        (its RTCPeerConnections, demux maps,
+//!  WebrtcServer API ───┘  (least loaded on add)  └▶ engine 1 ◀─ media ─ …   timers) ─▶ send_to
 //! ```
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,7 +53,8 @@ use crate::negotiate::{
     OPUS_FMTP, ProfileLevelId, choose_h264, choose_opus, h264_fmtp, offered_h264_profiles, summarize_offer,
 };
 use crate::packetize::{AudioPacketizer, RtpStream, VideoOutcome, VideoPacketizer};
-use crate::{Answer, Sample, StreamTracks, WebrtcError, WhepError};
+use crate::shard::{Router, engine_count};
+use crate::{Answer, EngineStats, Sample, StreamTracks, WebrtcError, WebrtcStats, WhepError};
 
 /// A session that has not connected by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,9 +65,10 @@ const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(15);
 const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
 /// A TCP connection that has not sent a valid ICE check for one of our sessions by then is closed.
 const TCP_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Socket buffers: a keyframe for many viewers leaves in one burst.
+/// Socket buffers: a keyframe for many viewers leaves in one burst. Linux caps the request at
+/// `net.core.wmem_max`/`rmem_max` (the sizes obtained are logged and in [`WebrtcStats`]).
 const SOCKET_BUFFER: usize = 4 << 20;
-/// Frames queued from all feeders to the engine; when full, feeders wait, their broadcast
+/// Frames queued from all feeders of one engine to it; when full, feeders wait, their broadcast
 /// receivers lag and they skip to the next keyframe.
 const MEDIA_QUEUE: usize = 1024;
 const NET_QUEUE: usize = 4096;
@@ -81,14 +84,154 @@ pub struct WebrtcServer {
 }
 
 struct Inner {
-    ctrl: mpsc::Sender<Control>,
+    /// One control queue per engine.
+    ctrl: Vec<mpsc::Sender<Control>>,
+    shared: Arc<Shared>,
+    /// Per engine.
+    counters: Vec<Arc<Counters>>,
+    /// SO_SNDBUF / SO_RCVBUF the kernel granted on the (first) UDP socket.
+    udp_buffers: (usize, usize),
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     ice_servers: Vec<IceServer>,
     /// Host candidates every answer carries: (`udp` | `tcp`, address).
     candidates: Vec<(TransportProtocol, SocketAddr)>,
     counts: Arc<Counts>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the socket tasks and every engine share.
+struct Shared {
+    router: Mutex<Router>,
+    /// Datagrams (and TCP packets) that belonged to no session.
+    unrouted: AtomicU64,
+}
+
+impl Shared {
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Cumulative counters of one engine, updated with relaxed atomics (read by
+/// [`WebrtcServer::stats`] and the engine's once-a-second stats log).
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    /// UDP datagrams handed to the kernel, and their bytes.
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    /// `send_to` failures other than "would block" (ENOBUFS, EPERM, unreachable…): packet lost.
+    send_errors: AtomicU64,
+    /// Times the socket's send buffer was full and the engine waited for room.
+    send_blocked: AtomicU64,
+    /// `sendto`/`sendmsg` calls that succeeded (fewer than packets with GSO).
+    send_calls: AtomicU64,
+    /// ICE-TCP packets dropped because the connection's queue was full.
+    tcp_dropped: AtomicU64,
+    /// RTP packets the feeders handed to the engine.
+    rtp_in: AtomicU64,
+    /// Samples the feeders' broadcast receivers skipped because the engine was behind.
+    lagged_samples: AtomicU64,
+    /// Time the engine task spent working (not waiting for input), ns.
+    busy_ns: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> EngineStats {
+        EngineStats {
+            sessions: self.sessions.load(Relaxed) as usize,
+            packets_sent: self.packets_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            send_blocked: self.send_blocked.load(Relaxed),
+            send_calls: self.send_calls.load(Relaxed),
+            tcp_dropped: self.tcp_dropped.load(Relaxed),
+            rtp_in: self.rtp_in.load(Relaxed),
+            lagged_samples: self.lagged_samples.load(Relaxed),
+            busy: Duration::from_nanos(self.busy_ns.load(Relaxed)),
+        }
+    }
+}
+
+/// What one `flush` did.
+#[derive(Default)]
+struct SendTally {
+    sent: u64,
+    bytes: u64,
+    calls: u64,
+    blocked: u64,
+    errors: u64,
+    first_error: Option<(SocketAddr, std::io::Error)>,
+}
+
+impl SendTally {
+    fn error(&mut self, packets: u64, to: SocketAddr, e: std::io::Error) {
+        trace!("WebRTC: send to {to}: {e}");
+        self.errors += packets;
+        self.first_error.get_or_insert((to, e));
+    }
+}
+
+/// How many datagrams at the head of `outbox` can leave in one GSO send: same socket and
+/// destination, all as long as the first except possibly the last (shorter), at most
+/// `max_segments` and 64 KB in all.
+fn gso_run(outbox: &[(usize, SocketAddr, BytesMut)], max_segments: usize) -> usize {
+    let Some((socket, to, first)) = outbox.first() else { return 0 };
+    let size = first.len();
+    if size == 0 {
+        return 1;
+    }
+    let max = max_segments.min(GSO_MAX_BYTES / size).max(1);
+    let mut n = 1;
+    for (s, t, d) in &outbox[1..] {
+        if n == max || s != socket || t != to || d.len() > size || d.is_empty() {
+            break;
+        }
+        n += 1;
+        if d.len() < size {
+            break;
+        }
+    }
+    n
+}
+
+/// Bytes of one GSO send (an IP datagram's payload is at most 65507 bytes).
+const GSO_MAX_BYTES: usize = 65_000;
+/// Segments of one GSO send (the kernel's UDP_MAX_SEGMENTS was 64 before Linux 6.9).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// One `sendmsg` of `datagrams` (same size but the last) to `to` with UDP_SEGMENT.
+#[cfg(target_os = "linux")]
+fn send_gso(socket: &UdpSocket, datagrams: &[&[u8]], to: SocketAddr) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    use std::os::fd::AsRawFd;
+    let segment = u16::try_from(datagrams.first().map_or(0, |d| d.len())).unwrap_or(u16::MAX);
+    let iov: Vec<std::io::IoSlice<'_>> = datagrams.iter().map(|d| std::io::IoSlice::new(d)).collect();
+    let addr = SockaddrStorage::from(to);
+    sendmsg(socket.as_raw_fd(), &iov, &[ControlMessage::UdpGsoSegments(&segment)], MsgFlags::empty(), Some(&addr))
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_gso(_: &UdpSocket, _: &[&[u8]], _: SocketAddr) -> std::io::Result<usize> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Whether a GSO send failed because segmentation is not available on this path.
+fn gso_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(5 | 22 | 95)) || e.kind() == std::io::ErrorKind::Unsupported // EIO, EINVAL, EOPNOTSUPP
+}
+
+/// Socket tasks, aborted when the last engine stops.
+struct IoTasks(Vec<JoinHandle<()>>);
+
+impl Drop for IoTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -118,9 +261,28 @@ impl std::fmt::Debug for WebrtcServer {
 }
 
 impl WebrtcServer {
-    /// Binds the sockets and starts the engine task.
+    /// Binds the sockets and starts the engines: `ONAIR_WEBRTC_ENGINES` of them if set, else one
+    /// per core (see [`WebrtcServer::start_with_engines`]).
     pub async fn start(config: WebrtcConfig) -> Result<WebrtcServer, WebrtcError> {
-        let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let engines = engine_count(std::env::var("ONAIR_WEBRTC_ENGINES").ok().as_deref(), cores);
+        WebrtcServer::start_with_engines(config, engines).await
+    }
+
+    /// Binds the sockets and starts `engines` engine tasks (at least one), each owning a share
+    /// of the sessions (new sessions go to the engine with the fewest). All share the one UDP
+    /// port; the socket readers route each packet to the engine owning its session.
+    pub async fn start_with_engines(config: WebrtcConfig, engines: usize) -> Result<WebrtcServer, WebrtcError> {
+        let engines = engines.max(1);
+        let mut net_txs = Vec::with_capacity(engines);
+        let mut net_rxs = Vec::with_capacity(engines);
+        for _ in 0..engines {
+            let (tx, rx) = mpsc::channel(NET_QUEUE);
+            net_txs.push(tx);
+            net_rxs.push(rx);
+        }
+        let nets: Arc<[mpsc::Sender<NetIn>]> = net_txs.into();
+        let shared = Arc::new(Shared { router: Mutex::new(Router::new(engines)), unrouted: AtomicU64::new(0) });
         let mut io_tasks = Vec::new();
 
         // UDP: one socket, or one per advertised machine address (same port) when bound to an
@@ -151,6 +313,10 @@ impl WebrtcServer {
         }
         let udp_port = udp.first().map(|b| b.socket.local_addr().map_or(config.udp.port(), |a| a.port()));
         let udp_addr = SocketAddr::new(config.udp.ip(), udp_port.unwrap_or(config.udp.port()));
+        let udp_buffers = udp.first().map_or((0, 0), |b| {
+            let s = socket2::SockRef::from(b.socket.as_ref());
+            (s.send_buffer_size().unwrap_or(0), s.recv_buffer_size().unwrap_or(0))
+        });
 
         let mut tcp_advertised = Vec::new();
         let mut tcp_addr = None;
@@ -162,60 +328,94 @@ impl WebrtcServer {
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, local.port()))
                 .collect();
-            io_tasks.push(tokio::spawn(tcp_accept(listener, net_tx.clone())));
+            io_tasks.push(tokio::spawn(tcp_accept(listener, nets.clone(), shared.clone())));
         }
 
         for (index, binding) in udp.iter().enumerate() {
-            io_tasks.push(tokio::spawn(udp_read(index, binding.socket.clone(), net_tx.clone())));
+            io_tasks.push(tokio::spawn(udp_read(index, binding.socket.clone(), nets.clone(), shared.clone())));
         }
-        drop(net_tx);
+        drop(nets);
 
         let mut candidates: Vec<(TransportProtocol, SocketAddr)> =
             udp.iter().flat_map(|b| b.advertised.iter().map(|a| (TransportProtocol::UDP, *a))).collect();
         candidates.extend(tcp_advertised.iter().map(|a| (TransportProtocol::TCP, *a)));
         candidates.dedup();
         info!(
-            "WebRTC: UDP {udp_addr}{}; candidates {}",
+            "WebRTC: UDP {udp_addr}{}; candidates {}; {engines} engine task(s); UDP send/receive buffers {} / {} KiB",
             tcp_addr.map(|a| format!(", ICE-TCP {a}")).unwrap_or_default(),
-            candidates.iter().map(|(p, a)| format!("{} {a}", proto_name(*p))).collect::<Vec<_>>().join(", ")
+            candidates.iter().map(|(p, a)| format!("{} {a}", proto_name(*p))).collect::<Vec<_>>().join(", "),
+            udp_buffers.0 / 1024,
+            udp_buffers.1 / 1024,
         );
 
         let counts = Arc::new(Counts::default());
-        let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
-        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-        let engine = Engine {
-            udp,
-            tcp_advertised,
-            counts: counts.clone(),
-            ctrl_rx,
-            net_rx,
-            media_rx,
-            media_tx,
-            io_tasks,
-            sessions: HashMap::new(),
-            by_id: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_udp: HashMap::new(),
-            tcp_conns: HashMap::new(),
-            tcp_by_peer: HashMap::new(),
-            timers: BinaryHeap::new(),
-            outbox: Vec::new(),
-            scratch: Vec::new(),
-            next_key: 0,
-            dropped_unknown: 0,
-        };
-        let task = tokio::spawn(engine.run());
+        let io = Arc::new(IoTasks(io_tasks));
+        let mut ctrl = Vec::with_capacity(engines);
+        let mut counters = Vec::with_capacity(engines);
+        let mut tasks = Vec::with_capacity(engines);
+        for (shard, net_rx) in net_rxs.into_iter().enumerate() {
+            let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
+            let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+            let stats = Arc::new(Counters::default());
+            let engine = Engine {
+                shard,
+                udp: udp
+                    .iter()
+                    .map(|b| UdpBinding { socket: b.socket.clone(), advertised: b.advertised.clone() })
+                    .collect(),
+                tcp_advertised: tcp_advertised.clone(),
+                counts: counts.clone(),
+                shared: shared.clone(),
+                stats: stats.clone(),
+                logged: EngineStats::default(),
+                logged_at: Instant::now(),
+                last_send_warning: None,
+                gso_segments: gso_segments(),
+                ctrl_rx,
+                net_rx,
+                media_rx,
+                media_tx,
+                _io: io.clone(),
+                sessions: HashMap::new(),
+                by_id: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_udp: HashMap::new(),
+                tcp_conns: HashMap::new(),
+                tcp_by_peer: HashMap::new(),
+                timers: BinaryHeap::new(),
+                outbox: Vec::new(),
+                scratch: Vec::new(),
+                dropped_unknown: 0,
+            };
+            ctrl.push(ctrl_tx);
+            counters.push(stats);
+            tasks.push(tokio::spawn(engine.run()));
+        }
         Ok(WebrtcServer {
             inner: Arc::new(Inner {
-                ctrl: ctrl_tx,
+                ctrl,
+                shared,
+                counters,
+                udp_buffers,
                 udp_addr,
                 tcp_addr,
                 ice_servers: config.ice_servers,
                 candidates,
                 counts,
-                task: Mutex::new(Some(task)),
+                tasks: Mutex::new(tasks),
             }),
         })
+    }
+
+    /// Counters of every engine (cumulative since start) and the socket buffer sizes. Cheap:
+    /// a few relaxed atomic loads per engine.
+    pub fn stats(&self) -> WebrtcStats {
+        WebrtcStats {
+            engines: self.inner.counters.iter().map(|c| c.snapshot()).collect(),
+            unrouted: self.inner.shared.unrouted.load(Relaxed),
+            udp_send_buffer: self.inner.udp_buffers.0,
+            udp_recv_buffer: self.inner.udp_buffers.1,
+        }
     }
 
     /// The UDP address media is served on (the configured IP with the bound port).
@@ -265,8 +465,17 @@ impl WebrtcServer {
         };
         let built = built?;
         let session_id = random_string(32);
+        let (shard, key) = {
+            let mut router = self.inner.shared.router();
+            let shard = router.pick();
+            let key = router
+                .add_session(shard, &session_id, &credentials.ufrag)
+                .ok_or_else(|| WhepError::Internal("ICE ufrag or session id collision".into()))?;
+            (shard, key)
+        };
         let (reply, replied) = oneshot::channel();
         let new = NewSession {
+            key,
             id: session_id.clone(),
             stream: stream.to_owned(),
             ufrag: credentials.ufrag,
@@ -276,12 +485,14 @@ impl WebrtcServer {
             avc: tracks.video.clone(),
             media,
         };
-        self.inner
-            .ctrl
-            .send(Control::Add { session: Box::new(new), reply })
-            .await
-            .map_err(|_| WhepError::Unavailable)?;
-        replied.await.map_err(|_| WhepError::Unavailable)??;
+        let added = match self.inner.ctrl[shard].send(Control::Add { session: Box::new(new), reply }).await {
+            Ok(()) => replied.await.unwrap_or(Err(WhepError::Unavailable)),
+            Err(_) => Err(WhepError::Unavailable),
+        };
+        if let Err(e) = added {
+            self.inner.shared.router().remove_session(key);
+            return Err(e);
+        }
         info!(
             "WebRTC: session {session_id} for {stream:?}: video {}, audio {} (answered in {} ms)",
             plan.video.as_ref().map_or("none".to_string(), |v| format!(
@@ -298,8 +509,9 @@ impl WebrtcServer {
 
     /// WHEP `DELETE`: ends a session. False if there is no such session.
     pub async fn close(&self, session_id: &str) -> bool {
+        let Some(shard) = self.inner.shared.router().shard_of_id(session_id) else { return false };
         let (reply, replied) = oneshot::channel();
-        if self.inner.ctrl.send(Control::Close { id: session_id.to_owned(), reply }).await.is_err() {
+        if self.inner.ctrl[shard].send(Control::Close { id: session_id.to_owned(), reply }).await.is_err() {
             return false;
         }
         replied.await.unwrap_or(false)
@@ -319,12 +531,14 @@ impl WebrtcServer {
 
     /// Closes every session and frees the ports. Other clones of this handle stop working.
     pub async fn shutdown(self) {
-        let (reply, replied) = oneshot::channel();
-        if self.inner.ctrl.send(Control::Shutdown { reply }).await.is_ok() {
-            let _ = replied.await;
+        for ctrl in &self.inner.ctrl {
+            let (reply, replied) = oneshot::channel();
+            if ctrl.send(Control::Shutdown { reply }).await.is_ok() {
+                let _ = replied.await;
+            }
         }
-        let task = self.inner.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -332,6 +546,13 @@ impl WebrtcServer {
 
 fn proto_name(p: TransportProtocol) -> &'static str {
     if p == TransportProtocol::TCP { "tcp" } else { "udp" }
+}
+
+/// Datagrams per GSO send: [`GSO_MAX_SEGMENTS`] on Linux unless `ONAIR_WEBRTC_GSO=0`; 1 (off)
+/// elsewhere. A path that cannot segment turns it off at the first failure.
+fn gso_segments() -> usize {
+    let off = std::env::var("ONAIR_WEBRTC_GSO").is_ok_and(|v| v.trim() == "0");
+    if cfg!(target_os = "linux") && !off { GSO_MAX_SEGMENTS } else { 1 }
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -565,6 +786,8 @@ fn build_peer(
 // Engine task
 
 struct NewSession {
+    /// The router's key for it.
+    key: u64,
     id: String,
     stream: String,
     ufrag: String,
@@ -706,15 +929,27 @@ fn ntp_time(since_unix_epoch: Duration) -> u64 {
     (secs << 32) | frac
 }
 
+/// One engine (shard): owns the peer connections of its sessions.
 struct Engine {
+    shard: usize,
     udp: Vec<UdpBinding>,
     tcp_advertised: Vec<SocketAddr>,
     counts: Arc<Counts>,
+    shared: Arc<Shared>,
+    stats: Arc<Counters>,
+    /// The counters at the last stats log line.
+    logged: EngineStats,
+    logged_at: Instant,
+    last_send_warning: Option<Instant>,
+    /// Datagrams per GSO send; 1 = no GSO.
+    gso_segments: usize,
     ctrl_rx: mpsc::Receiver<Control>,
     net_rx: mpsc::Receiver<NetIn>,
     media_rx: mpsc::Receiver<FromFeeder>,
     media_tx: mpsc::Sender<FromFeeder>,
-    io_tasks: Vec<JoinHandle<()>>,
+    /// The socket tasks stop when the last engine does.
+    _io: Arc<IoTasks>,
+    /// Keyed by the router's session key.
     sessions: HashMap<u64, Session>,
     by_id: HashMap<String, u64>,
     by_ufrag: HashMap<String, u64>,
@@ -727,7 +962,6 @@ struct Engine {
     outbox: Vec<(usize, SocketAddr, BytesMut)>,
     /// Reused buffer for a session's output.
     scratch: Vec<TaggedBytesMut>,
-    next_key: u64,
     dropped_unknown: u64,
 }
 
@@ -735,9 +969,11 @@ impl Engine {
     async fn run(mut self) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut woke = Instant::now();
         loop {
             self.fire_timers(Instant::now());
             self.flush().await;
+            self.stats.busy_ns.fetch_add(woke.elapsed().as_nanos() as u64, Relaxed);
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             let timer = async {
                 match next_timer {
@@ -760,6 +996,9 @@ impl Engine {
                     }
                 },
                 Some(net) = self.net_rx.recv() => self.net(net),
+                // Before media: a saturated engine must still send its sender reports, time
+                // out sessions and log its stats once a second.
+                _ = housekeeping.tick() => self.housekeeping(),
                 Some(media) = self.media_rx.recv() => {
                     self.media(media);
                     // Take what else is queued now, so one flush sends it all.
@@ -771,11 +1010,8 @@ impl Engine {
                     }
                 }
                 _ = timer => {}
-                _ = housekeeping.tick() => self.housekeeping(),
             }
-        }
-        for task in &self.io_tasks {
-            task.abort();
+            woke = Instant::now();
         }
     }
 
@@ -797,11 +1033,10 @@ impl Engine {
     }
 
     fn add(&mut self, new: NewSession) -> Result<(), WhepError> {
-        if self.by_ufrag.contains_key(&new.ufrag) || self.by_id.contains_key(&new.id) {
-            return Err(WhepError::Internal("ICE ufrag or session id collision".into()));
+        let key = new.key;
+        if self.sessions.contains_key(&key) {
+            return Err(WhepError::Internal("session key collision".into()));
         }
-        let key = self.next_key;
-        self.next_key += 1;
         let (connected, connected_rx) = watch::channel(false);
         let probe = new.video.as_ref().or(new.audio.as_ref()).map(|s| s.id);
         let sr = |s: &Sender, clock_rate: u32| SrTrack {
@@ -819,10 +1054,12 @@ impl Engine {
             _ => None,
         };
         let audio = new.audio.map(|s| (s.id, AudioPacketizer::new(s.rtp)));
-        let feeder = tokio::spawn(feed(key, new.media, connected_rx, video, audio, self.media_tx.clone()));
+        let feeder =
+            tokio::spawn(feed(key, new.media, connected_rx, video, audio, self.media_tx.clone(), self.stats.clone()));
         self.by_id.insert(new.id.clone(), key);
         self.by_ufrag.insert(new.ufrag.clone(), key);
         self.counts.add(&new.stream, 1);
+        self.stats.sessions.fetch_add(1, Relaxed);
         self.sessions.insert(
             key,
             Session {
@@ -939,6 +1176,7 @@ impl Engine {
                 let now = Instant::now();
                 session.anchor = Some(MediaAnchor::follow(session.anchor, now, media_ms));
                 let n = packets.len();
+                self.stats.rtp_in.fetch_add(n as u64, Relaxed);
                 let octets: usize = packets.iter().map(|p| p.payload.len()).sum();
                 if let Some(track) = session.reporting.iter_mut().find(|t| t.sender == sender) {
                     track.packets = track.packets.wrapping_add(n as u32);
@@ -1010,6 +1248,7 @@ impl Engine {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.log_stats(now);
         self.sender_reports(now);
         let stale: Vec<u64> = self
             .sessions
@@ -1127,8 +1366,10 @@ impl Engine {
             self.by_ufrag.remove(&session.ufrag);
         }
         self.by_id.remove(&session.id);
+        self.shared.router().remove_session(key);
         session.feeder.abort();
         self.counts.add(&session.stream, -1);
+        self.stats.sessions.fetch_sub(1, Relaxed);
         info!(
             "WebRTC: session {} of {:?} ended after {} s, {} RTP packets: {reason}",
             session.id,
@@ -1170,6 +1411,7 @@ impl Engine {
                     {
                         self.by_udp.insert(to, (key, socket));
                         session.routes.push(Route::Udp(to));
+                        self.shared.router().learn(key, to);
                     }
                     socket
                 }
@@ -1179,6 +1421,7 @@ impl Engine {
             match self.tcp_by_peer.get(&to).and_then(|c| self.tcp_conns.get(c)) {
                 Some(c) => {
                     if c.writer.try_send(out.message.freeze()).is_err() {
+                        self.stats.tcp_dropped.fetch_add(1, Relaxed);
                         trace!("WebRTC: ICE-TCP queue to {to} full, packet dropped");
                     }
                 }
@@ -1187,25 +1430,135 @@ impl Engine {
         }
     }
 
+    /// Sends the outbox. Runs of same-size datagrams to one player (the FU-A packets of a
+    /// frame) leave in one `sendmsg` with UDP GSO on Linux (the last of a run may be shorter).
+    /// A full socket send buffer makes the engine wait for room (counted in `send_blocked`);
+    /// any other error loses the packets (counted in `send_errors`, warned about at most every
+    /// 10 s).
     async fn flush(&mut self) {
-        for (socket, to, data) in self.outbox.drain(..) {
-            if let Some(binding) = self.udp.get(socket)
-                && let Err(e) = binding.socket.send_to(&data, to).await
-            {
-                debug!("WebRTC: send to {to}: {e}");
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut tally = SendTally::default();
+        let mut i = 0;
+        while i < outbox.len() {
+            let (socket, to, _) = &outbox[i];
+            let (socket, to) = (*socket, *to);
+            let run = if self.gso_segments > 1 { gso_run(&outbox[i..], self.gso_segments) } else { 1 };
+            let Some(binding) = self.udp.get(socket) else {
+                i += run;
+                continue;
+            };
+            let datagrams: Vec<&[u8]> = outbox[i..i + run].iter().map(|(_, _, d)| &d[..]).collect();
+            loop {
+                let result = if run > 1 {
+                    binding.socket.try_io(tokio::io::Interest::WRITABLE, || send_gso(&binding.socket, &datagrams, to))
+                } else {
+                    binding.socket.try_send_to(datagrams[0], to)
+                };
+                match result {
+                    Ok(_) => {
+                        tally.calls += 1;
+                        tally.sent += run as u64;
+                        tally.bytes += datagrams.iter().map(|d| d.len() as u64).sum::<u64>();
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tally.blocked += 1;
+                        if binding.socket.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    // EIO/EINVAL: the route's device cannot do UDP segmentation: stop using it
+                    // and send this run one by one.
+                    Err(e) if run > 1 && gso_unsupported(&e) => {
+                        warn!("WebRTC engine {}: UDP GSO not usable ({e}); sending datagrams one by one", self.shard);
+                        self.gso_segments = 1;
+                        for d in &datagrams {
+                            match binding.socket.send_to(d, to).await {
+                                Ok(n) => {
+                                    tally.calls += 1;
+                                    tally.sent += 1;
+                                    tally.bytes += n as u64;
+                                }
+                                Err(e) => tally.error(run as u64, to, e),
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tally.error(run as u64, to, e);
+                        break;
+                    }
+                }
+            }
+            i += run;
+        }
+        outbox.clear();
+        self.outbox = outbox;
+        self.stats.packets_sent.fetch_add(tally.sent, Relaxed);
+        self.stats.bytes_sent.fetch_add(tally.bytes, Relaxed);
+        self.stats.send_calls.fetch_add(tally.calls, Relaxed);
+        self.stats.send_blocked.fetch_add(tally.blocked, Relaxed);
+        if let Some((to, e)) = tally.first_error {
+            self.stats.send_errors.fetch_add(tally.errors, Relaxed);
+            let now = Instant::now();
+            if self.last_send_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                self.last_send_warning = Some(now);
+                warn!(
+                    "WebRTC engine {}: {} packet(s) not sent, e.g. to {to}: {e} ({} send errors in all)",
+                    self.shard,
+                    tally.errors,
+                    self.stats.send_errors.load(Relaxed)
+                );
             }
         }
+    }
+
+    /// Once a second: a `debug` line on target `onair_webrtc::stats` with this engine's rates.
+    fn log_stats(&mut self, now: Instant) {
+        let cur = self.stats.snapshot();
+        let was = std::mem::replace(&mut self.logged, cur);
+        let secs = now.duration_since(self.logged_at).as_secs_f64().max(1e-3);
+        self.logged_at = now;
+        if cur.sessions == 0 && cur.packets_sent == was.packets_sent {
+            return;
+        }
+        let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+        debug!(
+            target: "onair_webrtc::stats",
+            "engine {}: {} sessions, busy {:.0} %, sent {:.0} pkt/s {:.1} Mb/s in {:.0} calls/s, rtp in {:.0} pkt/s, send errors {}, send blocked {}, tcp dropped {}, lagged samples {}, unrouted {}",
+            self.shard,
+            cur.sessions,
+            cur.busy.saturating_sub(was.busy).as_secs_f64() / secs * 100.0,
+            rate(cur.packets_sent, was.packets_sent),
+            rate(cur.bytes_sent, was.bytes_sent) * 8.0 / 1e6,
+            rate(cur.send_calls, was.send_calls),
+            rate(cur.rtp_in, was.rtp_in),
+            cur.send_errors - was.send_errors,
+            cur.send_blocked - was.send_blocked,
+            cur.tcp_dropped - was.tcp_dropped,
+            cur.lagged_samples - was.lagged_samples,
+            self.shared.unrouted.load(Relaxed),
+        );
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // I/O tasks
 
-async fn udp_read(index: usize, socket: Arc<UdpSocket>, net: mpsc::Sender<NetIn>) {
+async fn udp_read(index: usize, socket: Arc<UdpSocket>, nets: Arc<[mpsc::Sender<NetIn>]>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 2048];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                let shard = shared.router().route(&buf[..n], from);
+                let Some(net) = shard.and_then(|s| nets.get(s)) else {
+                    shared.unrouted.fetch_add(1, Relaxed);
+                    trace!("WebRTC: dropped {n} bytes from unknown {from} (stun: {})", is_stun(&buf[..n]));
+                    continue;
+                };
                 let data = BytesMut::from(&buf[..n]);
                 if net.send(NetIn::Udp { socket: index, from, data }).await.is_err() {
                     return;
@@ -1222,32 +1575,37 @@ async fn udp_read(index: usize, socket: Arc<UdpSocket>, net: mpsc::Sender<NetIn>
     }
 }
 
-async fn tcp_accept(listener: TcpListener, net: mpsc::Sender<NetIn>) {
+async fn tcp_accept(listener: TcpListener, nets: Arc<[mpsc::Sender<NetIn>]>, shared: Arc<Shared>) {
     let next = AtomicU64::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let conn = next.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(tcp_conn(conn, stream, net.clone()));
+                tokio::spawn(tcp_conn(conn, stream, nets.clone(), shared.clone()));
             }
             Err(e) => {
                 debug!("WebRTC: ICE-TCP accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        if net.is_closed() {
+        if nets.iter().all(|n| n.is_closed()) {
             return;
         }
     }
 }
 
-async fn tcp_conn(conn: u64, stream: TcpStream, net: mpsc::Sender<NetIn>) {
+/// One ICE-TCP connection: its first packet naming one of our ufrags (an ICE check) decides
+/// the engine it belongs to; one that names none within [`TCP_IDENTIFY_TIMEOUT`] is closed.
+async fn tcp_conn(conn: u64, stream: TcpStream, nets: Arc<[mpsc::Sender<NetIn>]>, shared: Arc<Shared>) {
     let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return };
+    let local = unmap(local);
     let _ = stream.set_nodelay(true);
     let (writer, mut queue) = mpsc::channel::<Bytes>(TCP_WRITE_QUEUE);
-    if net.send(NetIn::TcpOpened { conn, local: unmap(local), peer, writer }).await.is_err() {
-        return;
-    }
+    // Handed to the engine once the connection is identified.
+    let mut writer = Some(writer);
+    let mut engine: Option<&mpsc::Sender<NetIn>> = None;
+    let identify_by = tokio::time::sleep(TCP_IDENTIFY_TIMEOUT);
+    tokio::pin!(identify_by);
     let (mut rd, mut wr) = stream.into_split();
     let mut decoder = TcpFrameDecoder::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -1258,13 +1616,28 @@ async fn tcp_conn(conn: u64, stream: TcpStream, net: mpsc::Sender<NetIn>) {
                 Ok(n) => {
                     decoder.extend_from_slice(&buf[..n]);
                     while let Some(data) = decoder.next_packet() {
+                        let net = match engine {
+                            Some(net) => net,
+                            None => {
+                                let shard = shared.router().route_stun(&data);
+                                let (Some(net), Some(w)) = (shard.and_then(|s| nets.get(s)), writer.take()) else {
+                                    shared.unrouted.fetch_add(1, Relaxed);
+                                    continue;
+                                };
+                                if net.send(NetIn::TcpOpened { conn, local, peer, writer: w }).await.is_err() {
+                                    return;
+                                }
+                                engine = Some(net);
+                                net
+                            }
+                        };
                         if net.send(NetIn::TcpData { conn, data }).await.is_err() {
                             return;
                         }
                     }
                 }
             },
-            out = queue.recv() => match out {
+            out = queue.recv(), if engine.is_some() => match out {
                 Some(packet) => {
                     if wr.write_all(&frame_packet(&packet)).await.is_err() {
                         break;
@@ -1272,10 +1645,16 @@ async fn tcp_conn(conn: u64, stream: TcpStream, net: mpsc::Sender<NetIn>) {
                 }
                 None => break,
             },
+            _ = &mut identify_by, if engine.is_none() => {
+                debug!("WebRTC: closing ICE-TCP connection from {peer} (no ICE check for a session)");
+                break;
+            }
         }
     }
     let _ = wr.shutdown().await;
-    let _ = net.send(NetIn::TcpClosed { conn }).await;
+    if let Some(net) = engine {
+        let _ = net.send(NetIn::TcpClosed { conn }).await;
+    }
 }
 
 /// `::ffff:a.b.c.d` → `a.b.c.d` (a dual-stack listener reports IPv4 peers mapped).
@@ -1296,6 +1675,7 @@ async fn feed(
     mut video: Option<(RTCRtpSenderId, VideoPacketizer)>,
     mut audio: Option<(RTCRtpSenderId, AudioPacketizer)>,
     engine: mpsc::Sender<FromFeeder>,
+    stats: Arc<Counters>,
 ) {
     let mut lagged_total = 0u64;
     loop {
@@ -1313,6 +1693,7 @@ async fn feed(
             Ok(sample) => sample,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 lagged_total += n;
+                stats.lagged_samples.fetch_add(n, Relaxed);
                 debug!("WebRTC: session key {key} lagged {n} samples ({lagged_total} in all): waiting for a keyframe");
                 if let Some((_, v)) = &mut video {
                     v.resync();
@@ -1374,7 +1755,15 @@ mod tests {
         // The engine side holds at most 2 frames: the feeder waits when it is full.
         let (engine_tx, mut engine_rx) = mpsc::channel(2);
         let video = VideoPacketizer::new(RtpStream::new(96, 1), &avc);
-        let feeder = tokio::spawn(feed(7, rx, connected_rx, Some((RTCRtpSenderId::default(), video)), None, engine_tx));
+        let feeder = tokio::spawn(feed(
+            7,
+            rx,
+            connected_rx,
+            Some((RTCRtpSenderId::default(), video)),
+            None,
+            engine_tx,
+            Arc::default(),
+        ));
         let pts90 = |f: &onair_media::Frame| (f.dts.saturating_add_signed(i64::from(f.cts)) * 90) as u32;
         let next = |rx: &mut mpsc::Receiver<FromFeeder>| match rx.try_recv() {
             Ok(FromFeeder::Media { key: 7, packets, .. }) => Some(packets),
@@ -1434,6 +1823,7 @@ mod tests {
             Some((RTCRtpSenderId::default(), video)),
             Some((RTCRtpSenderId::default(), audio)),
             engine_tx,
+            Arc::default(),
         ));
         for f in &frames[..10] {
             tx.send(Arc::new(Sample::Video(f.clone()))).unwrap();
@@ -1479,6 +1869,55 @@ mod tests {
         // ...a stall or a jump of more than a second moves it.
         let b = MediaAnchor::follow(Some(a), t0 + Duration::from_millis(5_000), 6_000);
         assert_eq!(b.media_ms, 6_000);
+    }
+
+    #[test]
+    fn gso_runs_are_same_size_datagrams_to_one_player() {
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let d = |n: usize| BytesMut::from(&vec![0u8; n][..]);
+        // A frame to a: four full packets and a shorter last one; then b; then a again.
+        let outbox = vec![
+            (0, a, d(1200)),
+            (0, a, d(1200)),
+            (0, a, d(1200)),
+            (0, a, d(1200)),
+            (0, a, d(700)),
+            (0, a, d(1200)),
+            (0, b, d(1200)),
+            (1, b, d(1200)),
+            (1, b, d(1300)),
+        ];
+        assert_eq!(gso_run(&outbox, 64), 5, "the shorter one ends the run");
+        assert_eq!(gso_run(&outbox[5..], 64), 1, "another player");
+        assert_eq!(gso_run(&outbox[6..], 64), 1, "another socket");
+        assert_eq!(gso_run(&outbox[7..], 64), 1, "a longer one cannot follow");
+        assert_eq!(gso_run(&outbox, 3), 3, "segment limit");
+        let big: Vec<_> = (0..100).map(|_| (0, a, d(1200))).collect();
+        assert_eq!(gso_run(&big, 64), 54, "64 KB limit");
+        assert_eq!(gso_run(&[], 64), 0);
+        assert_eq!(gso_run(&[(0, a, d(0)), (0, a, d(0))], 64), 1);
+    }
+
+    /// A real GSO send on loopback arrives as separate datagrams at an ordinary socket.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_gso_send_arrives_as_separate_datagrams() {
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let packets: Vec<Vec<u8>> = vec![vec![1; 1200], vec![2; 1200], vec![3; 1200], vec![4; 500]];
+        let slices: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
+        tx.writable().await.unwrap();
+        let sent = tx.try_io(tokio::io::Interest::WRITABLE, || send_gso(&tx, &slices, to)).unwrap();
+        assert_eq!(sent, 4100);
+        let mut buf = [0u8; 4096];
+        for p in &packets {
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(2), rx.recv_from(&mut buf)).await.unwrap().unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            assert_eq!(&buf[..n], &p[..]);
+        }
     }
 
     #[test]

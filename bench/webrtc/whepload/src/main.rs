@@ -2,14 +2,22 @@
 //!
 //!   onair-whepload --url http://127.0.0.1:P/live/STREAM/whep --pid ENGINE_PID
 //!                  [--steps 0,10,25,50,100,200] [--warmup 5] [--measure 10]
-//!                  [--expect-kbps 6000] [--decrypt] [--stop-on-fail]
+//!                  [--expect-kbps 6000] [--decrypt] [--stop-on-fail] [--engine-log FILE]
 //!
 //! Each client is one `rtc` sans-IO peer (the offerer, recvonly video + audio) on its own UDP
-//! socket on 127.0.0.1: it POSTs its offer, sets the answer, and runs the ICE/DTLS loop. It does
-//! not decode: once media flows, SRTP datagrams are counted (bytes, packets, per-SSRC sequence
-//! numbers for losses) straight from the socket and not handed to the peer (--decrypt hands them
-//! over, so the client also pays SRTP decryption). STUN, DTLS and RTCP still go to the peer, which
-//! keeps ICE alive with its own checks.
+//! socket on 127.0.0.1 (1 MiB receive buffer): it POSTs its offer, sets the answer, and runs the
+//! ICE/DTLS loop. It does not decrypt or decode: once media flows, SRTP datagrams are counted
+//! (bytes, packets, per-SSRC sequence numbers for losses: RTP headers are clear text) straight
+//! from the socket and not handed to the peer (--decrypt hands them over, so the client also
+//! pays SRTP decryption). STUN, DTLS and SRTCP still go to the peer, which keeps ICE consent
+//! alive with its own checks and the DTLS session open.
+//!
+//! Besides the engine's CPU and RSS, each step reports the kernel's UDP receive-buffer drops
+//! during the measurement (/proc/net/snmp `RcvbufErrors`: datagrams that reached a client socket
+//! the client did not drain in time, i.e. losses the load client caused) and, with
+//! --engine-log (the engine running with `ONAIR_LOG=…,onair_webrtc::stats=debug`), the engine's
+//! own once-a-second figures over the measurement: time busy per engine task, packets sent,
+//! send errors, samples skipped by lagging sessions.
 //!
 //! At each step the client count is raised to the step's value, the tool waits until they are
 //! connected (or 20 s), then `--warmup` s, then measures for `--measure` s: the engine's CPU
@@ -66,6 +74,7 @@ struct Opts {
     expect_kbps: f64,
     decrypt: bool,
     stop_on_fail: bool,
+    engine_log: Option<String>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -78,6 +87,7 @@ fn parse_args() -> Result<Opts, String> {
         expect_kbps: 6000.0,
         decrypt: false,
         stop_on_fail: false,
+        engine_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -86,13 +96,18 @@ fn parse_args() -> Result<Opts, String> {
             "--url" => o.url = v()?,
             "--pid" => o.pid = v()?.parse().map_err(|e| format!("--pid: {e}"))?,
             "--steps" => {
-                o.steps = v()?.split(',').map(|s| s.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|e| format!("--steps: {e}"))?
+                o.steps = v()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--steps: {e}"))?
             }
             "--warmup" => o.warmup = v()?.parse().map_err(|e| format!("--warmup: {e}"))?,
             "--measure" => o.measure = v()?.parse().map_err(|e| format!("--measure: {e}"))?,
             "--expect-kbps" => o.expect_kbps = v()?.parse().map_err(|e| format!("--expect-kbps: {e}"))?,
             "--decrypt" => o.decrypt = true,
             "--stop-on-fail" => o.stop_on_fail = true,
+            "--engine-log" => o.engine_log = Some(v()?),
             _ => return Err(format!("unexpected argument {a}")),
         }
     }
@@ -152,7 +167,7 @@ struct SeqTrack {
 
 async fn client(url: String, stats: Arc<Stats>, decrypt: bool, t0: Instant) -> Result<(), String> {
     let e = |e: rtc::shared::error::Error| e.to_string();
-    let socket = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let socket = bind_udp().map_err(|e| e.to_string())?;
     let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
     let mut me = MediaEngine::default();
     me.register_codec(codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", AUDIO_PT), RtpCodecKind::Audio)
@@ -160,7 +175,13 @@ async fn client(url: String, stats: Arc<Stats>, decrypt: bool, t0: Instant) -> R
     // What Chromium offers (Constrained Baseline, Main, High): the engine picks the stream's.
     for (pt, pli) in [(102u8, "42e01f"), (104, "42001f"), (106, "4d001f"), (108, "640c1f"), (110, "64001f")] {
         me.register_codec(
-            codec(MIME_TYPE_H264, 90000, 0, &format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={pli}"), pt),
+            codec(
+                MIME_TYPE_H264,
+                90000,
+                0,
+                &format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={pli}"),
+                pt,
+            ),
             RtpCodecKind::Video,
         )
         .map_err(e)?;
@@ -315,8 +336,89 @@ async fn client(url: String, stats: Arc<Stats>, decrypt: bool, t0: Instant) -> R
     }
 }
 
+/// 127.0.0.1, any port, 1 MiB receive buffer (a 1080p keyframe arrives in one burst).
+fn bind_udp() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    UdpSocket::from_std(s.into())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Measurement
+
+/// UDP `RcvbufErrors` of /proc/net/snmp: datagrams dropped because a receiving socket's buffer
+/// was full (machine-wide).
+fn udp_rcvbuf_errors() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = s.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(head), Some(vals)) = (udp.next(), udp.next()) else { return 0 };
+    head.split_whitespace()
+        .zip(vals.split_whitespace())
+        .find(|(k, _)| *k == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn file_len(path: &str) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The engine's stats lines written to `path` after byte `from`, summed up.
+#[derive(Default, Debug)]
+struct EngineLog {
+    /// Mean busy % of each engine task.
+    busy: Vec<f64>,
+    /// Mean packets/s and sends/s, all engines together.
+    pkts: f64,
+    calls: f64,
+    send_errors: u64,
+    send_blocked: u64,
+    lagged: u64,
+    lines: usize,
+}
+
+fn engine_log(path: &str, from: u64) -> EngineLog {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(std::io::SeekFrom::Start(from));
+        let _ = f.read_to_string(&mut text);
+    }
+    // "engine 0: 100 sessions, busy 48 %, sent 31000 pkt/s 300.1 Mb/s in 4000 calls/s, rtp in …,
+    //  send errors 0, send blocked 0, tcp dropped 0, lagged samples 0, unrouted 0"
+    let num = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let mut busy: Vec<(f64, usize)> = Vec::new();
+    let mut per_engine_lines = Vec::<usize>::new();
+    let mut out = EngineLog::default();
+    for line in text.lines().filter(|l| l.contains("onair_webrtc::stats")) {
+        let Some(engine) = num(line, "engine ").map(|e| e as usize) else { continue };
+        if busy.len() <= engine {
+            busy.resize(engine + 1, (0.0, 0));
+            per_engine_lines.resize(engine + 1, 0);
+        }
+        busy[engine].0 += num(line, "busy ").unwrap_or(0.0);
+        busy[engine].1 += 1;
+        per_engine_lines[engine] += 1;
+        out.pkts += num(line, "sent ").unwrap_or(0.0);
+        out.calls += num(line, "Mb/s in ").unwrap_or(0.0);
+        out.send_errors += num(line, "send errors ").unwrap_or(0.0) as u64;
+        out.send_blocked += num(line, "send blocked ").unwrap_or(0.0) as u64;
+        out.lagged += num(line, "lagged samples ").unwrap_or(0.0) as u64;
+        out.lines += 1;
+    }
+    let seconds = per_engine_lines.iter().copied().max().unwrap_or(0).max(1) as f64;
+    out.pkts /= seconds;
+    out.calls /= seconds;
+    out.busy = busy.iter().map(|(sum, n)| if *n > 0 { sum / *n as f64 } else { 0.0 }).collect();
+    out
+}
 
 fn proc_ticks(pid: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -376,8 +478,24 @@ async fn run(o: Opts) {
     let mut clients: Vec<Arc<Stats>> = Vec::new();
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     eprintln!(
-        "{:>7} {:>9} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>9} {:>8}",
-        "viewers", "connected", "eng_cpu%", "cpu%/vwr", "rss_MB", "MB/vwr", "min_Mb/s", "med_Mb/s", "ok(>=90%)", "loss%", "setup_ms", "load_cpu%"
+        "{:>7} {:>9} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>9} {:>8} {:>9} {:>11} {:>8} {:>8} {:>8}",
+        "viewers",
+        "connected",
+        "eng_cpu%",
+        "cpu%/vwr",
+        "rss_MB",
+        "MB/vwr",
+        "min_Mb/s",
+        "med_Mb/s",
+        "ok(>=90%)",
+        "loss%",
+        "setup_ms",
+        "load_cpu%",
+        "rcv_drop",
+        "eng_busy%",
+        "kpkt/s",
+        "snd_err",
+        "lagged"
     );
     let base_rss = proc_status_kb(&pid, "VmRSS:") as f64 / 1024.0;
     let mut base_cpu: Option<f64> = None;
@@ -418,11 +536,20 @@ async fn run(o: Opts) {
         };
         let e0 = proc_ticks(&pid);
         let l0 = proc_ticks("self");
+        let d0 = udp_rcvbuf_errors();
+        let log0 = o.engine_log.as_deref().map(file_len).unwrap_or(0);
         let s0 = snap(&clients);
         let w0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(o.measure)).await;
         let e1 = proc_ticks(&pid);
         let l1 = proc_ticks("self");
+        let rcv_drop = udp_rcvbuf_errors().saturating_sub(d0);
+        let elog = o.engine_log.as_deref().map(|p| engine_log(p, log0)).unwrap_or_default();
+        let busy = if elog.busy.is_empty() {
+            "-".to_string()
+        } else {
+            elog.busy.iter().map(|b| format!("{b:.0}")).collect::<Vec<_>>().join("/")
+        };
         let s1 = snap(&clients);
         let secs = w0.elapsed().as_secs_f64();
         let cpu = (e1 - e0) as f64 / hz / secs * 100.0;
@@ -448,7 +575,7 @@ async fn run(o: Opts) {
         let per_mb = if target > 0 { (rss - base_rss) / target as f64 } else { 0.0 };
         let mean = if rates.is_empty() { 0.0 } else { rates.iter().sum::<f64>() / rates.len() as f64 };
         eprintln!(
-            "{:>7} {:>9} {:>8.1} {:>8.3} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>7.2} {:>9.0} {:>8.1}",
+            "{:>7} {:>9} {:>8.1} {:>8.3} {:>9.1} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>7.2} {:>9.0} {:>8.1} {:>9} {:>11} {:>8.1} {:>8} {:>8}",
             target,
             connected,
             cpu,
@@ -460,11 +587,16 @@ async fn run(o: Opts) {
             format!("{ok}/{target}"),
             loss,
             pct(&setup, 0.5),
-            load_cpu
+            load_cpu,
+            rcv_drop,
+            busy,
+            elog.pkts / 1000.0,
+            elog.send_errors,
+            elog.lagged
         );
         let errs: Vec<String> = errors.lock().unwrap().iter().take(3).cloned().collect();
         println!(
-            "{{\"viewers\":{target},\"connected\":{connected},\"engine_cpu_pct\":{cpu:.2},\"engine_cpu_pct_per_viewer_above_base\":{per_cpu:.4},\"engine_rss_mb\":{rss:.1},\"engine_hwm_mb\":{hwm:.1},\"engine_rss_mb_before_viewers\":{base_rss:.1},\"rss_mb_per_viewer\":{per_mb:.3},\"rate_mbps_min\":{:.3},\"rate_mbps_p5\":{:.3},\"rate_mbps_median\":{:.3},\"rate_mbps_mean\":{mean:.3},\"rate_mbps_max\":{:.3},\"total_mbps\":{:.1},\"clients_at_90pct\":{ok},\"loss_pct\":{loss:.3},\"worst_client_loss_pct\":{worst_loss:.3},\"connect_ms_median\":{:.0},\"connect_ms_p95\":{:.0},\"loadgen_cpu_pct\":{load_cpu:.1},\"measure_s\":{secs:.1},\"step_s\":{:.1},\"errors\":{:?}}}",
+            "{{\"viewers\":{target},\"connected\":{connected},\"engine_cpu_pct\":{cpu:.2},\"engine_cpu_pct_per_viewer_above_base\":{per_cpu:.4},\"engine_rss_mb\":{rss:.1},\"engine_hwm_mb\":{hwm:.1},\"engine_rss_mb_before_viewers\":{base_rss:.1},\"rss_mb_per_viewer\":{per_mb:.3},\"rate_mbps_min\":{:.3},\"rate_mbps_p5\":{:.3},\"rate_mbps_median\":{:.3},\"rate_mbps_mean\":{mean:.3},\"rate_mbps_max\":{:.3},\"total_mbps\":{:.1},\"clients_at_90pct\":{ok},\"loss_pct\":{loss:.3},\"worst_client_loss_pct\":{worst_loss:.3},\"connect_ms_median\":{:.0},\"connect_ms_p95\":{:.0},\"loadgen_cpu_pct\":{load_cpu:.1},\"udp_rcvbuf_drops\":{rcv_drop},\"engine_busy_pct\":{:?},\"engine_pkts_per_s\":{:.0},\"engine_send_calls_per_s\":{:.0},\"engine_send_errors\":{},\"engine_send_blocked\":{},\"engine_lagged_samples\":{},\"engine_stats_lines\":{},\"measure_s\":{secs:.1},\"step_s\":{:.1},\"errors\":{:?}}}",
             pct(&rates, 0.0),
             pct(&rates, 0.05),
             pct(&rates, 0.5),
@@ -472,6 +604,13 @@ async fn run(o: Opts) {
             rates.iter().sum::<f64>(),
             pct(&setup, 0.5),
             pct(&setup, 0.95),
+            elog.busy,
+            elog.pkts,
+            elog.calls,
+            elog.send_errors,
+            elog.send_blocked,
+            elog.lagged,
+            elog.lines,
             step_start.elapsed().as_secs_f64(),
             errs
         );
