@@ -2,6 +2,7 @@
 //! behaviour (closing hides it); quitting and SIGTERM shut the engine down cleanly.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use onair_engine::EngineEvent;
 use tauri::{AppHandle, Emitter, Manager, Runtime};
@@ -32,7 +33,16 @@ async fn forward_events<R: Runtime>(
     desktop: bool,
 ) {
     loop {
-        let event = match rx.recv().await {
+        // A knock (refused publish) ageing out turns the tray back to offline with no event.
+        let timer = core.next_tray_change().filter(|_| desktop);
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now).into()), if timer.is_some() => {
+                crate::tray::refresh(&app, &core);
+                continue;
+            }
+        };
+        let event = match received {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(skipped = n, "the window missed engine events");

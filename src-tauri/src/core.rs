@@ -289,6 +289,11 @@ impl Core {
         lock(&self.tracker).on_event(event, Instant::now())
     }
 
+    /// When the tray state changes by itself if no event comes first (see `StreamTracker`).
+    pub fn next_tray_change(&self) -> Option<Instant> {
+        lock(&self.tracker).next_change(Instant::now())
+    }
+
     pub fn tray_state(&self) -> TrayState {
         lock(&self.tracker).state(Instant::now())
     }

@@ -87,6 +87,13 @@ impl StreamTracker {
         }
     }
 
+    /// When the state changes by itself (a knock ageing out of [`KNOCK_WINDOW`]) if no event
+    /// comes first: the tray redraws then.
+    pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        let until = self.last_refused? + KNOCK_WINDOW;
+        (until > now && !self.live && !self.publishing && !self.armed).then_some(until)
+    }
+
     /// The label of the Go live ⇄ End stream menu item.
     pub fn toggle_label(&self) -> &'static str {
         if self.armed { "End stream" } else { "Go live" }
@@ -111,11 +118,14 @@ mod tests {
         // OBS knocks before Go live: ready for a while, then offline again.
         assert!(t.on_event(&EngineEvent::PublishRefused { stream: "s".into(), reason: "not live".into() }, t0));
         assert_eq!(t.state(t0 + Duration::from_secs(1)), TrayState::Ready);
+        assert_eq!(t.next_change(t0 + Duration::from_secs(1)), Some(t0 + KNOCK_WINDOW));
         assert_eq!(t.state(t0 + KNOCK_WINDOW), TrayState::Offline);
+        assert_eq!(t.next_change(t0 + KNOCK_WINDOW), None);
         // Go live, OBS connects, the stream plays.
         assert!(t.on_event(&EngineEvent::Armed { stream: "s".into(), armed: true }, t0));
         assert_eq!(t.toggle_label(), "End stream");
         assert_eq!(t.state(t0), TrayState::Ready);
+        assert_eq!(t.next_change(t0), None, "armed: ready however old the knock");
         t.on_event(&ev_started(), t0);
         assert_eq!(t.state(t0), TrayState::Ready);
         assert!(t.on_event(&EngineEvent::Live { stream: "s".into() }, t0));
