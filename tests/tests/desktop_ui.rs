@@ -133,6 +133,16 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     w.until("document.getElementById('matrix-state').textContent === 'connected'", 20_000).await;
     w.until("document.querySelector('.chat-input') && !document.querySelector('.chat-input').disabled", 10_000).await;
 
+    // OBS knocking before Go live is refused, and the window says what to do.
+    let mut early = Publisher::start(&signed, &Source::small());
+    assert_eq!(early.wait(Duration::from_secs(20)).await, Some(false), "refused before Go live");
+    let knock = w
+        .until("!document.getElementById('knock').hidden && document.getElementById('knock').textContent", 10_000)
+        .await;
+    assert!(knock.as_str().unwrap().contains("press Go live"), "{knock}");
+    assert_eq!(w.state().await["badge"], "OBS CONNECTED");
+    early.stop().await;
+
     // Go live from the window: the engine accepts publishes for the stream.
     w.click("#live-toggle").await;
     wait_armed(&server, stream, true).await;
@@ -173,6 +183,11 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     assert!(mine >= 1, "the preview counts as a {transport} viewer: {health}");
     let st = w.state().await;
     assert_eq!(st["badge"], "LIVE", "{st}");
+    assert_eq!(
+        w.until("document.getElementById('knock').hidden", 5_000).await,
+        true,
+        "the knock notice is gone once live"
+    );
     assert_eq!(st["health"]["bframesWarning"], false, "{st}");
 
     // Chat: a message from another Matrix user shows; one sent from the window reaches the room.

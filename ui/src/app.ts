@@ -53,6 +53,11 @@ let info: AppInfo;
 let armed = false;
 let live = false;
 let publishing = false;
+/** A refused publish (OBS knocking before Go live, or a wrong key) shows for this long; OBS
+ * retries every few seconds, so the notice stays while it keeps trying (as the tray does). */
+const KNOCK_MS = 15_000;
+let knockUntil = 0;
+let knockTimer: number | undefined;
 const history = new BitrateHistory();
 let lastStats: StreamStatus | null = null;
 
@@ -65,9 +70,25 @@ function showError(text: string): void {
 // ---------------------------------------------------------------------------
 // Go live ⇄ End stream and the state badge
 
+function knocking(): boolean {
+  return Date.now() < knockUntil;
+}
+
 function trayState(): TrayState {
   if (live) return 'live';
-  return publishing || armed ? 'ready' : 'offline';
+  return publishing || armed || knocking() ? 'ready' : 'offline';
+}
+
+/** A publish was refused: say why, and what to do, until the knocks stop. */
+function onRefused(reason: string): void {
+  knockUntil = Date.now() + KNOCK_MS;
+  const notice = $('knock');
+  notice.textContent = /press Go live/.test(reason)
+    ? 'OBS is trying to stream: press Go live to put it on air.'
+    : `A publish was refused: ${reason}. Copy the OBS settings again (OBS panel).`;
+  notice.hidden = false;
+  window.clearTimeout(knockTimer);
+  knockTimer = window.setTimeout(renderState, KNOCK_MS + 50);
 }
 
 function renderState(): void {
@@ -79,6 +100,8 @@ function renderState(): void {
   badge.dataset.state = t;
   badge.textContent = t === 'live' ? 'LIVE' : t === 'ready' ? (armed ? 'WAITING FOR OBS' : 'OBS CONNECTED') : 'OFFLINE';
   badge.classList.toggle('is-live', t === 'live');
+  const notice = $('knock');
+  if (!knocking() || publishing) notice.hidden = true;
   const btn = $<HTMLButtonElement>('live-toggle');
   btn.textContent = armed ? 'End stream' : 'Go live';
   btn.classList.toggle('is-armed', armed);
@@ -228,6 +251,7 @@ function onEvent(ev: EngineEvent): void {
       renderHealth();
       break;
     case 'publish_refused':
+      onRefused(ev.reason);
       break;
   }
   renderState();
