@@ -17,80 +17,50 @@
 //
 // Prints one JSON line: {"ok":true,"samples":N,"median_ms":…,"p95_ms":…,…}; exit 1 on failure.
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
+import {
+  CHROMIUM_PATH,
+  errorText,
+  launchOptions,
+  loadChromium,
+  numberArg,
+  parseFlags,
+  sleep,
+  textArg,
+} from '../tests/browser/common.mjs';
+import { clockResult, frameClockReader, out, stats } from './common.mjs';
+
+const USAGE =
+  'usage: node bench/latency.mjs <viewer-url> [--block PX (40)] [--duration S (20)] [--warmup S (5)] ' +
+  '[--expect-transport llhls|webrtc] [--timeout S (60)] [--chromium PATH] [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const o = {
+  const opts = {
     url: null,
     block: 40,
     duration: 20,
     warmup: 5,
     timeout: 60,
-    chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+    chromium: CHROMIUM_PATH,
     screenshot: null,
     expectTransport: null,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '--block':
-        o.block = Number(next());
-        break;
-      case '--duration':
-        o.duration = Number(next());
-        break;
-      case '--warmup':
-        o.warmup = Number(next());
-        break;
-      case '--timeout':
-        o.timeout = Number(next());
-        break;
-      case '--chromium':
-        o.chromium = next();
-        break;
-      case '--screenshot':
-        o.screenshot = next();
-        break;
-      case '--expect-transport':
-        o.expectTransport = next();
-        break;
-      default:
-        if (a.startsWith('--') || o.url) throw new Error(`unexpected argument ${a}`);
-        o.url = a;
-    }
-  }
-  if (!o.url) throw new Error('missing <viewer-url>');
-  return o;
+  const number = numberArg();
+  return parseFlags(
+    argv,
+    USAGE,
+    opts,
+    {
+      '--block': ['block', number],
+      '--duration': ['duration', number],
+      '--warmup': ['warmup', number],
+      '--timeout': ['timeout', number],
+      '--chromium': ['chromium', textArg],
+      '--screenshot': ['screenshot', textArg],
+      '--expect-transport': ['expectTransport', textArg],
+    },
+    [['url', textArg, '<viewer-url>']],
+  );
 }
-
-// playwright-core: the copy installed for the browser tests (tests/browser), unless
-// ONAIR_PLAYWRIGHT points at another playwright-core directory.
-async function loadPlaywright() {
-  const dir =
-    process.env.ONAIR_PLAYWRIGHT || new URL('../tests/browser/node_modules/playwright-core/', import.meta.url).pathname;
-  const mod = await import(new URL('index.mjs', 'file://' + dir.replace(/\/?$/, '/')).href);
-  return mod.chromium || mod.default.chromium;
-}
-
-const out = (obj, code) => {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-  process.exit(code);
-};
 
 let opts;
 try {
@@ -105,20 +75,10 @@ const hardStop = setTimeout(
 );
 hardStop.unref();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function stats(xs) {
-  if (xs.length === 0) return { n: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  return { n: s.length, min: s[0], median: q(0.5), p95: q(0.95), max: s[s.length - 1], mean };
-}
-
-const chromium = await loadPlaywright();
+const chromium = await loadChromium();
 let browser;
 try {
-  browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS });
+  browser = await chromium.launch(launchOptions(opts.chromium));
   const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e.message || e)));
@@ -133,55 +93,22 @@ try {
   await sleep(opts.warmup * 1000);
 
   const result = await page.evaluate(
-    async ({ block, duration }) => {
-      const BITS = 24;
-      const MOD = 1 << BITS;
+    async ({ block, duration, readerSrc }) => {
       const v = window.onair.video;
-      const canvas = document.createElement('canvas');
-      canvas.width = (BITS + 2) * block;
-      canvas.height = block;
-      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      const readClock = eval(readerSrc)(v, block);
       const latency = [];
       const hlsLatency = [];
       let bad = 0;
       let frames = 0;
       const start = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
-      // Mean brightness of the inner half of square i.
-      const level = (data, i) => {
-        const x0 = Math.round(i * block + block / 4);
-        const x1 = Math.round(i * block + (3 * block) / 4);
-        const y0 = Math.round(block / 4);
-        const y1 = Math.round((3 * block) / 4);
-        let sum = 0;
-        let n = 0;
-        for (let y = y0; y < y1; y++) {
-          for (let x = x0; x < x1; x++) {
-            const k = (y * canvas.width + x) * 4;
-            sum += data[k] + data[k + 1] + data[k + 2];
-            n += 3;
-          }
-        }
-        return sum / n;
-      };
       const end = performance.now() + duration * 1000;
       await new Promise((resolve) => {
         const sample = () => {
           const wall = Date.now();
           frames++;
-          ctx.drawImage(v, 0, 0, canvas.width, canvas.height, 0, 0, canvas.width, canvas.height);
-          const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-          const white = level(data, BITS);
-          const black = level(data, BITS + 1);
-          if (!(white > 170 && black < 80)) {
-            bad++;
-          } else {
-            const mid = (white + black) / 2;
-            let value = 0;
-            for (let i = 0; i < BITS; i++) if (level(data, i) > mid) value += 2 ** i;
-            const lat = (((wall % MOD) - value) % MOD + MOD) % MOD;
-            if (lat > 60000) bad++;
-            else latency.push(lat);
-          }
+          const lat = readClock(wall);
+          if (lat === null) bad++;
+          else latency.push(lat);
           const hls = window.onair.hls;
           if (hls && typeof hls.latency === 'number' && Number.isFinite(hls.latency)) {
             hlsLatency.push({ latency: hls.latency * 1000, target: (hls.targetLatency ?? NaN) * 1000 });
@@ -211,20 +138,14 @@ try {
         transport: document.body.dataset.transport || null,
       };
     },
-    { block: opts.block, duration: opts.duration },
+    { block: opts.block, duration: opts.duration, readerSrc: `(${frameClockReader})` },
   );
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot }).catch(() => undefined);
   const g = stats(result.latency);
   const h = stats(result.hlsLatency);
   const round = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x) : null);
   const summary = {
-    ok: g.n >= 10 && result.bad <= result.frames / 10,
-    samples: g.n,
-    unreadable_frames: result.bad,
-    median_ms: round(g.median),
-    p95_ms: round(g.p95),
-    min_ms: round(g.min),
-    max_ms: round(g.max),
+    ...clockResult(g, result.bad, result.frames, round),
     mean_ms: round(g.mean),
     hls_latency_median_ms: round(h.median),
     hls_latency_p95_ms: round(h.p95),
@@ -245,7 +166,7 @@ try {
   browser = null;
   out(summary, summary.ok ? 0 : 1);
 } catch (e) {
-  out({ ok: false, reason: `error: ${String(e && e.message ? e.message : e).split('\n')[0]}` }, 1);
+  out({ ok: false, reason: `error: ${errorText(e)}` }, 1);
 } finally {
   if (browser) await browser.close().catch(() => undefined);
 }

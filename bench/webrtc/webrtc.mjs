@@ -17,30 +17,9 @@
 //
 // Prints one JSON line; exit 1 on failure.
 
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
-];
-const PLAYWRIGHT = process.env.ONAIR_PLAYWRIGHT || '/work/main/tests/browser/node_modules/playwright-core';
+import { CHROMIUM_PATH, errorText, launchOptions, loadChromium, sleep } from '../../tests/browser/common.mjs';
+import { clockResult, frameClockReader, out, stats } from '../common.mjs';
 
-const out = (obj, code) => {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-  process.exit(code);
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function stats(xs) {
-  if (xs.length === 0) return { n: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
-  return { n: s.length, min: s[0], median: q(0.5), p95: q(0.95), max: s[s.length - 1] };
-}
 const round = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x * 10) / 10 : null);
 
 const [mode, url, ...rest] = process.argv.slice(2);
@@ -48,8 +27,7 @@ const opt = { block: 40, duration: 20, warmup: 4, runs: 5, timeout: 40 };
 for (let i = 0; i < rest.length; i += 2) opt[rest[i].replace(/^--/, '')] = Number(rest[i + 1]);
 if (!['latency', 'ttff'].includes(mode) || !url) out({ ok: false, reason: 'usage: webrtc.mjs latency|ttff URL' }, 2);
 
-const mod = await import(`file://${PLAYWRIGHT}/index.mjs`);
-const chromium = mod.chromium || mod.default.chromium;
+const chromium = await loadChromium();
 const hard = setTimeout(() => out({ ok: false, reason: 'hard timeout' }, 1), 240000);
 hard.unref();
 
@@ -82,7 +60,7 @@ const pageStats = async () => {
   return o;
 };
 
-const browser = await chromium.launch({ executablePath: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS });
+const browser = await chromium.launch(launchOptions(CHROMIUM_PATH));
 try {
   if (mode === 'latency') {
     const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
@@ -91,26 +69,10 @@ try {
     await page.waitForFunction(playing, null, { timeout: opt.timeout * 1000, polling: 100 });
     await sleep(opt.warmup * 1000);
     const r = await page.evaluate(
-      async ({ block, duration, pageStatsSrc }) => {
+      async ({ block, duration, pageStatsSrc, readerSrc }) => {
         const pageStats = eval(pageStatsSrc);
-        const BITS = 24;
-        const MOD = 1 << BITS;
         const v = window.onair.video;
-        const canvas = document.createElement('canvas');
-        canvas.width = (BITS + 2) * block;
-        canvas.height = block;
-        const ctx = canvas.getContext('2d', { willReadFrequently: true });
-        const level = (data, i) => {
-          let sum = 0;
-          let n = 0;
-          for (let y = Math.round(block / 4); y < Math.round((3 * block) / 4); y++)
-            for (let x = Math.round(i * block + block / 4); x < Math.round(i * block + (3 * block) / 4); x++) {
-              const k = (y * canvas.width + x) * 4;
-              sum += data[k] + data[k + 1] + data[k + 2];
-              n += 3;
-            }
-          return sum / n;
-        };
+        const readClock = eval(readerSrc)(v, block);
         const lat = [];
         const rtt = [];
         const jb = [];
@@ -128,19 +90,9 @@ try {
             if (performance.now() >= end) return resolve();
             const wall = Date.now();
             frames++;
-            ctx.drawImage(v, 0, 0, canvas.width, canvas.height, 0, 0, canvas.width, canvas.height);
-            const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-            const white = level(d, BITS);
-            const black = level(d, BITS + 1);
-            if (!(white > 170 && black < 80)) bad++;
-            else {
-              const mid = (white + black) / 2;
-              let value = 0;
-              for (let i = 0; i < BITS; i++) if (level(d, i) > mid) value += 2 ** i;
-              const l = ((((wall % MOD) - value) % MOD) + MOD) % MOD;
-              if (l > 60000) bad++;
-              else lat.push(l);
-            }
+            const l = readClock(wall);
+            if (l === null) bad++;
+            else lat.push(l);
             v.requestVideoFrameCallback ? v.requestVideoFrameCallback(loop) : setTimeout(loop, 33);
           };
           v.requestVideoFrameCallback ? v.requestVideoFrameCallback(loop) : setTimeout(loop, 33);
@@ -149,19 +101,13 @@ try {
         const s1 = await pageStats();
         return { lat, rtt, jb, bad, frames, s0, s1, rvfc: !!v.requestVideoFrameCallback, w: v.videoWidth, h: v.videoHeight };
       },
-      { block: opt.block, duration: opt.duration, pageStatsSrc: `(${pageStats.toString()})` },
+      { block: opt.block, duration: opt.duration, pageStatsSrc: `(${pageStats.toString()})`, readerSrc: `(${frameClockReader})` },
     );
     const g = stats(r.lat);
     const t = stats(r.rtt);
     const j = stats(r.jb);
     const res = {
-      ok: g.n >= 10 && r.bad <= r.frames / 10,
-      samples: g.n,
-      unreadable_frames: r.bad,
-      median_ms: round(g.median),
-      p95_ms: round(g.p95),
-      min_ms: round(g.min),
-      max_ms: round(g.max),
+      ...clockResult(g, r.bad, r.frames, round),
       rtt_median_ms: round(t.median),
       rtt_max_ms: round(t.max),
       jitter_buffer_median_ms: round(j.median),
@@ -239,7 +185,7 @@ try {
     );
   }
 } catch (e) {
-  out({ ok: false, reason: String((e && e.message) || e).split('\n')[0] }, 1);
+  out({ ok: false, reason: errorText(e) }, 1);
 } finally {
   await browser.close().catch(() => undefined);
 }

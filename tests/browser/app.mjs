@@ -67,14 +67,14 @@ import { createServer } from 'node:http';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, serveCommands, sleep } from './common.mjs';
+import { CHROMIUM_PATH, launchOptions, serveCommands, sleep } from './common.mjs';
 
 const USAGE =
   'usage: node app.mjs --dist DIR --control URL --token TOKEN --obs-server S --obs-key K [--rtmp ADDR] ' +
   '[--chromium PATH] [--viewport WxH] [--verbose]  (commands on stdin, see the header)';
 
 const opts = {
-  chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+  chromium: CHROMIUM_PATH,
   viewport: { width: 1280, height: 900 },
   verbose: false,
   dist: null,
@@ -358,7 +358,7 @@ const consoleErrors = [];
 const pageErrors = [];
 const cspViolations = [];
 
-const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS, timeout: 30000 });
+const browser = await chromium.launch(launchOptions(opts.chromium, 30000));
 const context = await browser.newContext({ viewport: opts.viewport });
 let page = null;
 

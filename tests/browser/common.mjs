@@ -1,4 +1,9 @@
-// Shared by play.mjs and sessions.mjs: Chromium flags and WebRTC stats from a page.
+// Shared by the browser scripts (tests/browser/*.mjs, bench/*.mjs, bench/webrtc/webrtc.mjs,
+// crates/webrtc/tests/whep_client.mjs): Chromium flags and launch, command-line parsing, WebRTC
+// stats from a page. Needs nothing but Node: playwright-core is loaded only by loadChromium().
+
+/** The Chromium binary every script uses unless told otherwise (--chromium): Debian's. */
+export const CHROMIUM_PATH = process.env.ONAIR_CHROMIUM || '/usr/bin/chromium';
 
 export const CHROMIUM_ARGS = [
   '--headless',
@@ -13,6 +18,34 @@ export const CHROMIUM_ARGS = [
 ];
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Options of `chromium.launch` (or `launchServer`) for the headless browser `executablePath` with
+ * CHROMIUM_ARGS; with `timeoutMs` (floored at 1 s) as the launch timeout, else Playwright's.
+ */
+export function launchOptions(executablePath, timeoutMs) {
+  const options = { executablePath, args: CHROMIUM_ARGS };
+  if (timeoutMs !== undefined) options.timeout = Math.max(1000, timeoutMs);
+  return options;
+}
+
+/**
+ * playwright-core's `chromium`, for scripts outside tests/browser: the copy installed here
+ * (tests/browser/node_modules), unless ONAIR_PLAYWRIGHT names another playwright-core directory.
+ */
+export async function loadChromium() {
+  const dir = process.env.ONAIR_PLAYWRIGHT;
+  const mod = dir
+    ? await import(new URL('index.mjs', 'file://' + dir.replace(/\/?$/, '/')).href)
+    : await import('playwright-core');
+  return mod.chromium || mod.default.chromium;
+}
+
+/** Closes a page or a browser, giving up (without an error) after `ms`. */
+export const closeWithin = (closable, ms) => Promise.race([closable.close().catch(() => undefined), sleep(ms)]);
+
+/** The first line of an error's message (what the scripts report as `reason`). */
+export const errorText = (e) => (e && e.message ? e.message.split('\n')[0] : String(e));
 
 /**
  * Runs in the page: the digest of `window.onair.pc.getStats()`, or null when
@@ -105,6 +138,62 @@ export function streamOfPageUrl(url) {
   return decodeURIComponent(segs[segs.length - 1] || '');
 }
 
+/** Value parsers for parseFlags: each gets the value (undefined when missing) and the flag. */
+export const numberArg =
+  (min = -Infinity) =>
+  (v, flag) => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n < min) throw new Error(`${flag} needs a number`);
+    return n;
+  };
+export const textArg = (v, flag) => {
+  if (v === undefined) throw new Error(`${flag} needs a value`);
+  return v;
+};
+export const choiceArg = (choices) => (v, flag) => {
+  if (!choices.includes(v)) throw new Error(`${flag} needs one of ${choices.join('|')}`);
+  return v;
+};
+export const viewportArg = (v, flag) => {
+  const m = /^(\d+)x(\d+)$/.exec(v ?? '');
+  if (!m) throw new Error(`${flag} needs WxH`);
+  return { width: Number(m[1]), height: Number(m[2]) };
+};
+
+/**
+ * Parses `argv` into `opts` (which holds the defaults) and returns it. `flags` maps each flag to
+ * `[key, parse]`: `parse` is `true` for a switch (sets true, takes no value), else a value parser
+ * (above; it throws on a bad value); a value is inline (`--flag=v`) or the next argument.
+ * `positionals` are `[key, parse, name]` in order: the other arguments, each required (`missing
+ * <name>`). An unknown `--flag` or one argument too many throws `unexpected argument: <arg>`;
+ * -h/--help prints `usage` on stderr and exits 2.
+ */
+export function parseFlags(argv, usage, opts, flags, positionals) {
+  let next = 0; // the next positional
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf('=');
+    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
+    if (flag === '-h' || flag === '--help') {
+      process.stderr.write(usage + '\n');
+      process.exit(2);
+    }
+    if (Object.hasOwn(flags, flag)) {
+      const [key, parse] = flags[flag];
+      opts[key] = parse === true ? true : parse(inline !== undefined ? inline : argv[++i], flag);
+    } else if (a.startsWith('--') || next >= positionals.length) {
+      throw new Error(`unexpected argument: ${a}`);
+    } else {
+      const [key, parse] = positionals[next++];
+      opts[key] = parse(a, key);
+    }
+  }
+  for (const [key, , name] of positionals) {
+    if (opts[key] === null || opts[key] === undefined || opts[key] === '') throw new Error(`missing ${name}`);
+  }
+  return opts;
+}
+
 /**
  * The command-line frame of a script: parses arguments (bad ones print
  * `{"ok":false,...}` and exit 2), and gives `log` (stderr with --verbose),
@@ -134,7 +223,19 @@ export function scriptFrame(name, usage, parseArgs, { withElapsed = false } = {}
     process.exitCode = code;
     return code;
   };
-  return { opts, t0, elapsed, log, finish };
+  /** Prints `result()` and exits 1 after `ms`, in case the browser hangs (launch and close included). */
+  const hardStop = (ms, result) => {
+    setTimeout(() => {
+      finish(result(), 1);
+      process.exit(1);
+    }, ms).unref();
+  };
+  /** Runs `main` and exits with the code it returns (else the one `finish` set). */
+  const exitAfter = async (main) => {
+    const code = await main();
+    process.exit(code ?? process.exitCode ?? 1);
+  };
+  return { opts, t0, elapsed, log, finish, hardStop, exitAfter };
 }
 
 /** One JSON line on stdout: the answer to a command of a command-driven script. */
@@ -170,7 +271,7 @@ export async function serveCommands(run, state, log = () => {}) {
       } catch {
         // page gone
       }
-      answer({ ok: false, op: cmd.op, reason: e && e.message ? e.message.split('\n')[0] : String(e), state: details });
+      answer({ ok: false, op: cmd.op, reason: errorText(e), state: details });
     }
     if (cmd.op === 'close') break;
   }

@@ -13,7 +13,20 @@
 // {"ok":false,"reason":...} and exits 1. See README.md.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, sampleWebRtc, sleep, scriptFrame } from './common.mjs';
+import {
+  CHROMIUM_PATH,
+  choiceArg,
+  closeWithin,
+  errorText,
+  launchOptions,
+  numberArg,
+  parseFlags,
+  sampleWebRtc,
+  scriptFrame,
+  sleep,
+  textArg,
+  viewportArg,
+} from './common.mjs';
 
 const USAGE =
   'usage: node play.mjs <url> [--expect-width N] [--expect-height N] [--min-advance S (3)] ' +
@@ -34,74 +47,37 @@ function parseArgs(argv) {
     timeout: 30000,
     screenshot: null,
     viewport: { width: 1280, height: 720 },
-    chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+    chromium: CHROMIUM_PATH,
     failOnConsoleError: false,
     verbose: false,
   };
-  const num = (name, v) => {
-    const n = Number(v);
-    if (v === undefined || !Number.isFinite(n)) throw new Error(`${name} needs a number`);
-    return n;
+  const file = (v, flag) => {
+    if (!v) throw new Error(`${flag} needs a file`);
+    return v;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const eq = a.indexOf('=');
-    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const value = () => (inline !== undefined ? inline : argv[++i]);
-    switch (flag) {
-      case '--expect-width':
-        opts.expectWidth = num(flag, value());
-        break;
-      case '--expect-height':
-        opts.expectHeight = num(flag, value());
-        break;
-      case '--expect-transport':
-        opts.expectTransport = value();
-        if (!TRANSPORTS.includes(opts.expectTransport)) throw new Error(`--expect-transport needs one of ${TRANSPORTS.join('|')}`);
-        break;
-      case '--min-advance':
-        opts.minAdvance = num(flag, value());
-        break;
-      case '--playing-periods':
-        opts.playingPeriods = num(flag, value());
-        break;
-      case '--timeout':
-        opts.timeout = num(flag, value());
-        break;
-      case '--screenshot':
-        opts.screenshot = value();
-        if (!opts.screenshot) throw new Error('--screenshot needs a file');
-        break;
-      case '--viewport': {
-        const m = /^(\d+)x(\d+)$/.exec(value() ?? '');
-        if (!m) throw new Error('--viewport needs WxH');
-        opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
-        break;
-      }
-      case '--chromium':
-        opts.chromium = value();
-        break;
-      case '--fail-on-console-error':
-        opts.failOnConsoleError = true;
-        break;
-      case '--verbose':
-        opts.verbose = true;
-        break;
-      case '-h':
-      case '--help':
-        process.stderr.write(USAGE + '\n');
-        process.exit(2);
-        break;
-      default:
-        if (a.startsWith('--') || opts.url !== null) throw new Error(`unexpected argument: ${a}`);
-        opts.url = a;
-    }
-  }
-  if (!opts.url) throw new Error('missing <url>');
-  return opts;
+  const number = numberArg();
+  return parseFlags(
+    argv,
+    USAGE,
+    opts,
+    {
+      '--expect-width': ['expectWidth', number],
+      '--expect-height': ['expectHeight', number],
+      '--expect-transport': ['expectTransport', choiceArg(TRANSPORTS)],
+      '--min-advance': ['minAdvance', number],
+      '--playing-periods': ['playingPeriods', number],
+      '--timeout': ['timeout', number],
+      '--screenshot': ['screenshot', file],
+      '--viewport': ['viewport', viewportArg],
+      '--chromium': ['chromium', textArg],
+      '--fail-on-console-error': ['failOnConsoleError', true],
+      '--verbose': ['verbose', true],
+    },
+    [['url', textArg, '<url>']],
+  );
 }
 
-const { opts, t0, elapsed, log, finish } = scriptFrame('play', USAGE, parseArgs);
+const { opts, t0, elapsed, log, finish, hardStop, exitAfter } = scriptFrame('play', USAGE, parseArgs);
 
 // Everything the page tells us.
 const states = []; // [{state, t}] in order of change
@@ -152,11 +128,7 @@ async function run() {
   let last = null; // last sample
   let result = null;
   try {
-    browser = await chromium.launch({
-      executablePath: opts.chromium,
-      args: CHROMIUM_ARGS,
-      timeout: Math.max(1000, deadline - Date.now()),
-    });
+    browser = await chromium.launch(launchOptions(opts.chromium, deadline - Date.now()));
     const context = await browser.newContext({ viewport: opts.viewport });
     page = await context.newPage();
 
@@ -262,20 +234,14 @@ async function run() {
             playingPeriods: playingPeriods(),
             navigations,
           };
-          if (opts.expectWidth !== null && sample.videoWidth !== opts.expectWidth) {
-            result = { ...result, ok: false, reason: `videoWidth ${sample.videoWidth} != expected ${opts.expectWidth}` };
-          } else if (opts.expectHeight !== null && sample.videoHeight !== opts.expectHeight) {
-            result = {
-              ...result,
-              ok: false,
-              reason: `videoHeight ${sample.videoHeight} != expected ${opts.expectHeight}`,
-            };
-          } else if (opts.expectTransport !== null && sample.transport !== opts.expectTransport) {
-            result = {
-              ...result,
-              ok: false,
-              reason: `transport ${sample.transport} != expected ${opts.expectTransport}`,
-            };
+          // The first expectation the page does not meet.
+          const miss = [
+            ['videoWidth', opts.expectWidth],
+            ['videoHeight', opts.expectHeight],
+            ['transport', opts.expectTransport],
+          ].find(([key, want]) => want !== null && sample[key] !== want);
+          if (miss) {
+            result = { ...result, ok: false, reason: `${miss[0]} ${sample[miss[0]]} != expected ${miss[1]}` };
           } else if (opts.failOnConsoleError && (consoleErrors.length > 0 || pageErrors.length > 0)) {
             result = { ...result, ok: false, reason: 'console or page errors' };
           }
@@ -294,18 +260,16 @@ async function run() {
     result = { ok: false, reason: `timeout after ${opts.timeout} ms: ${why}` };
     return await conclude(page, result, last);
   } catch (e) {
-    result = { ok: false, reason: `error: ${e && e.message ? e.message.split('\n')[0] : String(e)}` };
+    result = { ok: false, reason: `error: ${errorText(e)}` };
     return finish(withDetails(result, last), 1);
   } finally {
     if (page) {
       // Close the tab first, like a user: the page's pagehide handler DELETEs
       // its WHEP session (keepalive), so the server does not wait for ICE to time out.
-      await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
+      await closeWithin(page, 2000);
       await sleep(200);
     }
-    if (browser) {
-      await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
-    }
+    if (browser) await closeWithin(browser, 5000);
   }
 }
 
@@ -358,12 +322,7 @@ async function conclude(page, result, last) {
   return finish(withDetails(result, last), result.ok ? 0 : 1);
 }
 
-// Hard stop in case the browser hangs (launch/close included).
-const hardStop = setTimeout(() => {
-  finish(withDetails({ ok: false, reason: `hard timeout after ${opts.timeout + 15000} ms` }, null), 1);
-  process.exit(1);
-}, opts.timeout + 15000);
-hardStop.unref();
-
-const code = await run();
-process.exit(code ?? process.exitCode ?? 1);
+hardStop(opts.timeout + 15000, () =>
+  withDetails({ ok: false, reason: `hard timeout after ${opts.timeout + 15000} ms` }, null),
+);
+await exitAfter(run);

@@ -10,7 +10,19 @@
 // and exit 1 (2 on bad arguments). See README.md.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, pageWebRtcStats, sleep, streamOfPageUrl, scriptFrame } from './common.mjs';
+import {
+  CHROMIUM_PATH,
+  closeWithin,
+  errorText,
+  launchOptions,
+  numberArg,
+  pageWebRtcStats,
+  parseFlags,
+  scriptFrame,
+  sleep,
+  streamOfPageUrl,
+  textArg,
+} from './common.mjs';
 
 const USAGE =
   'usage: node sessions.mjs <url> <count> [--hold-ms N (0)] [--timeout MS (45000)] [--drain-ms N (5000)] ' +
@@ -24,59 +36,39 @@ function parseArgs(argv) {
     timeout: 45000,
     drainMs: 5000,
     tabs: false,
-    chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+    chromium: CHROMIUM_PATH,
     verbose: false,
   };
-  const num = (name, v) => {
+  const count = (v) => {
     const n = Number(v);
-    if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${name} needs a number`);
+    if (!Number.isInteger(n) || n < 1) throw new Error('<count> must be a positive integer');
     return n;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const eq = a.indexOf('=');
-    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const value = () => (inline !== undefined ? inline : argv[++i]);
-    switch (flag) {
-      case '--hold-ms':
-        opts.holdMs = num(flag, value());
-        break;
-      case '--timeout':
-        opts.timeout = num(flag, value());
-        break;
-      case '--drain-ms':
-        opts.drainMs = num(flag, value());
-        break;
-      case '--tabs':
-        opts.tabs = true;
-        break;
-      case '--chromium':
-        opts.chromium = value();
-        break;
-      case '--verbose':
-        opts.verbose = true;
-        break;
-      case '-h':
-      case '--help':
-        process.stderr.write(USAGE + '\n');
-        process.exit(2);
-        break;
-      default:
-        if (a.startsWith('--')) throw new Error(`unexpected argument: ${a}`);
-        if (opts.url === null) opts.url = a;
-        else if (opts.count === null) {
-          opts.count = Number(a);
-          if (!Number.isInteger(opts.count) || opts.count < 1) throw new Error('<count> must be a positive integer');
-        } else throw new Error(`unexpected argument: ${a}`);
-    }
-  }
-  if (!opts.url) throw new Error('missing <url>');
-  if (opts.count === null) throw new Error('missing <count>');
+  const number = numberArg(0);
+  parseFlags(
+    argv,
+    USAGE,
+    opts,
+    {
+      '--hold-ms': ['holdMs', number],
+      '--timeout': ['timeout', number],
+      '--drain-ms': ['drainMs', number],
+      '--tabs': ['tabs', true],
+      '--chromium': ['chromium', textArg],
+      '--verbose': ['verbose', true],
+    },
+    [
+      ['url', textArg, '<url>'],
+      ['count', count, '<count>'],
+    ],
+  );
   new URL(opts.url); // throws on a bad URL
   return opts;
 }
 
-const { opts, t0, elapsed, log, finish } = scriptFrame('sessions', USAGE, parseArgs, { withElapsed: true });
+const { opts, t0, elapsed, log, finish, hardStop, exitAfter } = scriptFrame('sessions', USAGE, parseArgs, {
+  withElapsed: true,
+});
 
 const apiUrl = new URL(`/api/streams/${encodeURIComponent(streamOfPageUrl(opts.url))}`, opts.url).href;
 
@@ -127,11 +119,7 @@ async function run() {
   const deadline = t0 + opts.timeout;
   const viewers = { before: await webrtcViewers(), open: null, after: null };
   try {
-    browser = await chromium.launch({
-      executablePath: opts.chromium,
-      args: CHROMIUM_ARGS,
-      timeout: Math.max(1000, deadline - Date.now()),
-    });
+    browser = await chromium.launch(launchOptions(opts.chromium, deadline - Date.now()));
     const shared = opts.tabs ? await browser.newContext({ viewport: { width: 640, height: 360 } }) : null;
     const pages = [];
     for (let i = 0; i < opts.count; i++) {
@@ -149,6 +137,18 @@ async function run() {
 
     // Wait until every page plays over WebRTC.
     let playing = 0;
+    const failWhileWaiting = (reason) =>
+      finish(
+        {
+          ok: false,
+          reason,
+          count: pages.length,
+          playing,
+          viewers,
+          pages: pages.map((p) => summary(p.last, p.playingAtMs)),
+        },
+        1,
+      );
     while (Date.now() < deadline) {
       await Promise.all(
         pages.map(async (p) => {
@@ -170,32 +170,12 @@ async function run() {
       // A page that fell back to LL-HLS stays there until the stream restarts: fail now.
       const fellBack = pages.find((p) => p.last && p.last.state === 'playing' && p.last.transport !== 'webrtc');
       if (fellBack) {
-        return finish(
-          {
-            ok: false,
-            reason: `page ${fellBack.i} plays over ${fellBack.last.transport}, not WebRTC`,
-            count: pages.length,
-            playing,
-            viewers,
-            pages: pages.map((p) => summary(p.last, p.playingAtMs)),
-          },
-          1,
-        );
+        return failWhileWaiting(`page ${fellBack.i} plays over ${fellBack.last.transport}, not WebRTC`);
       }
       await sleep(250);
     }
     if (playing < pages.length) {
-      return finish(
-        {
-          ok: false,
-          reason: `timeout after ${opts.timeout} ms: ${playing} of ${pages.length} pages play over WebRTC`,
-          count: pages.length,
-          playing,
-          viewers,
-          pages: pages.map((p) => summary(p.last, p.playingAtMs)),
-        },
-        1,
-      );
+      return failWhileWaiting(`timeout after ${opts.timeout} ms: ${playing} of ${pages.length} pages play over WebRTC`);
     }
 
     if (opts.holdMs > 0) {
@@ -246,17 +226,12 @@ async function run() {
       stillPlaying === pages.length ? 0 : 1,
     );
   } catch (e) {
-    return finish({ ok: false, reason: `error: ${e && e.message ? e.message.split('\n')[0] : String(e)}`, viewers }, 1);
+    return finish({ ok: false, reason: `error: ${errorText(e)}`, viewers }, 1);
   } finally {
-    if (browser) await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+    if (browser) await closeWithin(browser, 5000);
   }
 }
 
-const hardStop = setTimeout(() => {
-  finish({ ok: false, reason: `hard timeout after ${opts.timeout + opts.holdMs + opts.drainMs + 15000} ms` }, 1);
-  process.exit(1);
-}, opts.timeout + opts.holdMs + opts.drainMs + 15000);
-hardStop.unref();
-
-const code = await run();
-process.exit(code ?? process.exitCode ?? 1);
+const hardStopMs = opts.timeout + opts.holdMs + opts.drainMs + 15000;
+hardStop(hardStopMs, () => ({ ok: false, reason: `hard timeout after ${hardStopMs} ms` }));
+await exitAfter(run);

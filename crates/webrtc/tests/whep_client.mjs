@@ -13,15 +13,11 @@
 // --end: close = pc.close() only; delete = HTTP DELETE of the session then pc.close(); none =
 // leave the page open until the process exits; kill = SIGKILL the browser (the player vanishes). Prints one JSON line:
 //   {"ok":true,"viewers":[{"ok":true,"framesDecoded":..,"frameWidth":..,...}],...}
-// playwright-core comes from tests/browser/node_modules of the repository.
+// playwright-core comes from tests/browser/node_modules of the repository (tests/browser/common.mjs).
 
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+import { CHROMIUM_PATH, launchOptions, loadChromium } from '../../../tests/browser/common.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, '../../../tests/browser/'));
-const { chromium } = require('playwright-core');
+const chromium = await loadChromium();
 
 const argv = process.argv.slice(2);
 const opts = {
@@ -36,7 +32,7 @@ const opts = {
   hold: 0,
   wantSync: false,
   noAudio: false,
-  chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
+  chromium: CHROMIUM_PATH,
 };
 for (let i = 2; i < argv.length; i++) {
   const a = argv[i];
@@ -58,18 +54,7 @@ if (!opts.page || !opts.whep) {
   process.exit(2);
 }
 
-const launch = {
-  executablePath: opts.chromium,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-quic',
-    '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-};
+const launch = launchOptions(opts.chromium);
 // --end kill: SIGKILL the browser once playing (no DTLS close_notify, no more ICE consent).
 const server = opts.end === 'kill' ? await chromium.launchServer(launch) : null;
 const browser = server ? await chromium.connect(server.wsEndpoint()) : await chromium.launch(launch);
