@@ -2,39 +2,27 @@
 //!
 //! Set `ONAIR_UI_DIST` to an already built `dist` folder to skip npm (packagers, offline builds).
 
+mod build_ui;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let ui = manifest.join("../../ui").canonicalize().expect("the ui/ folder is beside crates/");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-env-changed=ONAIR_UI_DIST");
-    for watched in [
-        "src",
-        "public",
-        "index.html",
-        "embed.html",
-        "package.json",
-        "package-lock.json",
-        "vite.config.ts",
-        "tsconfig.json",
-    ] {
-        let p = ui.join(watched);
-        if p.exists() {
-            println!("cargo:rerun-if-changed={}", p.display());
-        }
-    }
+    build_ui::watch(&ui);
 
     let dist = match std::env::var_os("ONAIR_UI_DIST") {
         Some(d) => PathBuf::from(d),
         None => {
             let dist = out.join("ui-dist");
-            if !ui.join("node_modules/.package-lock.json").exists() {
-                npm(&ui, &["ci", "--no-audit", "--no-fund"], None);
-            }
-            npm(&ui, &["run", "build"], Some(&dist));
+            build_ui::build(
+                &ui,
+                &dist,
+                "the web UI is built with Node.js 20+ and npm; run scripts/setup.sh, or set ONAIR_UI_DIST to a built ui/dist",
+            );
             dist
         }
     };
@@ -53,18 +41,6 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("ui_assets.rs"), code).unwrap();
-}
-
-fn npm(dir: &Path, args: &[&str], out_dir: Option<&Path>) {
-    let mut cmd = Command::new("npm");
-    cmd.args(args).current_dir(dir);
-    if let Some(out) = out_dir {
-        cmd.env("ONAIR_UI_OUT", out);
-    }
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run npm ({e}): the web UI is built with Node.js 20+ and npm; run scripts/setup.sh, or set ONAIR_UI_DIST to a built ui/dist")
-    });
-    assert!(status.success(), "`npm {}` in {} failed ({status})", args.join(" "), dir.display());
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {

@@ -2,55 +2,28 @@
 //! engine with a real RTMP publisher: Go live arms the stream (a publish with a valid signed key
 //! is accepted only after it), End stream disconnects the publisher and refuses new publishes.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{call, mock_app, now_ms, window};
 use onair_desktop::app;
 use onair_desktop::core::{Core, Effect, MenuAction};
 use onair_desktop::settings::SettingsPaths;
 use onair_desktop::state::TrayState;
-use onair_engine::{Config, SigningKey};
 use onair_tests::rtmp_client::RawPublisher;
 use serde_json::{Value, json};
 use tauri::Listener;
-use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets};
-use tauri::webview::InvokeRequest;
 
 const SECRET: &str = "desktop-test-secret";
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onair-desktop-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut c = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        rtmp: "127.0.0.1:0".parse().unwrap(),
-        // OBS settings and viewer links name this host; the test's publisher dials it.
-        public_host: "127.0.0.1".into(),
-        data_dir: dir.join("data"),
-        require_go_live: true,
-        ..Default::default()
-    };
-    c.webrtc.udp = "127.0.0.1:0".parse().unwrap();
-    c.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
-    c
-}
-
+/// An engine with its data and the app's settings in a fresh `onair-desktop-<name>-<pid>`.
 fn start_core(name: &str) -> (Arc<Core>, PathBuf) {
-    let dir = temp_dir(name);
-    let core = tauri::async_runtime::block_on(Core::start(
-        config(&dir),
-        SigningKey::new(SECRET).into(),
-        Some(SettingsPaths::in_dir(&dir.join("config"))),
-    ))
-    .expect("engine starts");
+    let dir = common::temp_dir(name);
+    let core = common::start_core(&dir, SECRET, Some(SettingsPaths::in_dir(&dir.join("config"))));
     (core, dir)
 }
 
@@ -136,10 +109,6 @@ fn tray_menu_go_live_arms_the_stream_and_end_stream_disconnects() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// The next engine event (as JSON) that matches `want`.
 async fn next_event(
     rx: &mut tokio::sync::broadcast::Receiver<onair_engine::EngineEvent>,
@@ -158,35 +127,15 @@ async fn next_event(
 
 // ---------- the commands, through the mock runtime ----------
 
-fn request(cmd: &str, body: Value) -> InvokeRequest {
-    InvokeRequest {
-        cmd: cmd.into(),
-        callback: CallbackFn(0),
-        error: CallbackFn(1),
-        url: "tauri://localhost".parse().unwrap(),
-        body: InvokeBody::Json(body),
-        headers: Default::default(),
-        invoke_key: INVOKE_KEY.to_string(),
-    }
-}
-
-fn call(webview: &tauri::WebviewWindow<MockRuntime>, cmd: &str, body: Value) -> Result<Value, Value> {
-    get_ipc_response(webview, request(cmd, body)).map(|b| b.deserialize::<Value>().unwrap())
-}
-
 #[test]
 fn commands_through_the_mock_runtime_and_events_pushed_to_the_window() {
     let (core, dir) = start_core("commands");
-    let app = mock_builder()
-        .invoke_handler(onair_desktop::commands::handler())
-        .build(mock_context(noop_assets()))
-        .expect("mock app");
+    let app = mock_app();
     let (tx, rx) = mpsc::channel::<Value>();
     app.listen(app::ENGINE_EVENT, move |e| {
         let _ = tx.send(serde_json::from_str(e.payload()).unwrap());
     });
-    app::attach(app.handle(), core.clone(), false);
-    let webview = tauri::WebviewWindowBuilder::new(&app, app::MAIN_WINDOW, Default::default()).build().unwrap();
+    let webview = window(&app, &core);
     let pushed = |what: &str, want: &dyn Fn(&Value) -> bool| -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -3,76 +3,35 @@
 //! app's engine live, with no B-frames and a 2 s keyframe interval; the password is kept in the
 //! secret store (the OS keyring in the app); the OBS profile is written and reads back.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onair_desktop::app;
+use common::{Window, call, mock_app, now_ms, window};
 use onair_desktop::core::Core;
-use onair_engine::{Config, SigningKey};
 use onair_tests::obs::{Obs, ObsHome, SERIAL};
 use onair_tests::wait_for;
 use serde_json::{Value, json};
-use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets};
-use tauri::webview::InvokeRequest;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("onair-desktop-obs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn start_core(dir: &std::path::Path) -> Arc<Core> {
-    let mut c = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        rtmp: "127.0.0.1:0".parse().unwrap(),
-        // OBS dials the server the app hands out.
-        public_host: "127.0.0.1".into(),
-        data_dir: dir.join("data"),
-        require_go_live: true,
-        ..Default::default()
-    };
-    c.webrtc.udp = "127.0.0.1:0".parse().unwrap();
-    c.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
-    // In memory here; the OS keyring in the app.
-    tauri::async_runtime::block_on(Core::start(c, SigningKey::new(SECRET).into(), None)).expect("engine starts")
-}
 
 const SECRET: &str = "desktop-obs-secret";
 
-type Window = tauri::WebviewWindow<MockRuntime>;
-
-fn window(core: &Arc<Core>) -> (tauri::App<MockRuntime>, Window) {
-    let app = mock_builder()
-        .invoke_handler(onair_desktop::commands::handler())
-        .build(mock_context(noop_assets()))
-        .expect("mock app");
-    app::attach(app.handle(), core.clone(), false);
-    let webview = tauri::WebviewWindowBuilder::new(&app, app::MAIN_WINDOW, Default::default()).build().unwrap();
-    (app, webview)
-}
-
-fn call(webview: &Window, cmd: &str, body: Value) -> Result<Value, Value> {
-    let req = InvokeRequest {
-        cmd: cmd.into(),
-        callback: CallbackFn(0),
-        error: CallbackFn(1),
-        url: "tauri://localhost".parse().unwrap(),
-        body: InvokeBody::Json(body),
-        headers: Default::default(),
-        invoke_key: INVOKE_KEY.to_string(),
-    };
-    get_ipc_response(webview, req).map(|b| b.deserialize::<Value>().unwrap())
+/// An engine with its data in a fresh `onair-desktop-obs-<name>-<pid>`, its secrets in memory (the
+/// OS keyring in the app), and the app's window on it.
+fn start(name: &str) -> (PathBuf, Arc<Core>, tauri::App<tauri::test::MockRuntime>, Window) {
+    let dir = common::temp_dir(&format!("obs-{name}"));
+    let core = common::start_core(&dir, SECRET, None);
+    let app = mock_app();
+    let webview = window(&app, &core);
+    (dir, core, app, webview)
 }
 
 /// `key` is a stream key for the app's stream, signed with the engine's secret (each call of
 /// the app makes a fresh one, valid for a year).
 fn assert_valid_key(server: &str, key: &str) {
     assert!(key.starts_with("stream?policy="), "{key}");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    onair_policy::verify(SECRET.as_bytes(), &format!("{server}/{key}"), "127.0.0.1".parse().unwrap(), now)
+    onair_policy::verify(SECRET.as_bytes(), &format!("{server}/{key}"), "127.0.0.1".parse().unwrap(), now_ms())
         .expect("the key is signed with the engine's secret");
 }
 
@@ -87,9 +46,7 @@ fn obs_apply_sets_up_real_obs_which_then_streams_live_without_bframes() {
         "unset {} for this test: it checks the password kept in the secret store",
         onair_obs::PASSWORD_ENV
     );
-    let dir = temp_dir("apply");
-    let core = start_core(&dir);
-    let (_app, webview) = window(&core);
+    let (dir, core, _app, webview) = start("apply");
     let _one_obs = tauri::async_runtime::block_on(SERIAL.lock());
     let obs = tauri::async_runtime::block_on(Obs::launch(ObsHome::new(), "Test"));
     let url = obs.url_string();
@@ -162,9 +119,7 @@ fn obs_apply_sets_up_real_obs_which_then_streams_live_without_bframes() {
 
 #[test]
 fn obs_write_profile_writes_a_profile_that_reads_back() {
-    let dir = temp_dir("profile");
-    let core = start_core(&dir);
-    let (_app, webview) = window(&core);
+    let (dir, core, _app, webview) = start("profile");
     let profile_dir = dir.join("obs-profile");
     let out = call(&webview, "obs_write_profile", json!({"dir": profile_dir})).unwrap();
     assert_eq!(out["dir"], profile_dir.to_str().unwrap());

@@ -18,31 +18,34 @@
 # refuses guest accounts, `allow_guest_access: false`).
 set -euo pipefail
 
+HERE="$(cd "$(dirname "$0")" && pwd)"
 VENV="${ONAIR_SYNAPSE_VENV:-$HOME/.cache/onair/synapse-venv}"
 REQ="${ONAIR_SYNAPSE_VERSION:-matrix-synapse}"
 PY="${PYTHON:-python3}"
 
 die() { echo "synapse.sh: $*" >&2; exit 1; }
 
+# venv_install
+. "$HERE/../venv.sh"
+
 install() {
-  # The stamp is written last: a venv without it is an interrupted install and is redone.
-  [ -f "$VENV/.onair-ready" ] && return 0
-  echo "synapse.sh: installing $REQ into $VENV (once, ~40 s)" >&2
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  "$PY" -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$REQ" >&2 || die "pip install $REQ failed"
-  "$VENV/bin/python" -c 'import synapse' || die "synapse does not import after pip install"
-  touch "$VENV/.onair-ready"
+  venv_install "$VENV" "$REQ" synapse ", ~40 s"
 }
 
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# A fresh random secret.
+token() {
+  "$PY" -c 'import secrets; print(secrets.token_hex(24))'
+}
+
 write_config() {
   local dir="$1" port="$2" secret
-  secret="$("$PY" -c 'import secrets; print(secrets.token_hex(24))')"
+  # No rate limit: the tests register, log in, join and send in bursts.
+  local unlimited="{per_second: 1000, burst_count: 1000}"
+  secret="$(token)"
   cat >"$dir/homeserver.yaml" <<EOF
 server_name: "localhost"
 public_baseurl: "http://127.0.0.1:$port/"
@@ -67,8 +70,8 @@ report_stats: false
 trusted_key_servers: []
 suppress_key_server_warning: true
 registration_shared_secret: "$secret"
-macaroon_secret_key: "$("$PY" -c 'import secrets; print(secrets.token_hex(24))')"
-form_secret: "$("$PY" -c 'import secrets; print(secrets.token_hex(24))')"
+macaroon_secret_key: "$(token)"
+form_secret: "$(token)"
 enable_registration: true
 enable_registration_without_verification: true
 allow_guest_access: $([ "${ONAIR_SYNAPSE_NO_GUESTS:-}" = 1 ] && echo false || echo true)
@@ -86,24 +89,16 @@ presence:
 url_preview_enabled: false
 enable_metrics: false
 federation_domain_whitelist: []
-rc_message: {per_second: 1000, burst_count: 1000}
-rc_registration: {per_second: 1000, burst_count: 1000}
-rc_registration_token_validity: {per_second: 1000, burst_count: 1000}
-rc_login:
-  address: {per_second: 1000, burst_count: 1000}
-  account: {per_second: 1000, burst_count: 1000}
-  failed_attempts: {per_second: 1000, burst_count: 1000}
-rc_admin_redaction: {per_second: 1000, burst_count: 1000}
-rc_joins:
-  local: {per_second: 1000, burst_count: 1000}
-  remote: {per_second: 1000, burst_count: 1000}
-rc_joins_per_room: {per_second: 1000, burst_count: 1000}
-rc_invites:
-  per_room: {per_second: 1000, burst_count: 1000}
-  per_user: {per_second: 1000, burst_count: 1000}
-  per_issuer: {per_second: 1000, burst_count: 1000}
-rc_3pid_validation: {per_second: 1000, burst_count: 1000}
-rc_room_creation: {per_second: 1000, burst_count: 1000}
+rc_message: $unlimited
+rc_registration: $unlimited
+rc_registration_token_validity: $unlimited
+rc_login: {address: $unlimited, account: $unlimited, failed_attempts: $unlimited}
+rc_admin_redaction: $unlimited
+rc_joins: {local: $unlimited, remote: $unlimited}
+rc_joins_per_room: $unlimited
+rc_invites: {per_room: $unlimited, per_user: $unlimited, per_issuer: $unlimited}
+rc_3pid_validation: $unlimited
+rc_room_creation: $unlimited
 EOF
   cat >"$dir/log.yaml" <<EOF
 version: 1

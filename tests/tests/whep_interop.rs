@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use onair_tests::*;
 use tokio::process::Command;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 /// One test at a time (publisher + player + server on 2 cores).
 static TURN: Mutex<()> = Mutex::const_new(());
@@ -121,122 +121,129 @@ fn assert_played(v: &serde_json::Value, most_sessions: usize, seconds: f64) {
     assert_eq!(most_sessions, 1, "the server counted the player: {v}");
 }
 
-async fn webrtc_viewers(server: &TestServer, stream: &str) -> serde_json::Value {
-    get(&server.url(&format!("/api/streams/{stream}"))).await.unwrap().json()["viewers"]["webrtc"].clone()
+/// A test's setup: its turn, `whep.sh <setup>` done, a server, and ffmpeg publishing live to it.
+struct Live {
+    _turn: MutexGuard<'static, ()>,
+    server: TestServer,
+    publisher: Publisher,
+    stream: &'static str,
+}
+
+impl Live {
+    async fn start(setup_what: &str, stream: &'static str, src: Source) -> Live {
+        let turn = TURN.lock().await;
+        setup(setup_what).await;
+        let server = TestServer::start().await;
+        let publisher = Publisher::start(&server.signed_url(stream), &src);
+        wait_live(&server, stream, Duration::from_secs(15)).await;
+        Live { _turn: turn, server, publisher, stream }
+    }
+
+    /// [`play`]s the stream's WHEP endpoint.
+    async fn play(&self, player: &str, seconds: f64, extra: &[&str]) -> (serde_json::Value, usize) {
+        let whep = self.server.url(&format!("/live/{}/whep", self.stream));
+        play(&self.server, player, &whep, seconds, extra).await
+    }
+
+    /// `GET /api/streams/<stream>`.
+    async fn status(&self) -> serde_json::Value {
+        get(&self.server.url(&format!("/api/streams/{}", self.stream))).await.unwrap().json()
+    }
+
+    /// Waits until no WebRTC session is left, which the stream's viewer count then shows; returns
+    /// how long that took.
+    async fn drained(&self, timeout: Duration) -> Duration {
+        let took = sessions_drain(&self.server, timeout).await;
+        assert_eq!(self.status().await["viewers"]["webrtc"], 0);
+        took
+    }
+
+    /// The player ended with a DELETE, which removed its session at once.
+    async fn deleted(&self, v: &serde_json::Value, player: &str) {
+        assert_eq!(v["delete_status"], 200, "{v}");
+        let took = self.drained(Duration::from_secs(5)).await;
+        eprintln!("{player}: session gone {took:?} after the DELETE");
+    }
+
+    async fn stop(self) {
+        self.publisher.stop().await;
+        self.server.shutdown().await;
+    }
 }
 
 // ---------- aiortc ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_plays_baseline_with_aac_audio() {
-    let _turn = TURN.lock().await;
-    setup("install").await;
-    let server = TestServer::start().await;
-    let src = Source { profile: Some("baseline"), ..Source::default() };
-    let publisher = Publisher::start(&server.signed_url("ai"), &src);
-    wait_live(&server, "ai", Duration::from_secs(15)).await;
+    let live = Live::start("install", "ai", Source { profile: Some("baseline"), ..Source::default() }).await;
 
-    let (v, most) = play(&server, "play", &server.url("/live/ai/whep"), 5.0, &[]).await;
+    let (v, most) = live.play("play", 5.0, &[]).await;
     assert_played(&v, most, 5.0);
     // aiortc offers Baseline (42001f) and Constrained Baseline (42e01f); x264's baseline is
     // Constrained Baseline (42c0…).
     assert_eq!(v["video_codec"]["profile_level_id"], "42e01f", "{v}");
-    assert_eq!(v["delete_status"], 200, "{v}");
-    // DELETE removes the session at once.
-    let took = sessions_drain(&server, Duration::from_secs(5)).await;
-    eprintln!("aiortc: session gone {took:?} after the DELETE");
-    assert_eq!(webrtc_viewers(&server, "ai").await, 0);
-    publisher.stop().await;
-    server.shutdown().await;
+    live.deleted(&v, "aiortc").await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_plays_44k_mono_audio_and_leaves_without_delete() {
-    let _turn = TURN.lock().await;
-    setup("install").await;
-    let server = TestServer::start().await;
     // lavfi's sine is mono: 44.1 kHz mono AAC, resampled to 48 kHz for Opus.
-    let src = Source { sample_rate: 44_100, ..Source::default() };
-    let publisher = Publisher::start(&server.signed_url("ai44"), &src);
-    wait_live(&server, "ai44", Duration::from_secs(15)).await;
-    let st = get(&server.url("/api/streams/ai44")).await.unwrap().json();
+    let live = Live::start("install", "ai44", Source { sample_rate: 44_100, ..Source::default() }).await;
+    let st = live.status().await;
     assert_eq!(st["audio"]["sample_rate"], 44_100, "{st}");
     assert_eq!(st["audio"]["channels"], 1, "{st}");
 
-    let (v, most) = play(&server, "play", &server.url("/live/ai44/whep"), 5.0, &["--no-delete"]).await;
+    let (v, most) = live.play("play", 5.0, &["--no-delete"]).await;
     assert_played(&v, most, 5.0);
     // No DELETE: aiortc's pc.close() sends a DTLS close_notify, which ends the session.
-    let took = sessions_drain(&server, Duration::from_secs(30)).await;
+    let took = live.drained(Duration::from_secs(30)).await;
     eprintln!("aiortc: session gone {took:?} after pc.close()");
     assert!(took < Duration::from_secs(3), "close_notify ends the session at once, took {took:?}");
-    assert_eq!(webrtc_viewers(&server, "ai44").await, 0);
-    publisher.stop().await;
-    server.shutdown().await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_is_told_why_it_cannot_play_main_profile() {
-    let _turn = TURN.lock().await;
-    setup("install").await;
-    let server = TestServer::start().await;
-    let src = Source { profile: Some("main"), ..Source::small() };
-    let publisher = Publisher::start(&server.signed_url("aimain"), &src);
-    wait_live(&server, "aimain", Duration::from_secs(15)).await;
+    let live = Live::start("install", "aimain", Source { profile: Some("main"), ..Source::small() }).await;
     // aiortc offers only Baseline H.264: a Main stream cannot be sent to it (RFC 6184), so the
     // offer is refused with a reason and the player can fall back to HLS.
-    let (v, most) = play(&server, "play", &server.url("/live/aimain/whep"), 1.0, &[]).await;
+    let (v, most) = live.play("play", 1.0, &[]).await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["status"], 400, "{v}");
     assert!(!v["error"].as_str().unwrap_or("").is_empty(), "the reason is in the body: {v}");
     assert_eq!(most, 0, "{v}");
-    publisher.stop().await;
-    server.shutdown().await;
+    live.stop().await;
 }
 
 // ---------- GStreamer webrtcbin ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_webrtcbin_plays_main_with_aac_audio() {
-    let _turn = TURN.lock().await;
-    setup("gst-install").await;
-    let server = TestServer::start().await;
-    let src = Source { profile: Some("main"), ..Source::default() };
-    let publisher = Publisher::start(&server.signed_url("gst"), &src);
-    wait_live(&server, "gst", Duration::from_secs(15)).await;
+    let live = Live::start("gst-install", "gst", Source { profile: Some("main"), ..Source::default() }).await;
 
-    let (v, most) = play(&server, "gst-play", &server.url("/live/gst/whep"), 5.0, &["--sdp"]).await;
+    let (v, most) = live.play("gst-play", 5.0, &["--sdp"]).await;
     // The audio section was offered `m=audio 0 …` + `a=bundle-only`: it is answered, not rejected
     // (a rejected one left webrtcbin without even a video connection).
     assert!(v["offer_sdp"].as_str().unwrap().contains("a=bundle-only"), "{v}");
     assert_played(&v, most, 5.0);
     // Offered 42e01f, 4d001f, 640c1f: the Main stream goes out as Main.
     assert_eq!(v["video_codec"]["profile_level_id"], "4d001f", "{v}");
-    assert_eq!(v["delete_status"], 200, "{v}");
-    let took = sessions_drain(&server, Duration::from_secs(5)).await;
-    eprintln!("gstreamer: session gone {took:?} after the DELETE");
-    assert_eq!(webrtc_viewers(&server, "gst").await, 0);
-    publisher.stop().await;
-    server.shutdown().await;
+    live.deleted(&v, "gstreamer").await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_webrtcbin_plays_high_with_44k_mono_audio() {
-    let _turn = TURN.lock().await;
-    setup("gst-install").await;
-    let server = TestServer::start().await;
     let src = Source { profile: Some("high"), sample_rate: 44_100, ..Source::default() };
-    let publisher = Publisher::start(&server.signed_url("gsthigh"), &src);
-    wait_live(&server, "gsthigh", Duration::from_secs(15)).await;
-    let st = get(&server.url("/api/streams/gsthigh")).await.unwrap().json();
+    let live = Live::start("gst-install", "gsthigh", src).await;
+    let st = live.status().await;
     assert!(st["video"]["codec"].as_str().unwrap().starts_with("avc1.64"), "{st}");
 
-    let (v, most) = play(&server, "gst-play", &server.url("/live/gsthigh/whep"), 5.0, &[]).await;
+    let (v, most) = live.play("gst-play", 5.0, &[]).await;
     assert_played(&v, most, 5.0);
     // Offered 42e01f, 4d001f, 640c1f: High goes out on Constrained High (what Safari offers too).
     assert_eq!(v["video_codec"]["profile_level_id"], "640c1f", "{v}");
-    assert_eq!(v["delete_status"], 200, "{v}");
-    sessions_drain(&server, Duration::from_secs(5)).await;
-    assert_eq!(webrtc_viewers(&server, "gsthigh").await, 0);
-    publisher.stop().await;
-    server.shutdown().await;
+    live.deleted(&v, "gstreamer").await;
+    live.stop().await;
 }

@@ -25,16 +25,11 @@ GST_PACKAGES=(gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-go
 
 die() { echo "whep.sh: $*" >&2; exit 1; }
 
+# venv_install
+. "$HERE/../venv.sh"
+
 install() {
-  # The stamp is written last: a venv without it is an interrupted install and is redone.
-  [ -f "$VENV/.onair-ready" ] && return 0
-  echo "whep.sh: installing $REQ into $VENV (once)" >&2
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  "$PY" -m venv "$VENV" || die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$REQ" >&2 || die "pip install $REQ failed"
-  "$VENV/bin/python" -c 'import aiortc, av' || die "aiortc does not import after pip install"
-  touch "$VENV/.onair-ready"
+  venv_install "$VENV" "$REQ" "aiortc, av"
 }
 
 gst_ready() {

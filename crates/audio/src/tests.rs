@@ -101,11 +101,32 @@ fn decode(packets: &[OpusPacket]) -> (Vec<f32>, Vec<f32>) {
     (left, right)
 }
 
+/// Pushes `frames` with `offset` added to their pts; panics on any error.
+fn push_all(t: &mut Transcoder, frames: &[(Bytes, u64)], offset: u64) -> Vec<OpusPacket> {
+    let mut packets = Vec::new();
+    for (frame, pts) in frames {
+        packets.extend(t.push(frame, offset + pts).unwrap());
+    }
+    packets
+}
+
 /// Checks that pts advance by exactly 20 ms from `first`.
 fn assert_continuous(packets: &[OpusPacket], first: u64) {
     for (i, p) in packets.iter().enumerate() {
         assert_eq!(p.pts_ms, first + 20 * i as u64, "packet {i}");
     }
+}
+
+/// Checks the packets are one timeline from 0 that lasts as long as `aac`, give or take two
+/// packets.
+fn assert_timeline(packets: &[OpusPacket], aac: &Aac, what: &str) {
+    assert_continuous(packets, 0);
+    let opus_ms = packets.len() as f64 * 20.0;
+    assert!(
+        (opus_ms - aac.duration_ms()).abs() <= 40.0,
+        "{what}: {opus_ms} ms of Opus, {} ms of AAC",
+        aac.duration_ms()
+    );
 }
 
 fn rms(x: &[f32]) -> f32 {
@@ -144,6 +165,14 @@ fn assert_tone(x: &[f32], freq: f32, skip: usize, what: &str) {
     assert!((level - 0.125 / 2f32.sqrt()).abs() < 0.015, "{what}: RMS {level}");
 }
 
+/// Decodes the packets and checks they carry `SINE_48K_STEREO`'s tones (1000 Hz left, 1500 Hz
+/// right) from sample `from` on, skipping `skip` samples at each end.
+fn assert_stereo_tones(packets: &[OpusPacket], from: usize, skip: usize, what: &str) {
+    let (left, right) = decode(packets);
+    assert_tone(&left[from..], 1000.0, skip, &format!("{what}, left"));
+    assert_tone(&right[from..], 1500.0, skip, &format!("{what}, right"));
+}
+
 #[test]
 fn obs_stream_transcodes() {
     let aac = parse_flv(OBS_FLV);
@@ -177,9 +206,7 @@ fn sine_44100_mono_is_resampled() {
     let aac = parse_adts(SINE_44K_MONO);
     assert_eq!((aac.config.sample_rate, aac.config.channels), (44_100, 1));
     let packets = transcode(&aac);
-    assert_continuous(&packets, 0);
-    let opus_ms = packets.len() as f64 * 20.0;
-    assert!((opus_ms - aac.duration_ms()).abs() <= 40.0, "{opus_ms} ms of Opus, {} ms of AAC", aac.duration_ms());
+    assert_timeline(&packets, &aac, "44.1 kHz mono");
     let (left, right) = decode(&packets);
     assert_tone(&left, 1000.0, 4800, "44.1 kHz mono, left");
     assert_tone(&right, 1000.0, 4800, "44.1 kHz mono, right");
@@ -196,9 +223,7 @@ fn sine_22050_mono_is_resampled() {
     let aac = parse_adts(SINE_22K_MONO);
     assert_eq!((aac.config.sample_rate, aac.config.channels), (22_050, 1));
     let packets = transcode(&aac);
-    assert_continuous(&packets, 0);
-    let opus_ms = packets.len() as f64 * 20.0;
-    assert!((opus_ms - aac.duration_ms()).abs() <= 40.0, "{opus_ms} ms of Opus, {} ms of AAC", aac.duration_ms());
+    assert_timeline(&packets, &aac, "22.05 kHz mono");
     let (left, _) = decode(&packets);
     assert_tone(&left, 1000.0, 4800, "22.05 kHz mono");
 }
@@ -208,12 +233,8 @@ fn sine_48000_stereo_keeps_its_channels() {
     let aac = parse_adts(SINE_48K_STEREO);
     assert_eq!((aac.config.sample_rate, aac.config.channels), (48_000, 2));
     let packets = transcode(&aac);
-    assert_continuous(&packets, 0);
-    let opus_ms = packets.len() as f64 * 20.0;
-    assert!((opus_ms - aac.duration_ms()).abs() <= 40.0, "{opus_ms} ms of Opus, {} ms of AAC", aac.duration_ms());
-    let (left, right) = decode(&packets);
-    assert_tone(&left, 1000.0, 4800, "48 kHz stereo, left");
-    assert_tone(&right, 1500.0, 4800, "48 kHz stereo, right");
+    assert_timeline(&packets, &aac, "48 kHz stereo");
+    assert_stereo_tones(&packets, 0, 4800, "48 kHz stereo");
 }
 
 /// Frames that cannot decode: a truncated frame, and a coupling channel element (which the
@@ -237,13 +258,9 @@ fn a_corrupt_frame_is_an_error_for_that_frame_only() {
             packets.extend(t.push(frame, *pts).unwrap());
         }
         // The lost frame's time is filled: the timeline is unbroken and complete.
-        assert_continuous(&packets, 0);
-        let opus_ms = packets.len() as f64 * 20.0;
-        assert!((opus_ms - aac.duration_ms()).abs() <= 40.0, "{k}: {opus_ms} ms of Opus");
+        assert_timeline(&packets, &aac, &format!("corrupt frame {k}"));
         // The tone is back after the corrupt frame (40 × 21.3 ms ≈ 853 ms; check from 1.0 s).
-        let (left, right) = decode(&packets);
-        assert_tone(&left[48_000..], 1000.0, 2400, "after a corrupt frame, left");
-        assert_tone(&right[48_000..], 1500.0, 2400, "after a corrupt frame, right");
+        assert_stereo_tones(&packets, 48_000, 2400, &format!("after corrupt frame {k}"));
     }
 }
 
@@ -261,9 +278,7 @@ fn a_frame_that_confuses_the_decoder_costs_only_itself() {
         packets.extend(t.push(frame, pts).unwrap_or_else(|e| panic!("frame {i}: {e}")));
     }
     assert_continuous(&packets, 0);
-    let (left, right) = decode(&packets);
-    assert_tone(&left[4800..], 1000.0, 2400, "left");
-    assert_tone(&right[4800..], 1500.0, 2400, "right");
+    assert_stereo_tones(&packets, 4800, 2400, "after a mono frame");
 }
 
 #[test]
@@ -271,21 +286,49 @@ fn corrupt_first_frame_then_normal() {
     let aac = parse_adts(SINE_48K_STEREO);
     let mut t = Transcoder::new(&aac.config).unwrap();
     assert!(t.push(&[0x40, 0, 0], 0).is_err());
-    let mut packets = Vec::new();
-    for (frame, pts) in &aac.frames[1..] {
-        packets.extend(t.push(frame, *pts).unwrap());
-    }
+    let packets = push_all(&mut t, &aac.frames[1..], 0);
     // The timeline starts at the first frame that decoded.
     assert_continuous(&packets, aac.frames[1].1);
 }
 
-/// A cheap deterministic generator for the fuzz-like test.
+/// A cheap deterministic generator for the fuzz-like tests.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u32 {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) as u32
     }
+}
+
+/// Pushes `rounds` passes over `source`'s frames into `t`, each frame damaged or not (bits
+/// flipped, cut short, random bytes, with `one_byte` one byte replaced, or left whole: picked by
+/// `rng`), pass `r` at `r × round_ms` + pts. Returns how many pushes failed.
+fn push_damaged(t: &mut Transcoder, source: &Aac, rng: &mut Lcg, rounds: u64, round_ms: u64, one_byte: bool) -> u64 {
+    let mut errs = 0;
+    for round in 0..rounds {
+        for (frame, pts) in &source.frames {
+            let mut bad = frame.to_vec();
+            match rng.next() % if one_byte { 5 } else { 4 } {
+                0 => {
+                    for _ in 0..1 + rng.next() % 8 {
+                        let bit = rng.next() as usize % (bad.len() * 8);
+                        bad[bit / 8] ^= 1 << (bit % 8);
+                    }
+                }
+                1 => bad.truncate(rng.next() as usize % bad.len()),
+                2 => bad.iter_mut().for_each(|b| *b = rng.next() as u8),
+                3 if one_byte => {
+                    let i = rng.next() as usize % bad.len();
+                    bad[i] = rng.next() as u8;
+                }
+                _ => {}
+            }
+            if t.push(&bad, round * round_ms + pts).is_err() {
+                errs += 1;
+            }
+        }
+    }
+    errs
 }
 
 #[test]
@@ -295,23 +338,7 @@ fn damaged_frames_never_panic_and_the_stream_recovers() {
     let mut rng = Lcg(7);
     for source in [&aac, &stereo] {
         let mut t = Transcoder::new(&source.config).unwrap();
-        for round in 0..6 {
-            for (frame, pts) in &source.frames {
-                let mut bad = frame.to_vec();
-                match rng.next() % 4 {
-                    0 => {
-                        for _ in 0..1 + rng.next() % 8 {
-                            let bit = rng.next() as usize % (bad.len() * 8);
-                            bad[bit / 8] ^= 1 << (bit % 8);
-                        }
-                    }
-                    1 => bad.truncate(rng.next() as usize % bad.len()),
-                    2 => bad.iter_mut().for_each(|b| *b = rng.next() as u8),
-                    _ => {}
-                }
-                let _ = t.push(&bad, round * 3000 + pts);
-            }
-        }
+        push_damaged(&mut t, source, &mut rng, 6, 3000, false);
         // Afterwards, clean frames transcode cleanly again, on a new run (the pts jumped, so the
         // first push also returns the end of the damaged run, and renews the decoder).
         let mut packets = Vec::new();
@@ -335,9 +362,7 @@ fn a_lost_frame_is_filled_with_silence() {
         }
         packets.extend(t.push(frame, *pts).unwrap());
     }
-    assert_continuous(&packets, 0);
-    let opus_ms = packets.len() as f64 * 20.0;
-    assert!((opus_ms - aac.duration_ms()).abs() <= 40.0, "{opus_ms} ms of Opus, {} ms of AAC", aac.duration_ms());
+    assert_timeline(&packets, &aac, "2 frames lost");
     // The silence is where the frames were (640–683 ms), so the audio after it stays in place.
     let (left, _) = decode(&packets);
     let gap = &left[31_500..32_500];
@@ -351,10 +376,7 @@ fn a_gap_resyncs_the_timeline() {
     let mut t = Transcoder::new(&aac.config).unwrap();
     let split = 40;
     let gap_ms = 5_000;
-    let mut before = Vec::new();
-    for (frame, pts) in &aac.frames[..split] {
-        before.extend(t.push(frame, 1_000 + pts).unwrap());
-    }
+    let mut before = push_all(&mut t, &aac.frames[..split], 1_000);
     let resume_pts = 1_000 + aac.frames[split].1 + gap_ms;
     let mut after = Vec::new();
     let mut first = true;
@@ -392,10 +414,7 @@ fn a_gap_resyncs_the_timeline() {
 fn a_backward_jump_resyncs_too() {
     let aac = parse_adts(SINE_48K_STEREO);
     let mut t = Transcoder::new(&aac.config).unwrap();
-    let mut packets = Vec::new();
-    for (frame, pts) in &aac.frames[..50] {
-        packets.extend(t.push(frame, 10_000 + pts).unwrap());
-    }
+    push_all(&mut t, &aac.frames[..50], 10_000);
     let out = t.push(&aac.frames[50].0, 2_000).unwrap();
     let new: Vec<_> = out.iter().filter(|p| p.pts_ms < 10_000).collect();
     assert_eq!(new.first().map(|p| p.pts_ms), Some(2_000));
@@ -405,10 +424,7 @@ fn a_backward_jump_resyncs_too() {
 fn flush_emits_the_tail() {
     let aac = parse_adts(SINE_44K_MONO);
     let mut t = Transcoder::new(&aac.config).unwrap();
-    let mut packets = Vec::new();
-    for (frame, pts) in &aac.frames {
-        packets.extend(t.push(frame, *pts).unwrap());
-    }
+    let mut packets = push_all(&mut t, &aac.frames, 0);
     packets.extend(t.flush().unwrap());
     assert_continuous(&packets, 0);
     let covered = packets.len() as f64 * 20.0;
@@ -426,9 +442,7 @@ fn small_jitter_does_not_resync() {
         let wobble = [0, 3, 0, 0, 2, 0, 0, 4][i % 8];
         packets.extend(t.push(frame, pts + wobble).unwrap());
     }
-    assert_continuous(&packets, 0);
-    let opus_ms = packets.len() as f64 * 20.0;
-    assert!((opus_ms - aac.duration_ms()).abs() <= 40.0);
+    assert_timeline(&packets, &aac, "jittery timestamps");
 }
 
 #[test]
@@ -522,30 +536,8 @@ fn long_fuzz() {
     let mut n = 0u64;
     for source in &sources {
         let mut t = Transcoder::new(&source.config).unwrap();
-        for round in 0..40u64 {
-            for (frame, pts) in &source.frames {
-                let mut bad = frame.to_vec();
-                match rng.next() % 5 {
-                    0 => {
-                        for _ in 0..1 + rng.next() % 8 {
-                            let bit = rng.next() as usize % (bad.len() * 8);
-                            bad[bit / 8] ^= 1 << (bit % 8);
-                        }
-                    }
-                    1 => bad.truncate(rng.next() as usize % bad.len()),
-                    2 => bad.iter_mut().for_each(|b| *b = rng.next() as u8),
-                    3 => {
-                        let i = rng.next() as usize % bad.len();
-                        bad[i] = rng.next() as u8;
-                    }
-                    _ => {}
-                }
-                n += 1;
-                if t.push(&bad, round * 100_000 + pts).is_err() {
-                    errs += 1;
-                }
-            }
-        }
+        errs += push_damaged(&mut t, source, &mut rng, 40, 100_000, true);
+        n += 40 * source.frames.len() as u64;
     }
     println!("{n} damaged frames, {errs} rejected, no panic");
 }

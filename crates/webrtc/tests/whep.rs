@@ -80,10 +80,6 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn start(avc: AvcConfig, frames: Vec<Frame>) -> Publisher {
-        Publisher::start_with(avc, frames, Some(Duration::ZERO))
-    }
-
     /// `audio`: None = no audio track; Some(delay) = Opus packets handed out `delay` after their
     /// pts (as an AAC → Opus transcoder would).
     fn start_with(avc: AvcConfig, frames: Vec<Frame>, audio: Option<Duration>) -> Publisher {
@@ -193,19 +189,68 @@ fn loopback_config() -> WebrtcConfig {
     }
 }
 
-/// Browser tests take turns: two Chromiums decoding at once on a 2-core machine make the timing
-/// measurements (first frame, A/V sync) meaningless.
-async fn browser_turn() -> tokio::sync::MutexGuard<'static, ()> {
+/// The default shape on any free port: bound to 0.0.0.0.
+fn wildcard_config() -> WebrtcConfig {
+    WebrtcConfig {
+        udp: "0.0.0.0:0".parse().unwrap(),
+        tcp: Some("0.0.0.0:0".parse().unwrap()),
+        ..WebrtcConfig::default()
+    }
+}
+
+/// A server started with `config`, a stream published as "live" and a WHEP endpoint serving it.
+struct Live {
+    server: WebrtcServer,
+    publisher: Publisher,
+    http: SocketAddr,
+}
+
+impl Live {
+    /// `audio` as in [`Publisher::start_with`].
+    async fn start(config: WebrtcConfig, (avc, frames): (AvcConfig, Vec<Frame>), audio: Option<Duration>) -> Live {
+        let server = WebrtcServer::start(config).await.unwrap();
+        let publisher = Publisher::start_with(avc, frames, audio);
+        let http = http(publisher.app(&server)).await;
+        Live { server, publisher, http }
+    }
+
+    /// The OBS capture with on-time audio, on loopback.
+    async fn obs() -> Live {
+        Live::start(loopback_config(), obs_capture(), Some(Duration::ZERO)).await
+    }
+
+    /// Plays the stream with [`chromium`].
+    async fn chromium(&self, args: &[&str]) -> serde_json::Value {
+        chromium(self.http, "live", args).await
+    }
+
+    /// Ends the stream and shuts the server down.
+    async fn stop(self) {
+        self.publisher.stop();
+        self.server.shutdown().await;
+    }
+}
+
+/// Starts a browser test: logs, then its turn. Browser tests take turns: two Chromiums decoding
+/// at once on a 2-core machine make the timing measurements (first frame, A/V sync) meaningless.
+async fn browser_test() -> tokio::sync::MutexGuard<'static, ()> {
+    init_logs();
     static TURN: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
     TURN.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
 }
 
-/// Whether a player's timing figures can be trusted: no dropped frames and a small video jitter
-/// buffer. A starved machine (other work hogging both cores) fails this, and then A/V sync is
-/// reported, not asserted.
-fn healthy(v: &serde_json::Value, max_jitter_buffer_ms: u64) -> bool {
-    v["framesDropped"].as_u64() == Some(0)
-        && v["jitterBufferDelayMs"].as_u64().is_some_and(|j| j <= max_jitter_buffer_ms)
+/// Audio and video play in sync (within 100 ms), when the player's timing figures can be trusted:
+/// no dropped frames and a video jitter buffer of at most `max_jitter_buffer_ms`. A starved
+/// machine (other work hogging both cores) fails that, and then A/V sync is reported, not asserted.
+fn assert_in_sync(v: &serde_json::Value, max_jitter_buffer_ms: u64) {
+    let sync = v["avSyncDeltaMs"].as_i64().unwrap();
+    let healthy = v["framesDropped"].as_u64() == Some(0)
+        && v["jitterBufferDelayMs"].as_u64().is_some_and(|j| j <= max_jitter_buffer_ms);
+    if healthy {
+        assert!(sync.abs() <= 100, "{v}");
+    } else {
+        eprintln!("WARNING: the machine is too loaded to judge A/V sync ({sync} ms): {v}");
+    }
 }
 
 /// Runs the Chromium WHEP client; returns its JSON.
@@ -243,16 +288,11 @@ async fn wait_for_sessions(server: &WebrtcServer, n: usize, within: Duration) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_a_whep_session() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let _turn = browser_test().await;
+    let live = Live::obs().await;
+    let server = &live.server;
 
-    let json =
-        chromium(http, "live", &["--expect-width", "640", "--min-frames", "120", "--want-sync", "--end", "close"])
-            .await;
+    let json = live.chromium(&["--expect-width", "640", "--min-frames", "120", "--want-sync", "--end", "close"]).await;
     println!("chromium: {json}");
     assert_eq!(json["ok"], true, "{json}");
     let v = &json["viewers"][0];
@@ -264,57 +304,44 @@ async fn chromium_plays_a_whep_session() {
     assert_eq!(v["candidatePair"]["remote"], format!("{}", server.udp_addr()), "{v}");
     // Audio and video play in sync: Chromium's playout estimates (on our RTCP SR clock) of the
     // two tracks agree within lip-sync tolerance (median of 5 samples; measured here: 3-50 ms).
-    let sync = v["avSyncDeltaMs"].as_i64().unwrap();
-    if healthy(v, 100) {
-        assert!(sync.abs() <= 100, "{v}");
-    } else {
-        eprintln!("WARNING: the machine is too loaded to judge A/V sync ({sync} ms): {v}");
-    }
+    assert_in_sync(v, 100);
     // The stream is High (64..); Chromium 156 offers no 64.. so the answer uses the decoder that
     // contains High, High 4:4:4 Predictive (f4..).
     assert!(v["answerProfile"].as_str().unwrap().starts_with("f4"), "{v}");
 
     // pc.close() sends DTLS close_notify: the session goes at once, not after the ICE timeout.
-    let gone = wait_for_sessions(&server, 0, Duration::from_secs(25)).await;
+    let gone = wait_for_sessions(server, 0, Duration::from_secs(25)).await;
     println!("session removed {} ms after the page closed it", gone.as_millis());
-    publisher.stop();
-    server.shutdown().await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_a_main_profile_stream_without_audio() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
+    let _turn = browser_test().await;
     let flv = main_profile_flv();
     let (avc, frames) = load_flv(&flv);
     let _ = std::fs::remove_file(&flv);
     assert_eq!((avc.profile_idc, avc.width), (77, 320));
-    let publisher = Publisher::start_with(avc, frames, None);
-    let http = http(publisher.app(&server)).await;
-    let json = chromium(http, "live", &["--expect-width", "320", "--no-audio", "--end", "delete"]).await;
+    let live = Live::start(loopback_config(), (avc, frames), None).await;
+    let json = live.chromium(&["--expect-width", "320", "--no-audio", "--end", "delete"]).await;
     println!("chromium, Main profile, no audio: {json}");
     assert_eq!(json["ok"], true, "{json}");
     let v = &json["viewers"][0];
     assert!(v["answerProfile"].as_str().unwrap().starts_with("4d"), "{v}");
     assert_eq!(v["frameHeight"], 180, "{v}");
     assert_eq!(v["audioPackets"], 0, "{v}");
-    wait_for_sessions(&server, 0, Duration::from_secs(5)).await;
-    publisher.stop();
-    server.shutdown().await;
+    wait_for_sessions(&live.server, 0, Duration::from_secs(5)).await;
+    live.stop().await;
 }
 
 /// Starts a server with `config`, plays once with Chromium, checks it played; returns the JSON.
 async fn play_with(config: WebrtcConfig) -> (WebrtcServer, serde_json::Value) {
-    let server = WebrtcServer::start(config).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
-    let json = chromium(http, "live", &["--expect-width", "640", "--end", "delete"]).await;
+    let live = Live::start(config, obs_capture(), Some(Duration::ZERO)).await;
+    let json = live.chromium(&["--expect-width", "640", "--end", "delete"]).await;
     assert_eq!(json["ok"], true, "{json}");
-    wait_for_sessions(&server, 0, Duration::from_secs(5)).await;
-    publisher.stop();
-    (server, json)
+    wait_for_sessions(&live.server, 0, Duration::from_secs(5)).await;
+    live.publisher.stop();
+    (live.server, json)
 }
 
 /// Audio leaves 150 ms after video of the same instant (transcoding latency): the sender
@@ -323,39 +350,21 @@ async fn play_with(config: WebrtcConfig) -> (WebrtcServer, serde_json::Value) {
 /// measured after 20 s, video jitter buffer growing to carry the difference).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_audio_still_plays_in_sync() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start_with(avc, frames, Some(Duration::from_millis(150)));
-    let http = http(publisher.app(&server)).await;
-    let json =
-        chromium(http, "live", &["--min-frames", "600", "--timeout", "60000", "--want-sync", "--end", "delete"]).await;
+    let _turn = browser_test().await;
+    let live = Live::start(loopback_config(), obs_capture(), Some(Duration::from_millis(150))).await;
+    let json = live.chromium(&["--min-frames", "600", "--timeout", "60000", "--want-sync", "--end", "delete"]).await;
     println!("chromium, audio 150 ms late: {json}");
     assert_eq!(json["ok"], true, "{json}");
-    let v = &json["viewers"][0];
-    let sync = v["avSyncDeltaMs"].as_i64().unwrap();
     // The video jitter buffer grows to ~150 ms on purpose here.
-    if healthy(v, 250) {
-        assert!(sync.abs() <= 100, "{v}");
-    } else {
-        eprintln!("WARNING: the machine is too loaded to judge A/V sync ({sync} ms): {v}");
-    }
-    publisher.stop();
-    server.shutdown().await;
+    assert_in_sync(&json["viewers"][0], 250);
+    live.stop().await;
 }
 
 /// The default shape: bound to 0.0.0.0, one socket per machine address on one port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_with_a_wildcard_bind() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let config = WebrtcConfig {
-        udp: "0.0.0.0:0".parse().unwrap(),
-        tcp: Some("0.0.0.0:0".parse().unwrap()),
-        ..WebrtcConfig::default()
-    };
-    let (server, json) = play_with(config).await;
+    let _turn = browser_test().await;
+    let (server, json) = play_with(wildcard_config()).await;
     let candidates = server.candidates();
     println!("candidates {candidates:?}\nchromium: {json}");
     let port = server.udp_addr().port();
@@ -368,14 +377,8 @@ async fn chromium_with_a_wildcard_bind() {
 /// NAT 1:1: one socket on 0.0.0.0, the candidates carry the configured public address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_with_a_public_ip() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let config = WebrtcConfig {
-        udp: "0.0.0.0:0".parse().unwrap(),
-        tcp: None,
-        public_ips: vec!["127.0.0.1".parse().unwrap()],
-        ice_servers: vec![],
-    };
+    let _turn = browser_test().await;
+    let config = WebrtcConfig { tcp: None, public_ips: vec!["127.0.0.1".parse().unwrap()], ..wildcard_config() };
     let (server, json) = play_with(config).await;
     let port = server.udp_addr().port();
     assert_eq!(server.candidates(), vec![("udp".to_string(), SocketAddr::from(([127, 0, 0, 1], port)))]);
@@ -385,17 +388,13 @@ async fn chromium_with_a_public_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_sessions_then_delete_and_close() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let _turn = browser_test().await;
+    let live = Live::obs().await;
 
     // Five players end with DELETE, five just close their peer connection.
     let (a, b) = tokio::join!(
-        chromium(http, "live", &["--viewers", "5", "--expect-width", "640", "--end", "delete", "--timeout", "45000"]),
-        chromium(http, "live", &["--viewers", "5", "--expect-width", "640", "--end", "close", "--timeout", "45000"]),
+        live.chromium(&["--viewers", "5", "--expect-width", "640", "--end", "delete", "--timeout", "45000"]),
+        live.chromium(&["--viewers", "5", "--expect-width", "640", "--end", "close", "--timeout", "45000"]),
     );
     println!("delete: {a}\nclose: {b}");
     for json in [&a, &b] {
@@ -408,62 +407,47 @@ async fn ten_concurrent_sessions_then_delete_and_close() {
     for v in a["viewers"].as_array().unwrap() {
         assert_eq!(v["deleteStatus"], 200, "{v}");
     }
-    wait_for_sessions(&server, 0, Duration::from_secs(25)).await;
-    assert_eq!(server.sessions("live"), 0);
-    publisher.stop();
-    server.shutdown().await;
+    wait_for_sessions(&live.server, 0, Duration::from_secs(25)).await;
+    assert_eq!(live.server.sessions("live"), 0);
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_over_ice_tcp() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let _turn = browser_test().await;
+    let live = Live::obs().await;
 
-    let json = chromium(http, "live", &["--tcp-only", "--expect-width", "640", "--end", "delete"]).await;
+    let json = live.chromium(&["--tcp-only", "--expect-width", "640", "--end", "delete"]).await;
     println!("chromium over ICE-TCP: {json}");
     assert_eq!(json["ok"], true, "{json}");
     let v = &json["viewers"][0];
     assert_eq!(v["candidatePair"]["protocol"], "tcp", "{v}");
-    assert_eq!(v["candidatePair"]["remote"], format!("{}", server.tcp_addr().unwrap()), "{v}");
-    wait_for_sessions(&server, 0, Duration::from_secs(5)).await;
-    publisher.stop();
-    server.shutdown().await;
+    assert_eq!(v["candidatePair"]["remote"], format!("{}", live.server.tcp_addr().unwrap()), "{v}");
+    wait_for_sessions(&live.server, 0, Duration::from_secs(5)).await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_player_times_out() {
-    init_logs();
-    let turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let turn = browser_test().await;
+    let live = Live::obs().await;
     // The browser is SIGKILLed while playing: no close_notify, no DELETE, no more ICE checks.
-    let json = chromium(http, "live", &["--end", "kill"]).await;
+    let json = live.chromium(&["--end", "kill"]).await;
     drop(turn); // the browser is gone: the next browser test may start
     assert_eq!(json["ok"], true, "{json}");
     let killed = Instant::now();
-    assert_eq!(server.total_sessions(), 1);
+    assert_eq!(live.server.total_sessions(), 1);
     // ICE: disconnected after 5 s without traffic, failed 15 s later.
-    let gone = wait_for_sessions(&server, 0, Duration::from_secs(40)).await;
+    let gone = wait_for_sessions(&live.server, 0, Duration::from_secs(40)).await;
     println!("session removed {} ms after the browser was killed", gone.as_millis());
     assert!(killed.elapsed() >= Duration::from_secs(10), "removed too early: {:?}", killed.elapsed());
-    publisher.stop();
-    server.shutdown().await;
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_with_its_stream() {
-    init_logs();
-    let _turn = browser_turn().await;
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let _turn = browser_test().await;
+    let Live { server, publisher, http } = Live::obs().await;
     // The player keeps its peer connection open (--end none, and the page stays 20 s)...
     let player = tokio::spawn(async move { chromium(http, "live", &["--end", "none", "--hold", "20000"]).await });
     let t0 = Instant::now();
@@ -532,14 +516,20 @@ fn main_profile_flv() -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_carry_the_stream_profile() {
+/// For tests of `answer` alone: a server on loopback, a media channel, and the tracks of the OBS
+/// capture (High profile, with audio).
+async fn answer_test() -> (WebrtcServer, broadcast::Sender<Arc<Sample>>, StreamTracks) {
     init_logs();
     let server = WebrtcServer::start(loopback_config()).await.unwrap();
     let (tx, _) = broadcast::channel::<Arc<Sample>>(16);
     let (high, _) = obs_capture();
     assert_eq!(high.profile_idc, 100);
-    let high_tracks = StreamTracks { video: Some(high), audio: true };
+    (server, tx, StreamTracks { video: Some(high), audio: true })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_the_stream_profile() {
+    let (server, tx, high_tracks) = answer_test().await;
 
     // High stream, Safari-style offer: 64xxxx.
     let safari = offer_with_video(SAFARI_VIDEO_CODECS, "96 98");
@@ -585,11 +575,7 @@ async fn answers_carry_the_stream_profile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_offers_are_bad_offers() {
-    init_logs();
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (tx, _) = broadcast::channel::<Arc<Sample>>(16);
-    let (high, _) = obs_capture();
-    let tracks = StreamTracks { video: Some(high), audio: true };
+    let (server, tx, tracks) = answer_test().await;
     let good = chromium_offer();
     let no_fingerprint: String =
         good.split("\r\n").filter(|l| !l.starts_with("a=fingerprint")).map(|l| format!("{l}\r\n")).collect();
@@ -630,22 +616,14 @@ fn process_cpu() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn soak() {
-    init_logs();
-    let _turn = browser_turn().await;
+    let _turn = browser_test().await;
     let viewers: usize = std::env::var("ONAIR_SOAK_VIEWERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let server = WebrtcServer::start(loopback_config()).await.unwrap();
-    let (avc, frames) = obs_capture();
-    let publisher = Publisher::start(avc, frames);
-    let http = http(publisher.app(&server)).await;
+    let live = Live::obs().await;
     let cpu0 = process_cpu();
     let t0 = Instant::now();
     let n = viewers.to_string();
-    let json = chromium(
-        http,
-        "live",
-        &["--viewers", &n, "--min-frames", "600", "--expect-width", "640", "--timeout", "60000", "--want-sync"],
-    )
-    .await;
+    let args = ["--viewers", &n, "--min-frames", "600", "--expect-width", "640", "--timeout", "60000", "--want-sync"];
+    let json = live.chromium(&args).await;
     let (cpu, wall) = (process_cpu() - cpu0, t0.elapsed());
     for v in json["viewers"].as_array().unwrap() {
         println!(
@@ -667,6 +645,5 @@ async fn soak() {
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
     );
     assert_eq!(json["ok"], true, "{json}");
-    publisher.stop();
-    server.shutdown().await;
+    live.stop().await;
 }
