@@ -9,9 +9,12 @@
 // reloaded or reopened page can reuse its guest account. See README.md ("chat.mjs").
 //
 // Commands (`timeout` in ms, default 20000):
-//   {"op":"open","url":U,"chatOverride":{...}?}  open U (the one page; an open page navigates).
-//        chatOverride: fields merged into the `chat` object of /api/streams/<stream>
-//        answers (`null` replaces `chat` with null) — to test a stale room id / alias.
+//   {"op":"open","url":U,"chatOverride":{...}?,"refuse":[...]?}  open U (the one page; an open
+//        page navigates). chatOverride: fields merged into the `chat` object of
+//        /api/streams/<stream> answers (`null` replaces `chat` with null) — to test a stale room
+//        id / alias. refuse: [{"path":P,"status":S,"errcode":E}]: requests whose URL path is P
+//        are answered S with {"errcode":E} instead of reaching the server (e.g. a homeserver
+//        without /_matrix/client/v3/events); `[]` ends that. Both hold until an open gives them anew.
 //   {"op":"reload"}                              reload the page
 //   {"op":"state"}                               what the page shows (see pageState below)
 //   {"op":"until","js":EXPR,"timeout":T}         wait until the page expression is truthy; answers its value
@@ -23,7 +26,13 @@
 //   {"op":"rename","name":X,"timeout":T}         pick display name X in the name picker
 //   {"op":"screenshot","path":FILE}              PNG of the page
 //   {"op":"close"}                               close the browser and exit 0
-// Also: console errors and page errors are collected and returned by "state".
+// Also: console errors and page errors are collected and returned by "state", and so are the
+// page's Matrix requests as the browser saw them ("matrixRequests", counted since the launch):
+// events (GET /events), eventsLongPolls (those with timeout > 0), messagesForward
+// (/messages?dir=f polls), messagesBackward (/messages?dir=b history reads); and, from a
+// `fetch` wrapper installed before the page's scripts ("eventsFetch", since the page loaded):
+// pending (/events fetches without an answer yet), maxPending (the most at once), aborted (those
+// whose AbortSignal fired while they were pending).
 
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, serveCommands, sleep } from './common.mjs';
@@ -64,6 +73,16 @@ const consoleErrors = [];
 const pageErrors = [];
 let navigations = 0;
 let chatOverride;
+let refusals = [];
+const matrixRequests = { events: 0, eventsLongPolls: 0, messagesForward: 0, messagesBackward: 0 };
+
+/** The Matrix client-server request `url` is, for the counters: 'events', 'messages' or null. */
+function matrixKind(url) {
+  const u = new URL(url);
+  if (/\/_matrix\/client\/[^/]+\/events$/.test(u.pathname)) return 'events';
+  if (/\/_matrix\/client\/[^/]+\/rooms\/[^/]+\/messages$/.test(u.pathname)) return 'messages';
+  return null;
+}
 
 const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS, timeout: 30000 });
 const context = await browser.newContext({ viewport: opts.viewport });
@@ -84,6 +103,34 @@ async function ensurePage() {
   page.on('pageerror', (err) => {
     if (pageErrors.length < 50) pageErrors.push(String(err && err.message ? err.message : err));
   });
+  page.on('request', (req) => {
+    if (req.method() !== 'GET') return; // CORS preflights (OPTIONS) are not the page's requests
+    const kind = matrixKind(req.url());
+    const q = new URL(req.url()).searchParams;
+    if (kind === 'events') {
+      matrixRequests.events++;
+      if (Number(q.get('timeout') || 0) > 0) matrixRequests.eventsLongPolls++;
+    } else if (kind === 'messages') {
+      if (q.get('dir') === 'f') matrixRequests.messagesForward++;
+      else matrixRequests.messagesBackward++;
+    }
+  });
+  await page.addInitScript(watchEventsFetch);
+  // Refused paths: answered here, as a homeserver without them would.
+  await page.route(
+    (url) => refusals.some((r) => url.pathname === r.path),
+    async (route) => {
+      const path = new URL(route.request().url()).pathname;
+      const r = refusals.find((x) => x.path === path);
+      if (!r) return route.continue();
+      log('refused:', route.request().url());
+      await route.fulfill({
+        status: r.status || 404,
+        headers: { 'Access-Control-Allow-Origin': '*' },
+        json: { errcode: r.errcode || 'M_UNRECOGNIZED', error: 'refused by chat.mjs' },
+      });
+    },
+  );
   // /api/streams/<stream>: the real answer, with `chat` changed when the test asks for it.
   await page.route(/\/api\/streams\/[^/?]+(\?.*)?$/, async (route) => {
     if (chatOverride === undefined) return route.continue();
@@ -99,6 +146,36 @@ async function ensurePage() {
     }
   });
   return page;
+}
+
+/**
+ * Runs in the page before its scripts: counts the page's `/events` fetches that are pending and
+ * those aborted while pending (Playwright's request events cannot tell an aborted long-poll from
+ * a finished one once a CORS preflight answered it).
+ */
+function watchEventsFetch() {
+  const counts = { pending: 0, maxPending: 0, aborted: 0 };
+  Object.defineProperty(window, '__onairEventsFetch', { value: counts });
+  const fetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    const p = fetch.call(this, input, init);
+    if (/\/_matrix\/client\/[^/]+\/events\?/.test(url)) {
+      let settled = false;
+      counts.pending++;
+      counts.maxPending = Math.max(counts.maxPending, counts.pending);
+      const signal = init && init.signal;
+      if (signal) signal.addEventListener('abort', () => settled || counts.aborted++, { once: true });
+      p.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => {
+        settled = true;
+        counts.pending--;
+      });
+    }
+    return p;
+  };
 }
 
 /** Runs in the page: everything a test asserts on. */
@@ -135,13 +212,14 @@ function pageState() {
     transport: document.body.dataset.transport || null,
     video: v ? { currentTime: v.currentTime, videoWidth: v.videoWidth, paused: v.paused } : null,
     localStorageKeys: Object.keys(localStorage).filter((k) => k.startsWith('onair-matrix-guest:')),
+    eventsFetch: window.__onairEventsFetch ? { ...window.__onairEventsFetch } : null,
   };
 }
 
 async function state() {
   const p = await ensurePage();
   const s = await p.evaluate(pageState);
-  return { ...s, navigations, consoleErrors, pageErrors };
+  return { ...s, navigations, consoleErrors, pageErrors, matrixRequests: { ...matrixRequests } };
 }
 
 /** Polls `fn` (async, returns a value or undefined/false) every 100 ms until truthy or timeout. */
@@ -169,6 +247,7 @@ async function run(cmd) {
   switch (cmd.op) {
     case 'open': {
       if ('chatOverride' in cmd) chatOverride = cmd.chatOverride;
+      if ('refuse' in cmd) refusals = Array.isArray(cmd.refuse) ? cmd.refuse : [];
       const p = await ensurePage();
       const resp = await p.goto(cmd.url, { waitUntil: 'domcontentloaded', timeout });
       if (!resp || !resp.ok()) throw new Error(`page load failed: HTTP ${resp ? resp.status() : 'no response'}`);

@@ -152,6 +152,16 @@ async fn room_texts(reader: &Raw, room_id: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A counter of the page's Matrix requests as the browser saw them (`matrixRequests` in chat.mjs).
+fn requests(state: &Value, key: &str) -> u64 {
+    state["matrixRequests"][key].as_u64().unwrap_or_else(|| panic!("no matrixRequests.{key}: {state}"))
+}
+
+/// Requests that follow the room: `/events` (long-polls and quick checks) and `/messages?dir=f` polls.
+fn follow_requests(state: &Value) -> u64 {
+    requests(state, "events") + requests(state, "messagesForward")
+}
+
 fn texts(state: &Value) -> Vec<String> {
     state["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap_or("").to_owned()).collect()
 }
@@ -198,6 +208,17 @@ async fn a_guest_reads_writes_follows_and_is_reused_while_the_stream_is_offline(
     assert_eq!(st["chat"]["reusedSession"], false, "{st}");
     assert_eq!(st["localStorageKeys"], json!([format!("onair-matrix-guest:{}", hs.base_url)]), "{st}");
 
+    // New events are long-polled (`/events`), not polled once a second: while the room is quiet
+    // the page asks next to nothing (1 s polling would make 6 requests here).
+    assert_eq!(st["chat"]["follow"]["mode"], "events", "{st}");
+    let before = page.state().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = page.state().await;
+    let asked = follow_requests(&after) - follow_requests(&before);
+    assert!(asked <= 2, "{asked} requests in 6 s while the room was quiet: {after}");
+    assert_eq!(after["chat"]["follow"]["inFlight"], true, "a long-poll waits on the homeserver: {after}");
+    assert!(requests(&after, "eventsLongPolls") >= 1, "{after}");
+
     // The guest writes (joining as a guest on the way): OnAir and other Matrix clients get it.
     let sent = page.ok(json!({"op": "send", "text": "hello from the guest"})).await;
     assert_eq!(sent["message"]["sender"], guest.as_str(), "{sent}");
@@ -221,8 +242,13 @@ async fn a_guest_reads_writes_follows_and_is_reused_while_the_stream_is_offline(
     let got = page.ok(json!({"op": "waitMessage", "body": "hi guest, Bob here", "timeout": 10_000})).await;
     let took = t.elapsed();
     eprintln!("a message from another client reached the page in {took:?}");
-    assert!(took < Duration::from_secs(4), "a live message took {took:?} (the page polls once a second)");
+    assert!(took < Duration::from_secs(2), "a live message took {took:?} (the page long-polls: it should be at once)");
     assert_eq!(got["message"]["senderName"], "Bob", "{got}");
+    let st = page.state().await;
+    assert_eq!(st["chat"]["follow"]["mode"], "events", "{st}");
+    assert_eq!(st["chat"]["follow"]["messagePolls"], 0, "no /messages polling: {st}");
+    assert_eq!(requests(&st, "messagesForward"), 0, "no /messages?dir=f polling: {st}");
+    assert!(st["chat"]["follow"]["longPolls"].as_u64().unwrap() >= 2, "{st}");
 
     // A room name set in another client is the new title, live (and OnAir's too).
     let t = Instant::now();
@@ -287,6 +313,23 @@ async fn a_guest_reads_writes_follows_and_is_reused_while_the_stream_is_offline(
     assert_eq!(st["pageErrors"], json!([]), "{st}");
     assert_eq!(st["consoleErrors"], json!([]), "{st}");
     page.ok(json!({"op": "screenshot", "path": artifacts_dir().join("chat.png")})).await;
+
+    // Stopping the chat (as leaving the page does) aborts the waiting long-poll, and nothing
+    // follows it.
+    // (In one go, so the long-poll cannot end in between: the fetch counters just before stop().)
+    let js = "window.__onairEventsFetch.pending > 0 && window.onair.chat.state.follow.inFlight && (f => (window.onair.chat.client.stop(), f))({...window.__onairEventsFetch})";
+    let before = page.ok(json!({"op": "until", "js": js, "timeout": 10_000})).await["value"].clone();
+    assert_eq!(before["maxPending"], 1, "one long-poll at a time: {before}");
+    let stopped = page
+        .ok(json!({"op": "until", "js": "!window.onair.chat.state.follow.inFlight && window.__onairEventsFetch.pending === 0 && window.__onairEventsFetch", "timeout": 5000}))
+        .await;
+    let aborted = stopped["value"]["aborted"].as_u64().unwrap();
+    assert_eq!(aborted, before["aborted"].as_u64().unwrap() + 1, "stop() aborts the long-poll: {stopped}");
+    let stopped = page.state().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = page.state().await;
+    assert_eq!(follow_requests(&st), follow_requests(&stopped), "nothing after stop(): {st}");
+    assert_eq!(st["pageErrors"], json!([]), "{st}");
     page.close().await;
     server.shutdown().await;
 }
@@ -301,6 +344,15 @@ async fn chat_works_while_the_stream_plays() {
     let room = wait_room(&server, stream).await["room_id"].as_str().unwrap().to_owned();
     let control = server.control();
     let mut events = control.subscribe();
+    // A member who joined long ago and never spoke: neither her join nor a message of hers is in
+    // the history the page reads (the newest 50 events).
+    let streamer = Raw::login(&hs.base_url, &user, PASSWORD).await;
+    let carol = Raw::login(&hs.base_url, &hs.new_user("carol"), PASSWORD).await;
+    carol.set_displayname("Carol").await;
+    carol.join(&room).await;
+    for i in 0..50 {
+        streamer.send_text(&room, &format!("earlier {i}")).await;
+    }
     let publisher = Publisher::start(&server.signed_url(stream), &Source::small());
     wait_live(&server, stream, Duration::from_secs(20)).await;
 
@@ -318,10 +370,13 @@ async fn chat_works_while_the_stream_plays() {
     assert_eq!(wait_engine_chat(&mut events, "watching live").await.0, guest);
     control.send_chat(stream, "thanks for watching").await.unwrap();
     page.ok(json!({"op": "waitMessage", "body": "thanks for watching", "timeout": 10_000})).await;
+    // `/events` has no lazy-loaded members: her name is looked up when she first speaks.
+    carol.send_text(&room, "Carol was here all along").await;
+    let got = page.ok(json!({"op": "waitMessage", "body": "Carol was here all along", "timeout": 10_000})).await;
+    assert_eq!(got["message"]["senderName"], "Carol", "{got}");
     page.ok(json!({"op": "screenshot", "path": artifacts_dir().join("chat-live.png")})).await;
 
     // Auto-scroll follows new messages at the bottom, and leaves a reader who scrolled up alone.
-    let streamer = Raw::login(&hs.base_url, &user, PASSWORD).await;
     for i in 0..30 {
         streamer.send_text(&room, &format!("filler {i}")).await;
     }
@@ -425,15 +480,63 @@ async fn homeserver_down_the_panel_says_so_the_api_title_shows_and_the_video_pla
     assert!(texts(&st).iter().any(|t| t == "before the outage"), "{st}");
     assert_eq!(st["playerState"], "playing", "{st}");
     hs.resume();
-    page.wait_status("ready", 30_000).await;
+    let st = page.wait_status("ready", 30_000).await;
+    assert_eq!(st["chat"]["follow"]["mode"], "events", "still long-polling after the outage: {st}");
     let streamer = Raw::login(&hs.base_url, &user, PASSWORD).await;
     streamer.send_text(&room, "after the outage").await;
     page.ok(json!({"op": "waitMessage", "body": "after the outage", "timeout": 10_000})).await;
+    let st = page.state().await;
+    assert_eq!(requests(&st, "messagesForward"), 0, "{st}");
     let sent = page.ok(json!({"op": "send", "text": "guest after the outage"})).await;
     let guest = sent["message"]["sender"].as_str().unwrap().to_owned();
     assert!(room_texts(&streamer, &room).await.contains(&(guest, "guest after the outage".to_owned())));
     page.close().await;
     publisher.stop().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_without_long_polling_is_polled_and_the_chat_works_the_same() {
+    let _serial = SERIAL.lock().await;
+    let hs = synapse();
+    let user = hs.new_user("pollstreamer");
+    let stream = "pollshow";
+    let server = matrix_server(hs, &user, PASSWORD, stream).await;
+    let room = wait_room(&server, stream).await["room_id"].as_str().unwrap().to_owned();
+    let control = server.control();
+    let mut events = control.subscribe();
+    set_title(&server, stream, "Poll show").await;
+    control.send_chat(stream, "before the page").await.unwrap();
+
+    // The browser answers `/events` as a homeserver without it would (404 M_UNRECOGNIZED).
+    let mut page = Page::launch().await;
+    let refuse = json!([{"path": "/_matrix/client/v3/events", "status": 404, "errcode": "M_UNRECOGNIZED"}]);
+    page.ok(json!({"op": "open", "url": server.url("/pollshow"), "refuse": refuse})).await;
+    let st = page.wait_status("ready", 20_000).await;
+    assert_eq!(st["chat"]["follow"]["mode"], "messages", "falls back to /messages polling: {st}");
+    page.ok(json!({"op": "waitTitle", "title": "Poll show", "timeout": 5000})).await;
+    page.ok(json!({"op": "waitMessage", "body": "before the page", "timeout": 5000})).await;
+
+    // Live messages, titles and the guest's own messages, as with long-polling.
+    let streamer = Raw::login(&hs.base_url, &user, PASSWORD).await;
+    let t = Instant::now();
+    streamer.send_text(&room, "polled in").await;
+    page.ok(json!({"op": "waitMessage", "body": "polled in", "timeout": 10_000})).await;
+    assert!(t.elapsed() < Duration::from_secs(4), "a live message took {:?}", t.elapsed());
+    streamer.set_name(&room, "Poll show: renamed").await;
+    page.ok(json!({"op": "waitTitle", "title": "Poll show: renamed", "timeout": 10_000})).await;
+    let sent = page.ok(json!({"op": "send", "text": "guest while polling"})).await;
+    let guest = sent["message"]["sender"].as_str().unwrap().to_owned();
+    assert_eq!(wait_engine_chat(&mut events, "guest while polling").await.0, guest);
+
+    let st = page.state().await;
+    assert_eq!(st["chat"]["follow"]["mode"], "messages", "{st}");
+    assert_eq!(requests(&st, "eventsLongPolls"), 0, "{st}");
+    assert!(requests(&st, "messagesForward") >= 2, "{st}");
+    assert!(st["chat"]["follow"]["messagePolls"].as_u64().unwrap() >= 2, "{st}");
+    assert_eq!(st["pageErrors"], json!([]), "{st}");
+    assert_eq!(st["consoleErrors"], json!([]), "{st}");
+    page.close().await;
     server.shutdown().await;
 }
 

@@ -6,21 +6,36 @@
 // from another source. `mountGuestChat()` wires the two together for the
 // viewer page.
 //
-// How the guest client works (see ui/README.md, "Chat"):
+// How the guest client works (see docs/chat.md):
 //   1. A guest account (`POST /register?kind=guest`), kept in localStorage per
 //      homeserver and reused on the next visit (checked with `/account/whoami`;
 //      a dead token is replaced by a new guest).
 //   2. The room: the id OnAir knows, else the alias (`GET /directory/room/…`),
 //      else the public room directory searched by the stream's title.
-//   3. Unjoined reading (world-readable rooms): the newest messages
-//      (`/messages?dir=b`), the title (`m.room.name`), then new events by polling
-//      `/messages?dir=f` from the token of that first read, once a second.
-//      `/sync` would only cover joined rooms, and most viewers never write.
+//   3. Unjoined reading (world-readable rooms), by long-polling: first a stream
+//      token for "now" (`GET /events?room_id=…&timeout=0`: guests may "peek" at
+//      one world-readable room through `/events` without joining), then the
+//      newest messages (`/messages?dir=b`) and the title (`m.room.name`), then
+//      `GET /events?room_id=…&from=<token>&timeout=30000` over and over: the
+//      homeserver answers as soon as something happens in the room (or after
+//      30 s with nothing), and its `end` is the next `from`. Taking the token
+//      before reading the history means nothing sent in between is lost; what
+//      shows up twice is dropped by event id. Title changes come the same way.
+//      At most 5 long-polls start in any 5 s (a busy room: one request a second,
+//      as polling did). `/events` has no lazy-loaded members: the name of a
+//      sender not met yet is read from the room state.
+//      A homeserver that refuses `/events` (400/404/405/501, `M_UNRECOGNIZED`)
+//      gets the old way: polling `/messages?dir=f` once a second from the
+//      history's token. `/sync` would only cover joined rooms, and most viewers
+//      never write. `stop()` (page unload) aborts the waiting request; a page
+//      going into the back/forward cache aborts it and picks up from the same
+//      token when it comes back.
 //   4. Sending joins the room as a guest first (once), then
 //      `PUT /rooms/{id}/send/m.room.message/{txnId}`.
 //   Rate limiting (429) is waited out (`retry_after_ms`); network failures show
-//   "cannot be reached" and are retried with backoff; a homeserver that refuses
-//   guests says so.
+//   "cannot be reached" and are retried with backoff (the first request after a
+//   failure does not wait: `timeout=0`, so recovery shows at once); a
+//   homeserver that refuses guests says so.
 
 // ---------------------------------------------------------------------------
 // The view
@@ -409,8 +424,10 @@ export interface GuestChatCallbacks {
 export interface GuestChatOptions extends GuestChatCallbacks {
   /** Searched in the public room directory when the alias does not resolve. */
   searchTerm?: string;
-  /** Poll interval for new events, ms (default 1000). */
+  /** Poll interval of the `/messages` fallback (a homeserver without `/events`), ms (default 1000). */
   pollMs?: number;
+  /** How long one `/events` long-poll waits on the homeserver, ms (default 30000). */
+  longPollMs?: number;
   /** Storage for the guest session (default `window.localStorage`). */
   storage?: Storage | null;
 }
@@ -431,6 +448,25 @@ export interface GuestChatSnapshot {
   joined: boolean;
   title: string | null;
   messages: { id: string; sender: string; senderName: string; body: string; ts: number; kind: string }[];
+  /** How new events are followed, and how often the homeserver was asked (counters since `start()`). */
+  follow: GuestChatFollow;
+}
+
+/**
+ * `events`: long-polling `/events` (the normal way); `messages`: polling
+ * `/messages?dir=f` once a second (the homeserver refuses `/events`); null: not
+ * following yet.
+ */
+export interface GuestChatFollow {
+  mode: 'events' | 'messages' | null;
+  /** `/events` requests (token reads, quick checks and long-polls). */
+  eventRequests: number;
+  /** `/events` requests that waited on the homeserver (`timeout` > 0). */
+  longPolls: number;
+  /** `/messages?dir=f` polls (the fallback). */
+  messagePolls: number;
+  /** A follow request is waiting for the homeserver right now. */
+  inFlight: boolean;
 }
 
 interface GuestSession {
@@ -446,6 +482,7 @@ interface GuestSession {
 interface MatrixEvent {
   type: string;
   event_id?: string;
+  room_id?: string;
   sender?: string;
   state_key?: string;
   origin_server_ts?: number;
@@ -467,12 +504,29 @@ export class MatrixError extends Error {
 /** The homeserver did not answer (network error, refused, timeout). */
 export class Unreachable extends Error {}
 
+/** The request was aborted on purpose (`stop()`, the page going into the back/forward cache). */
+class Aborted extends Error {}
+
 class NoRoom extends Error {}
 
 /** The homeserver refuses guest accounts (Synapse: 403 "Guest access is disabled"). */
 class GuestsForbidden extends Error {}
 
 const DEFAULT_POLL_MS = 1000;
+const DEFAULT_LONG_POLL_MS = 30000;
+/** On top of the long-poll's own wait (Synapse adds up to 10 % at random). */
+const LONG_POLL_SLACK_MS = 15000;
+/**
+ * At most LONG_POLL_BURST long-polls start in any LONG_POLL_WINDOW_MS: events a few at a time
+ * show at once, and a room busy all the time costs at most one request a second per viewer, as
+ * the old polling did (a quiet room: one per 30 s).
+ */
+const LONG_POLL_BURST = 5;
+const LONG_POLL_WINDOW_MS = 5000;
+/** A long-poll refused this many times in a row (after a fresh token each time): fall back to `/messages`. */
+const MAX_STREAM_REFUSALS = 2;
+/** At most this many senders' names are looked up per batch of new events. */
+const MAX_NAME_LOOKUPS = 10;
 const REQUEST_TIMEOUT_MS = 10000;
 const HISTORY_LIMIT = 50;
 const MAX_KEPT = 500;
@@ -483,6 +537,17 @@ const EVENT_FILTER = JSON.stringify({
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The homeserver does not do `/events` (for us): not implemented, unknown
+ * endpoint, or a request it will not take.
+ */
+function refusesEvents(e: unknown): boolean {
+  return (
+    e instanceof MatrixError &&
+    (e.status === 400 || e.status === 404 || e.status === 405 || e.status === 501 || e.errcode === 'M_UNRECOGNIZED')
+  );
+}
 
 /** `localStorage` key of the guest session for a homeserver. */
 export function guestStorageKey(homeserver: string): string {
@@ -520,7 +585,24 @@ export class GuestChat {
   private roomId: string | null = null;
   private via: string[] = [];
   private resolvedBy: GuestChatSnapshot['resolvedBy'] = null;
+  /** `/messages?dir=f` token (the fallback). */
   private from: string | null = null;
+  /** `/events` stream token: the next long-poll's `from`. */
+  private streamFrom: string | null = null;
+  private followMode: GuestChatFollow['mode'] = null;
+  /** The homeserver refused `/events`: follow with `/messages` from now on. */
+  private eventsRefused = false;
+  /** Long-polls refused in a row (each retried after a fresh token). */
+  private streamRefusals = 0;
+  private readonly counts = { eventRequests: 0, longPolls: 0, messagePolls: 0 };
+  /** The follow request waiting on the homeserver (aborted by `stop()` and `freeze()`). */
+  private followCtrl: AbortController | null = null;
+  /** Aborts every request on `stop()`. */
+  private readonly stopCtrl = new AbortController();
+  private frozen = false;
+  private thawed: (() => void) | null = null;
+  /** When the recent long-polls started (the last LONG_POLL_WINDOW_MS). */
+  private readonly longPollStarts: number[] = [];
   private title: string | null = null;
   private status: GuestChatStatus = 'connecting';
   private statusText = 'Connecting to chat…';
@@ -549,9 +631,29 @@ export class GuestChat {
     void this.run();
   }
 
+  /** Stops for good: aborts whatever is in flight (the long-poll included). */
   stop(): void {
     this.stopped = true;
+    this.stopCtrl.abort();
     this.wake?.();
+    this.thawed?.();
+  }
+
+  /**
+   * Stops following for now (the page goes into the back/forward cache):
+   * aborts the waiting long-poll; `thaw()` picks up from the same token.
+   */
+  freeze(): void {
+    if (this.stopped || this.frozen) return;
+    this.frozen = true;
+    this.followCtrl?.abort();
+    this.wake?.();
+  }
+
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.thawed?.();
   }
 
   /**
@@ -595,6 +697,7 @@ export class GuestChat {
         ts: m.ts,
         kind: m.kind ?? 'text',
       })),
+      follow: { mode: this.followMode, ...this.counts, inFlight: this.followCtrl !== null },
     };
   }
 
@@ -662,20 +765,31 @@ export class GuestChat {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
+      if (this.frozen) {
+        await new Promise<void>((resolve) => (this.thawed = resolve));
+        this.thawed = null;
+        continue;
+      }
       try {
         if (!this.ready) {
           await this.ensureSession();
           await this.resolveRoom();
           await this.readInitial();
           this.ready = true;
+        } else if (this.followMode === 'events') {
+          await this.longPoll();
         } else {
           await this.poll();
         }
+        // A long-poll refused mid-way: start over (a fresh token, or the fallback).
+        if (!this.ready) continue;
         failures = 0;
         this.setStatus('ready', '');
-        if (this.ready) await this.pause(this.opts.pollMs ?? DEFAULT_POLL_MS);
+        if (this.followMode === 'events') await this.pause(this.longPollDelay());
+        else await this.pause(this.opts.pollMs ?? DEFAULT_POLL_MS);
       } catch (e) {
         if (this.stopped) return;
+        if (e instanceof Aborted) continue; // frozen: the loop waits for thaw()
         failures++;
         const wait = this.onFailure(e, failures);
         await this.pause(wait);
@@ -718,8 +832,16 @@ export class GuestChat {
     return backoff(2000, 30000);
   }
 
+  /** How long the next long-poll waits to keep within LONG_POLL_BURST per LONG_POLL_WINDOW_MS. */
+  private longPollDelay(): number {
+    const now = Date.now();
+    const starts = this.longPollStarts;
+    while (starts.length && starts[0] <= now - LONG_POLL_WINDOW_MS) starts.shift();
+    return starts.length < LONG_POLL_BURST ? 0 : starts[0] + LONG_POLL_WINDOW_MS - now;
+  }
+
   private async pause(ms: number): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.frozen || ms <= 0) return;
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, ms);
       function done() {
@@ -883,9 +1005,16 @@ export class GuestChat {
     return best && typeof best.room_id === 'string' ? best.room_id : null;
   }
 
-  /** The newest messages, the title, and the token new events are polled from. */
+  /**
+   * The stream token for "now" (before the history, so nothing sent while it is
+   * read is lost), the newest messages and the title. Then new events are
+   * long-polled from that token, or polled from the history's token when the
+   * homeserver refuses `/events`.
+   */
   private async readInitial(): Promise<void> {
     const roomId = this.roomId as string;
+    this.followMode = null;
+    const token = this.eventsRefused ? null : await this.streamToken();
     let res: Record<string, unknown>;
     try {
       res = await this.messagesPage({ dir: 'b', limit: HISTORY_LIMIT });
@@ -905,6 +1034,7 @@ export class GuestChat {
     // Everyone under their current name, as live renames do.
     for (const m of history) if (m.kind !== 'event') m.senderName = this.nameOf(m.sender);
     this.from = res.start;
+    this.streamFrom = token;
     // The title now (after the token, so the poll can only bring newer names).
     let title: string | null = null;
     try {
@@ -921,9 +1051,113 @@ export class GuestChat {
     }
     if (fresh.length) this.opts.onMessages?.(fresh, true);
     if (this.session) this.opts.onIdentity?.(this.session.userId, this.displayName());
+    this.followMode = token ? 'events' : 'messages';
+  }
+
+  /**
+   * `/events?room_id=…&timeout=0`: the token of "now". A room that is not
+   * world-readable can only be followed once joined (needs guest access). Null
+   * when the homeserver refuses `/events` (then `/messages` is polled).
+   */
+  private async streamToken(): Promise<string | null> {
+    let res: Record<string, unknown>;
+    try {
+      try {
+        res = await this.eventsPage(null, 0);
+      } catch (e) {
+        if (!(e instanceof MatrixError && e.status === 403 && !this.isJoined())) throw e;
+        await this.ensureJoined();
+        res = await this.eventsPage(null, 0);
+      }
+    } catch (e) {
+      if (!refusesEvents(e)) throw e;
+      this.eventsRefused = true;
+      return null;
+    }
+    if (typeof res.end !== 'string') {
+      this.eventsRefused = true;
+      return null;
+    }
+    return res.end;
+  }
+
+  /**
+   * One `/events` long-poll: answers when something happened in the room (or
+   * after `longPollMs` with nothing). Right after a failure it does not wait
+   * (`timeout=0`), so a homeserver that is back shows as such at once.
+   */
+  private async longPoll(): Promise<void> {
+    const roomId = this.roomId as string;
+    const wait = this.status === 'ready' ? (this.opts.longPollMs ?? DEFAULT_LONG_POLL_MS) : 0;
+    const ctrl = new AbortController();
+    this.followCtrl = ctrl;
+    this.longPollStarts.push(Date.now());
+    let res: Record<string, unknown>;
+    try {
+      res = await this.eventsPage(this.streamFrom, wait, ctrl.signal);
+    } catch (e) {
+      if (!refusesEvents(e)) throw e;
+      // A token the homeserver no longer takes, or `/events` gone: a fresh start (and the
+      // `/messages` fallback when that keeps happening).
+      if (++this.streamRefusals >= MAX_STREAM_REFUSALS) this.eventsRefused = true;
+      this.ready = false;
+      return;
+    } finally {
+      if (this.followCtrl === ctrl) this.followCtrl = null;
+    }
+    this.streamRefusals = 0;
+    if (typeof res.end === 'string') this.streamFrom = res.end;
+    // The stream also carries presence, typing, receipts and the guest's own joins elsewhere.
+    const chunk = (Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : []).filter((ev) => ev.room_id === roomId);
+    await this.learnSenders(chunk);
+    const msgs = this.toMessages(chunk, false).filter((m) => !this.seen.has(m.id));
+    for (const m of msgs) {
+      this.seen.add(m.id);
+      this.keep(m);
+    }
+    if (msgs.length) this.opts.onMessages?.(msgs, false);
+  }
+
+  private eventsPage(from: string | null, timeoutMs: number, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const params = new URLSearchParams({ room_id: this.roomId as string, timeout: String(timeoutMs), limit: '100' });
+    if (from) params.set('from', from);
+    this.counts.eventRequests++;
+    if (timeoutMs > 0) this.counts.longPolls++;
+    return this.api('GET', `/events?${params}`, undefined, { timeoutMs: timeoutMs + LONG_POLL_SLACK_MS, signal });
+  }
+
+  /**
+   * `/events` has no lazy-loaded members (unlike `/messages`): the names of
+   * senders not met yet are read from the room state (unknown ones show as
+   * their localpart).
+   */
+  private async learnSenders(chunk: MatrixEvent[]): Promise<void> {
+    const roomId = this.roomId as string;
+    const own = this.session?.userId;
+    const members = new Set(chunk.filter((ev) => ev.type === 'm.room.member').map((ev) => ev.state_key));
+    const unknown = [
+      ...new Set(
+        chunk
+          .filter((ev) => ev.type === 'm.room.message' && ev.sender)
+          .map((ev) => ev.sender as string)
+          .filter((u) => u !== own && !this.names.has(u) && !members.has(u)),
+      ),
+    ].slice(0, MAX_NAME_LOOKUPS);
+    await Promise.all(
+      unknown.map(async (userId) => {
+        try {
+          const content = await this.api('GET', `/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`);
+          if (!this.names.has(userId)) this.memberName({ type: 'm.room.member', state_key: userId, content }, false);
+        } catch (e) {
+          // Not a member (any more), say: the localpart shows, and is not asked for again.
+          if (e instanceof MatrixError && !this.names.has(userId)) this.names.set(userId, localpart(userId));
+        }
+      }),
+    );
   }
 
   private async poll(): Promise<void> {
+    this.counts.messagePolls++;
     const res = await this.messagesPage({ dir: 'f', limit: 100, from: this.from as string });
     if (typeof res.end === 'string') this.from = res.end;
     const chunk = Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : [];
@@ -1110,7 +1344,7 @@ export class GuestChat {
     method: string,
     path: string,
     body?: unknown,
-    o: { auth?: boolean; retries?: number; timeoutMs?: number } = {},
+    o: { auth?: boolean; retries?: number; timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<Record<string, unknown>> {
     const url = `${this.homeserver}/_matrix/client/v3${path}`;
     let attempt = 0;
@@ -1119,8 +1353,23 @@ export class GuestChat {
       const headers: Record<string, string> = {};
       if (body !== undefined) headers['Content-Type'] = 'application/json';
       if (o.auth !== false && this.session) headers.Authorization = `Bearer ${this.session.accessToken}`;
+      // Aborted by the timeout (the homeserver does not answer), or on purpose (`stop()`, `freeze()`).
       const ctrl = new AbortController();
-      const timer = setTimeout(() => ctrl.abort(), o.timeoutMs ?? REQUEST_TIMEOUT_MS);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        ctrl.abort();
+      }, o.timeoutMs ?? REQUEST_TIMEOUT_MS);
+      const outside = [this.stopCtrl.signal, o.signal].filter((x): x is AbortSignal => !!x);
+      const abort = () => ctrl.abort();
+      for (const sig of outside) {
+        if (sig.aborted) ctrl.abort();
+        else sig.addEventListener('abort', abort, { once: true });
+      }
+      const done = () => {
+        clearTimeout(timer);
+        for (const sig of outside) sig.removeEventListener('abort', abort);
+      };
       let res: Response;
       let json: Record<string, unknown> = {};
       try {
@@ -1134,14 +1383,15 @@ export class GuestChat {
         const parsed: unknown = await res.json().catch(() => ({}));
         if (parsed && typeof parsed === 'object') json = parsed as Record<string, unknown>;
       } catch (e) {
-        clearTimeout(timer);
+        done();
+        if (ctrl.signal.aborted && !timedOut) throw new Aborted('aborted');
         if (attempt++ < (o.retries ?? 0) && !this.stopped) {
           await sleep(500 * attempt);
           continue;
         }
-        throw new Unreachable(ctrl.signal.aborted ? 'timed out' : errorText(e));
+        throw new Unreachable(timedOut ? 'timed out' : errorText(e));
       }
-      clearTimeout(timer);
+      done();
       if (res.ok) return json;
       const errcode = typeof json.errcode === 'string' ? json.errcode : '';
       const message = typeof json.error === 'string' ? json.error : `HTTP ${res.status}`;
@@ -1242,5 +1492,12 @@ export function mountGuestChat(
   view.setNativeLink(client.nativeLink());
   showStatus('connecting', 'Connecting to chat…');
   client.start();
+  // Leaving the page ends the long-poll at once; a page kept in the back/forward cache
+  // pauses it and goes on from the same point when shown again.
+  const c = client;
+  window.addEventListener('pagehide', (e) => (e.persisted ? c.freeze() : c.stop()));
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) c.thaw();
+  });
   return { view, client };
 }
