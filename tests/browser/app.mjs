@@ -67,54 +67,26 @@ import { createServer } from 'node:http';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_PATH, launchOptions, serveCommands, sleep } from './common.mjs';
+import { commandTimeout, commonPageOp, pageScriptFrame, pageSession, textArg, until, waitPlaying } from './common.mjs';
 
 const USAGE =
   'usage: node app.mjs --dist DIR --control URL --token TOKEN --obs-server S --obs-key K [--rtmp ADDR] ' +
   '[--chromium PATH] [--viewport WxH] [--verbose]  (commands on stdin, see the header)';
 
-const opts = {
-  chromium: CHROMIUM_PATH,
-  viewport: { width: 1280, height: 900 },
-  verbose: false,
-  dist: null,
-  control: null,
-  token: null,
-  obsServer: '',
-  obsKey: '',
-  rtmp: '127.0.0.1:1935',
-};
-{
-  const argv = process.argv.slice(2);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--chromium') opts.chromium = argv[++i];
-    else if (a === '--verbose') opts.verbose = true;
-    else if (a === '--dist') opts.dist = argv[++i];
-    else if (a === '--control') opts.control = (argv[++i] || '').replace(/\/$/, '');
-    else if (a === '--token') opts.token = argv[++i];
-    else if (a === '--obs-server') opts.obsServer = argv[++i];
-    else if (a === '--obs-key') opts.obsKey = argv[++i];
-    else if (a === '--rtmp') opts.rtmp = argv[++i];
-    else if (a === '--viewport') {
-      const m = /^(\d+)x(\d+)$/.exec(argv[++i] ?? '');
-      if (!m) bad('--viewport needs WxH');
-      opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
-    } else bad(`unexpected argument: ${a}`);
-  }
-  if (!opts.dist || !opts.control || !opts.token) bad('--dist, --control and --token are required');
-}
-
-function bad(why) {
-  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${why}` }) + '\n');
-  process.stderr.write(USAGE + '\n');
-  process.exit(2);
-}
-
-const t0 = Date.now();
-const log = (...a) => {
-  if (opts.verbose) process.stderr.write(`[app ${((Date.now() - t0) / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
-};
+const { opts, log } = pageScriptFrame('app', USAGE, {
+  defaults: { viewport: { width: 1280, height: 900 }, dist: null, control: null, token: null, obsServer: '', obsKey: '', rtmp: '127.0.0.1:1935' },
+  flags: {
+    '--dist': ['dist', textArg],
+    '--control': ['control', (v, flag) => textArg(v, flag).replace(/\/$/, '')],
+    '--token': ['token', textArg],
+    '--obs-server': ['obsServer', textArg],
+    '--obs-key': ['obsKey', textArg],
+    '--rtmp': ['rtmp', textArg],
+  },
+  check: (o) => {
+    if (!o.dist || !o.control || !o.token) throw new Error('--dist, --control and --token are required');
+  },
+});
 
 // ---------- the app's Content-Security-Policy (src-tauri/tauri.conf.json) ----------
 
@@ -354,26 +326,9 @@ function tauriShim({ control, token }) {
 
 // ---------- the browser ----------
 
-const consoleErrors = [];
-const pageErrors = [];
 const cspViolations = [];
 
-const browser = await chromium.launch(launchOptions(opts.chromium, 30000));
-const context = await browser.newContext({ viewport: opts.viewport });
-let page = null;
-
-async function ensurePage() {
-  if (page) return page;
-  page = await context.newPage();
-  page.on('console', (msg) => {
-    if (opts.verbose) log(`console ${msg.type()}:`, msg.text());
-    if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text()) && consoleErrors.length < 50) {
-      consoleErrors.push(msg.text());
-    }
-  });
-  page.on('pageerror', (err) => {
-    if (pageErrors.length < 50) pageErrors.push(String(err && err.message ? err.message : err));
-  });
+const session = await pageSession(chromium, opts, log, async (page) => {
   await page.exposeFunction('__onairShimCommand', runCommand);
   await page.exposeFunction('__onairCsp', (v) => {
     log('CSP violation', JSON.stringify(v));
@@ -385,8 +340,8 @@ async function ensurePage() {
     );
   });
   await page.addInitScript(tauriShim, { control: opts.control, token: opts.token });
-  return page;
-}
+});
+const { ensurePage, consoleErrors, pageErrors } = session;
 
 /** Runs in the page: everything a test asserts on. */
 function pageState() {
@@ -450,28 +405,8 @@ async function state() {
   return { ...s, invoked: [...new Set(invoked)], clipboard, consoleErrors, pageErrors, cspViolations };
 }
 
-/** Polls `fn` (async, returns a value or undefined/false) every 100 ms until truthy or timeout. */
-async function until(what, timeout, fn) {
-  const deadline = Date.now() + timeout;
-  let lastErr = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timeout after ${timeout} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`,
-      );
-    }
-    await sleep(100);
-  }
-}
-
 async function run(cmd) {
-  const timeout = typeof cmd.timeout === 'number' ? cmd.timeout : 20000;
+  const timeout = commandTimeout(cmd);
   switch (cmd.op) {
     case 'open': {
       const p = await ensurePage();
@@ -482,13 +417,6 @@ async function run(cmd) {
         p.evaluate(() => !!(window.onairApp && window.onairApp.info && window.__onairShim.sseOpen)),
       );
       return { state: await state() };
-    }
-    case 'state':
-      return { state: await state() };
-    case 'until': {
-      const p = await ensurePage();
-      const value = await until(cmd.js, timeout, () => p.evaluate(cmd.js));
-      return { value };
     }
     case 'click': {
       const p = await ensurePage();
@@ -508,22 +436,18 @@ async function run(cmd) {
       await input.press('Enter', { timeout });
       return {};
     }
-    case 'waitPlaying': {
-      const p = await ensurePage();
-      const minAdvance = typeof cmd.minAdvance === 'number' ? cmd.minAdvance : 2;
-      let base = null;
-      const v = await until('the preview to play', timeout, async () => {
-        const s = await p.evaluate(() => {
+    case 'waitPlaying':
+      return waitPlaying(
+        await ensurePage(),
+        cmd,
+        'the preview to play',
+        () => {
           const v = window.onairApp && window.onairApp.view ? window.onairApp.view.video : null;
           const player = document.getElementById('player');
           return { state: player.dataset.state, t: v ? v.currentTime : 0, w: v ? v.videoWidth : 0 };
-        });
-        if (s.state !== 'playing') return null;
-        if (base === null || s.t < base) base = s.t;
-        return s.t - base >= minAdvance && s.w > 0 ? s : null;
-      });
-      return { video: v, transport: await p.evaluate(() => document.getElementById('player').dataset.transport || null) };
-    }
+        },
+        () => document.getElementById('player').dataset.transport || null,
+      );
     case 'screenshot': {
       const p = await ensurePage();
       // The whole window, from the top (clicks may have scrolled it).
@@ -531,16 +455,11 @@ async function run(cmd) {
       await p.screenshot({ path: cmd.path, fullPage: !!cmd.fullPage, timeout });
       return { path: cmd.path };
     }
-    case 'close':
-      return {};
     default:
-      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+      return commonPageOp(cmd, { ensurePage, state });
   }
 }
 
-await serveCommands(run, state, log);
-
-if (page) await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
-await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+await session.serve(run, state);
 pages.close();
 process.exit(0);

@@ -35,42 +35,12 @@
 // whose AbortSignal fired while they were pending).
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, serveCommands, sleep } from './common.mjs';
+import { commonPageOp, commandTimeout, pageScriptFrame, pageSession, until, waitPlaying } from './common.mjs';
 
 const USAGE = 'usage: node chat.mjs [--chromium PATH] [--viewport WxH] [--verbose]  (commands on stdin, see the header)';
 
-const opts = {
-  chromium: process.env.ONAIR_CHROMIUM || '/usr/bin/chromium',
-  viewport: { width: 1280, height: 720 },
-  verbose: false,
-};
-{
-  const argv = process.argv.slice(2);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--chromium') opts.chromium = argv[++i];
-    else if (a === '--verbose') opts.verbose = true;
-    else if (a === '--viewport') {
-      const m = /^(\d+)x(\d+)$/.exec(argv[++i] ?? '');
-      if (!m) bad('--viewport needs WxH');
-      opts.viewport = { width: Number(m[1]), height: Number(m[2]) };
-    } else bad(`unexpected argument: ${a}`);
-  }
-}
+const { opts, log } = pageScriptFrame('chat', USAGE);
 
-function bad(why) {
-  process.stdout.write(JSON.stringify({ ok: false, reason: `bad arguments: ${why}` }) + '\n');
-  process.stderr.write(USAGE + '\n');
-  process.exit(2);
-}
-
-const t0 = Date.now();
-const log = (...a) => {
-  if (opts.verbose) process.stderr.write(`[chat ${((Date.now() - t0) / 1000).toFixed(1)}s] ${a.join(' ')}\n`);
-};
-
-const consoleErrors = [];
-const pageErrors = [];
 let navigations = 0;
 let chatOverride;
 let refusals = [];
@@ -84,24 +54,9 @@ function matrixKind(url) {
   return null;
 }
 
-const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS, timeout: 30000 });
-const context = await browser.newContext({ viewport: opts.viewport });
-let page = null;
-
-async function ensurePage() {
-  if (page) return page;
-  page = await context.newPage();
+const session = await pageSession(chromium, opts, log, async (page) => {
   page.on('framenavigated', (f) => {
     if (f === page.mainFrame()) navigations++;
-  });
-  page.on('console', (msg) => {
-    if (opts.verbose) log(`console ${msg.type()}:`, msg.text());
-    if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text()) && consoleErrors.length < 50) {
-      consoleErrors.push(msg.text());
-    }
-  });
-  page.on('pageerror', (err) => {
-    if (pageErrors.length < 50) pageErrors.push(String(err && err.message ? err.message : err));
   });
   page.on('request', (req) => {
     if (req.method() !== 'GET') return; // CORS preflights (OPTIONS) are not the page's requests
@@ -145,8 +100,8 @@ async function ensurePage() {
       await route.abort().catch(() => undefined);
     }
   });
-  return page;
-}
+});
+const { ensurePage, consoleErrors, pageErrors } = session;
 
 /**
  * Runs in the page before its scripts: counts the page's `/events` fetches that are pending and
@@ -222,28 +177,8 @@ async function state() {
   return { ...s, navigations, consoleErrors, pageErrors, matrixRequests: { ...matrixRequests } };
 }
 
-/** Polls `fn` (async, returns a value or undefined/false) every 100 ms until truthy or timeout. */
-async function until(what, timeout, fn) {
-  const deadline = Date.now() + timeout;
-  let lastErr = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      lastErr = e; // navigation in progress and the like
-    }
-    if (Date.now() > deadline) {
-      const err = new Error(`timeout after ${timeout} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`);
-      err.timeout = true;
-      throw err;
-    }
-    await sleep(100);
-  }
-}
-
 async function run(cmd) {
-  const timeout = typeof cmd.timeout === 'number' ? cmd.timeout : 20000;
+  const timeout = commandTimeout(cmd);
   switch (cmd.op) {
     case 'open': {
       if ('chatOverride' in cmd) chatOverride = cmd.chatOverride;
@@ -257,13 +192,6 @@ async function run(cmd) {
       const p = await ensurePage();
       await p.reload({ waitUntil: 'domcontentloaded', timeout });
       return {};
-    }
-    case 'state':
-      return { state: await state() };
-    case 'until': {
-      const p = await ensurePage();
-      const value = await until(cmd.js, timeout, () => p.evaluate(cmd.js));
-      return { value };
     }
     case 'waitStatus': {
       const p = await ensurePage();
@@ -304,21 +232,17 @@ async function run(cmd) {
       );
       return { waitedMs: Date.now() - start };
     }
-    case 'waitPlaying': {
-      const p = await ensurePage();
-      const minAdvance = typeof cmd.minAdvance === 'number' ? cmd.minAdvance : 2;
-      let base = null;
-      const v = await until('the video to play', timeout, async () => {
-        const s = await p.evaluate(() => {
+    case 'waitPlaying':
+      return waitPlaying(
+        await ensurePage(),
+        cmd,
+        'the video to play',
+        () => {
           const v = window.onair && window.onair.video;
           return { state: document.body.dataset.state, t: v ? v.currentTime : 0, w: v ? v.videoWidth : 0 };
-        });
-        if (s.state !== 'playing') return null;
-        if (base === null || s.t < base) base = s.t;
-        return s.t - base >= minAdvance && s.w > 0 ? s : null;
-      });
-      return { video: v, transport: await p.evaluate(() => document.body.dataset.transport || null) };
-    }
+        },
+        () => document.body.dataset.transport || null,
+      );
     case 'send': {
       const p = await ensurePage();
       const input = p.locator('.chat-input');
@@ -351,20 +275,10 @@ async function run(cmd) {
       );
       return { state: await state() };
     }
-    case 'screenshot': {
-      const p = await ensurePage();
-      await p.screenshot({ path: cmd.path, timeout });
-      return { path: cmd.path };
-    }
-    case 'close':
-      return {};
     default:
-      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+      return commonPageOp(cmd, { ensurePage, state });
   }
 }
 
-await serveCommands(run, state, log);
-
-if (page) await Promise.race([page.close().catch(() => undefined), sleep(2000)]);
-await Promise.race([browser.close().catch(() => undefined), sleep(5000)]);
+await session.serve(run, state);
 process.exit(0);

@@ -1,6 +1,8 @@
 // Shared by the browser scripts (tests/browser/*.mjs, bench/*.mjs, bench/webrtc/webrtc.mjs,
 // crates/webrtc/tests/whep_client.mjs): Chromium flags and launch, command-line parsing, WebRTC
-// stats from a page. Needs nothing but Node: playwright-core is loaded only by loadChromium().
+// stats from a page, and the frame of the command-driven scripts (chat.mjs, app.mjs). Needs
+// nothing but Node: playwright-core is loaded only by loadChromium() (the command-driven scripts
+// pass their own `chromium` to pageSession).
 
 /** The Chromium binary every script uses unless told otherwise (--chromium): Debian's. */
 export const CHROMIUM_PATH = process.env.ONAIR_CHROMIUM || '/usr/bin/chromium';
@@ -275,4 +277,133 @@ export async function serveCommands(run, state, log = () => {}) {
     }
     if (cmd.op === 'close') break;
   }
+}
+
+// ---------- the command-driven page scripts (chat.mjs, app.mjs) ----------
+
+/**
+ * The arguments and frame (scriptFrame) of a command-driven page script: the flags all of them
+ * take (--chromium PATH, --viewport WxH, default 1280x720, --verbose) plus `flags` over
+ * `defaults`; `check(opts)` may throw to refuse a combination (`bad arguments: ...`, exit 2).
+ */
+export function pageScriptFrame(name, usage, { defaults = {}, flags = {}, check } = {}) {
+  return scriptFrame(name, usage, (argv) => {
+    const opts = parseFlags(
+      argv,
+      usage,
+      { chromium: CHROMIUM_PATH, viewport: { width: 1280, height: 720 }, verbose: false, ...defaults },
+      { '--chromium': ['chromium', textArg], '--viewport': ['viewport', viewportArg], '--verbose': ['verbose', true], ...flags },
+      [],
+    );
+    if (check) check(opts);
+    return opts;
+  });
+}
+
+/** The `timeout` of a command (ms), default 20000. */
+export const commandTimeout = (cmd) => (typeof cmd.timeout === 'number' ? cmd.timeout : 20000);
+
+/**
+ * Polls `fn` (async, returns a value or undefined/false) every 100 ms until truthy or timeout;
+ * the timeout error (with `timeout: true`) names `what` and the last error `fn` threw.
+ */
+export async function until(what, timeout, fn) {
+  const deadline = Date.now() + timeout;
+  let lastErr = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastErr = e; // navigation in progress and the like
+    }
+    if (Date.now() > deadline) {
+      const err = new Error(`timeout after ${timeout} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr.message.split('\n')[0]})` : ''}`);
+      err.timeout = true;
+      throw err;
+    }
+    await sleep(100);
+  }
+}
+
+/**
+ * The browser of a command-driven page script: `chromium` (playwright-core's) launched with
+ * `opts.chromium` and one context of `opts.viewport`, holding at most one page. `ensurePage()`
+ * opens it on first use, collects its console errors (not "Failed to load resource") and page
+ * errors (50 of each at most; console messages are logged with --verbose) and runs
+ * `setup(page)` on it. `serve(run, state)` answers the commands (serveCommands) and then closes
+ * the page and the browser (giving up after 2 s and 5 s).
+ */
+export async function pageSession(chromium, opts, log, setup = async () => {}) {
+  const browser = await chromium.launch(launchOptions(opts.chromium, 30000));
+  const context = await browser.newContext({ viewport: opts.viewport });
+  const consoleErrors = [];
+  const pageErrors = [];
+  let page = null;
+  const ensurePage = async () => {
+    if (page) return page;
+    page = await context.newPage();
+    page.on('console', (msg) => {
+      if (opts.verbose) log(`console ${msg.type()}:`, msg.text());
+      if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text()) && consoleErrors.length < 50) {
+        consoleErrors.push(msg.text());
+      }
+    });
+    page.on('pageerror', (err) => {
+      if (pageErrors.length < 50) pageErrors.push(String(err && err.message ? err.message : err));
+    });
+    await setup(page);
+    return page;
+  };
+  const serve = async (run, state) => {
+    await serveCommands(run, state, log);
+    if (page) await closeWithin(page, 2000);
+    await closeWithin(browser, 5000);
+  };
+  return { browser, context, ensurePage, consoleErrors, pageErrors, serve };
+}
+
+/**
+ * The ops every command-driven page script has, for its `run` to fall back to: state (answers
+ * `state()`), until (`js` truthy in the page; answers its value), screenshot (`path`), close;
+ * any other op is unknown.
+ */
+export async function commonPageOp(cmd, { ensurePage, state }) {
+  const timeout = commandTimeout(cmd);
+  switch (cmd.op) {
+    case 'state':
+      return { state: await state() };
+    case 'until': {
+      const p = await ensurePage();
+      const value = await until(cmd.js, timeout, () => p.evaluate(cmd.js));
+      return { value };
+    }
+    case 'screenshot': {
+      const p = await ensurePage();
+      await p.screenshot({ path: cmd.path, timeout });
+      return { path: cmd.path };
+    }
+    case 'close':
+      return {};
+    default:
+      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
+  }
+}
+
+/**
+ * The waitPlaying op: until `probe` (a page function answering `{state, t, w}`: the player's
+ * state, the video's currentTime and videoWidth) shows it playing, with a picture, `minAdvance`
+ * (default 2) seconds past the first playing time seen. Answers `{video, transport}` (`transport`:
+ * the page function's value after).
+ */
+export async function waitPlaying(page, cmd, what, probe, transport) {
+  const minAdvance = typeof cmd.minAdvance === 'number' ? cmd.minAdvance : 2;
+  let base = null;
+  const v = await until(what, commandTimeout(cmd), async () => {
+    const s = await page.evaluate(probe);
+    if (s.state !== 'playing') return null;
+    if (base === null || s.t < base) base = s.t;
+    return s.t - base >= minAdvance && s.w > 0 ? s : null;
+  });
+  return { video: v, transport: await page.evaluate(transport) };
 }
