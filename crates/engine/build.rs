@@ -12,7 +12,7 @@ fn main() {
     let ui = manifest.join("../../ui").canonicalize().expect("the ui/ folder is beside crates/");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-env-changed=ONAIR_UI_DIST");
-    build_ui::watch(&ui);
+    build_ui::watch(Path::new("../../ui"));
 
     let dist = match std::env::var_os("ONAIR_UI_DIST") {
         Some(d) => PathBuf::from(d),

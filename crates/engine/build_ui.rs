@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Tells cargo to run the build script again when the UI's sources in `ui` change.
+/// Tells cargo to run the build script again when the UI's sources in `ui` change. `ui` is
+/// relative to the package (the build script's working directory): cargo resolves relative
+/// watched paths against the package of the build it checks, so a second checkout sharing the
+/// target dir watches its own `ui/`, not the first checkout's.
 pub fn watch(ui: &Path) {
+    assert!(ui.is_relative(), "watch ui/ by a path relative to the package");
     for watched in [
         "src",
         "public",
