@@ -91,7 +91,7 @@ impl StreamTracker {
     /// comes first: the tray redraws then.
     pub fn next_change(&self, now: Instant) -> Option<Instant> {
         let until = self.last_refused? + KNOCK_WINDOW;
-        (until > now && !self.live && !self.publishing && !self.armed).then_some(until)
+        (until > now && self.state(until) != self.state(now)).then_some(until)
     }
 
     /// The label of the Go live ⇄ End stream menu item.
