@@ -36,6 +36,26 @@
 //   "cannot be reached" and are retried with backoff (the first request after a
 //   failure does not wait: `timeout=0`, so recovery shows at once); a
 //   homeserver that refuses guests says so.
+//
+// The decisions without DOM or network (follow mode and tokens, the long-poll
+// budget, de-duplication by event id, the title, retry delays, whether the list
+// follows new messages) are in chat-state.ts.
+
+import {
+  FollowState,
+  TitleState,
+  chatRetryDelayMs,
+  followsNew,
+  historyInsertIndex,
+  longPollWaitMs,
+  nearBottom,
+  rateLimitDelayMs,
+  refusesEvents,
+  roomNameOf,
+  titleChangeLine,
+  type ChatFailure,
+  type FollowMode,
+} from './chat-state';
 
 // ---------------------------------------------------------------------------
 // The view
@@ -72,9 +92,6 @@ export interface ChatViewOptions {
   /** Most messages kept in the list (the oldest go first). Default 500. */
   maxMessages?: number;
 }
-
-/** A reader this close to the bottom (px) is "at the bottom" and follows new messages. */
-const STICKY_PX = 48;
 
 /** The chat panel's DOM: message list, composer, display-name picker, status line, native link. */
 export class ChatView {
@@ -181,7 +198,7 @@ export class ChatView {
    */
   addMessages(msgs: ChatMessage[], opts: { history?: boolean } = {}): void {
     if (msgs.length === 0) return;
-    const stick = this.atBottom() || msgs.some((m) => m.own);
+    const stick = followsNew(this.atBottom(), msgs);
     for (const msg of msgs) {
       const known = this.items.get(msg.id);
       if (known) {
@@ -194,11 +211,9 @@ export class ChatView {
       this.items.set(msg.id, { li, msg });
       if (opts.history) {
         // History goes before the first message that is newer.
-        let before: HTMLLIElement | null = null;
-        for (const { li: other, msg: m } of this.items.values()) {
-          if (other !== li && other.isConnected && m.ts > msg.ts && (!before || isBefore(other, before))) before = other;
-        }
-        this.list.insertBefore(li, before);
+        const shown = Array.from(this.list.children) as HTMLLIElement[];
+        const ts = shown.map((other) => this.items.get(other.dataset.id ?? '')?.msg.ts ?? -Infinity);
+        this.list.insertBefore(li, shown[historyInsertIndex(ts, msg.ts)] ?? null);
       } else {
         this.list.append(li);
       }
@@ -286,8 +301,7 @@ export class ChatView {
 
   /** Whether the reader is at (or near) the bottom of the list. */
   atBottom(): boolean {
-    const l = this.list;
-    return l.scrollHeight - l.scrollTop - l.clientHeight <= STICKY_PX;
+    return nearBottom(this.list);
   }
 
   scrollToBottom(): void {
@@ -366,10 +380,6 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string): HTMLEle
   const e = document.createElement(tag);
   e.className = cls;
   return e;
-}
-
-function isBefore(a: Node, b: Node): boolean {
-  return (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0;
 }
 
 /** A stable colour per sender. */
@@ -458,7 +468,7 @@ export interface GuestChatSnapshot {
  * following yet.
  */
 export interface GuestChatFollow {
-  mode: 'events' | 'messages' | null;
+  mode: FollowMode;
   /** `/events` requests (token reads, quick checks and long-polls). */
   eventRequests: number;
   /** `/events` requests that waited on the homeserver (`timeout` > 0). */
@@ -516,15 +526,6 @@ const DEFAULT_POLL_MS = 1000;
 const DEFAULT_LONG_POLL_MS = 30000;
 /** On top of the long-poll's own wait (Synapse adds up to 10 % at random). */
 const LONG_POLL_SLACK_MS = 15000;
-/**
- * At most LONG_POLL_BURST long-polls start in any LONG_POLL_WINDOW_MS: events a few at a time
- * show at once, and a room busy all the time costs at most one request a second per viewer, as
- * the old polling did (a quiet room: one per 30 s).
- */
-const LONG_POLL_BURST = 5;
-const LONG_POLL_WINDOW_MS = 5000;
-/** A long-poll refused this many times in a row (after a fresh token each time): fall back to `/messages`. */
-const MAX_STREAM_REFUSALS = 2;
 /** At most this many senders' names are looked up per batch of new events. */
 const MAX_NAME_LOOKUPS = 10;
 const REQUEST_TIMEOUT_MS = 10000;
@@ -538,15 +539,9 @@ const EVENT_FILTER = JSON.stringify({
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/**
- * The homeserver does not do `/events` (for us): not implemented, unknown
- * endpoint, or a request it will not take.
- */
-function refusesEvents(e: unknown): boolean {
-  return (
-    e instanceof MatrixError &&
-    (e.status === 400 || e.status === 404 || e.status === 405 || e.status === 501 || e.errcode === 'M_UNRECOGNIZED')
-  );
+/** The homeserver does not do `/events` (for us): see refusesEvents(). */
+function eventsRefusal(e: unknown): boolean {
+  return e instanceof MatrixError && refusesEvents(e.status, e.errcode);
 }
 
 /** `localStorage` key of the guest session for a homeserver. */
@@ -585,15 +580,8 @@ export class GuestChat {
   private roomId: string | null = null;
   private via: string[] = [];
   private resolvedBy: GuestChatSnapshot['resolvedBy'] = null;
-  /** `/messages?dir=f` token (the fallback). */
-  private from: string | null = null;
-  /** `/events` stream token: the next long-poll's `from`. */
-  private streamFrom: string | null = null;
-  private followMode: GuestChatFollow['mode'] = null;
-  /** The homeserver refused `/events`: follow with `/messages` from now on. */
-  private eventsRefused = false;
-  /** Long-polls refused in a row (each retried after a fresh token). */
-  private streamRefusals = 0;
+  /** Mode, tokens, long-poll budget and the event ids shown already. */
+  private readonly follow = new FollowState();
   private readonly counts = { eventRequests: 0, longPolls: 0, messagePolls: 0 };
   /** The follow request waiting on the homeserver (aborted by `stop()` and `freeze()`). */
   private followCtrl: AbortController | null = null;
@@ -601,9 +589,7 @@ export class GuestChat {
   private readonly stopCtrl = new AbortController();
   private frozen = false;
   private thawed: (() => void) | null = null;
-  /** When the recent long-polls started (the last LONG_POLL_WINDOW_MS). */
-  private readonly longPollStarts: number[] = [];
-  private title: string | null = null;
+  private readonly titles = new TitleState();
   private status: GuestChatStatus = 'connecting';
   private statusText = 'Connecting to chat…';
   private stopped = false;
@@ -611,7 +597,6 @@ export class GuestChat {
   private ready = false;
   private joinPromise: Promise<void> | null = null;
   private readonly names = new Map<string, string>();
-  private readonly seen = new Set<string>();
   private readonly messages: ChatMessage[] = [];
   private txn = 0;
   private wake: (() => void) | null = null;
@@ -688,7 +673,7 @@ export class GuestChat {
       displayName: this.displayName(),
       reusedSession: this.reusedSession,
       joined: this.isJoined(),
-      title: this.title,
+      title: this.titles.current,
       messages: this.messages.map((m) => ({
         id: m.id,
         sender: m.sender,
@@ -697,7 +682,7 @@ export class GuestChat {
         ts: m.ts,
         kind: m.kind ?? 'text',
       })),
-      follow: { mode: this.followMode, ...this.counts, inFlight: this.followCtrl !== null },
+      follow: { mode: this.follow.mode, ...this.counts, inFlight: this.followCtrl !== null },
     };
   }
 
@@ -731,12 +716,11 @@ export class GuestChat {
       );
       const eventId = typeof res.event_id === 'string' ? res.event_id : null;
       if (!eventId) throw new Error('no event id in the answer');
-      if (this.seen.has(eventId)) {
+      if (this.follow.ownEventSeen(eventId)) {
         // The poll was quicker than the answer: that copy is shown already.
         this.forget(localId);
         this.opts.onRemove?.(localId);
       } else {
-        this.seen.add(eventId);
         this.patch(localId, { id: eventId, pending: false });
         this.opts.onUpdate?.(localId, { id: eventId, pending: false });
       }
@@ -776,7 +760,7 @@ export class GuestChat {
           await this.resolveRoom();
           await this.readInitial();
           this.ready = true;
-        } else if (this.followMode === 'events') {
+        } else if (this.follow.mode === 'events') {
           await this.longPoll();
         } else {
           await this.poll();
@@ -785,8 +769,7 @@ export class GuestChat {
         if (!this.ready) continue;
         failures = 0;
         this.setStatus('ready', '');
-        if (this.followMode === 'events') await this.pause(this.longPollDelay());
-        else await this.pause(this.opts.pollMs ?? DEFAULT_POLL_MS);
+        await this.pause(this.follow.nextDelayMs(Date.now(), this.opts.pollMs ?? DEFAULT_POLL_MS));
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof Aborted) continue; // frozen: the loop waits for thaw()
@@ -799,45 +782,40 @@ export class GuestChat {
 
   /** Classifies a failure, shows it, and says how long to wait before trying again. */
   private onFailure(e: unknown, failures: number): number {
-    const backoff = (base: number, max: number) => Math.min(max, base * 2 ** Math.min(failures - 1, 6));
+    return chatRetryDelayMs(this.classifyFailure(e), failures);
+  }
+
+  private classifyFailure(e: unknown): ChatFailure {
     const host = hostOf(this.homeserver);
     if (e instanceof Unreachable) {
       this.setStatus('unreachable', `The chat server (${host}) cannot be reached. Retrying…`);
-      return backoff(1000, 10000);
+      return 'unreachable';
     }
     if (e instanceof GuestsForbidden || (e instanceof MatrixError && e.errcode === 'M_GUEST_ACCESS_FORBIDDEN')) {
       this.setStatus(
         'guests-forbidden',
         `The chat server (${host}) does not allow guests. Open the room in your Matrix app to chat.`,
       );
-      return 60000;
+      return 'guests-forbidden';
     }
     if (e instanceof MatrixError && (e.status === 401 || e.errcode === 'M_UNKNOWN_TOKEN')) {
       // The guest session is gone (logged out, server reset): start over with a new guest.
       this.dropSession();
       this.ready = false;
       this.setStatus('connecting', 'Connecting to chat…');
-      return 200;
+      return 'session-gone';
     }
     if (e instanceof NoRoom) {
       this.ready = false;
       this.setStatus('no-room', e.message);
-      return backoff(5000, 30000);
+      return 'no-room';
     }
     if (e instanceof MatrixError && e.status === 403 && !this.ready) {
       this.setStatus('error', `The chat room cannot be read: ${e.message}`);
-      return backoff(5000, 60000);
+      return 'unreadable';
     }
     this.setStatus('error', `Chat error: ${errorText(e)}. Retrying…`);
-    return backoff(2000, 30000);
-  }
-
-  /** How long the next long-poll waits to keep within LONG_POLL_BURST per LONG_POLL_WINDOW_MS. */
-  private longPollDelay(): number {
-    const now = Date.now();
-    const starts = this.longPollStarts;
-    while (starts.length && starts[0] <= now - LONG_POLL_WINDOW_MS) starts.shift();
-    return starts.length < LONG_POLL_BURST ? 0 : starts[0] + LONG_POLL_WINDOW_MS - now;
+    return 'other';
   }
 
   private async pause(ms: number): Promise<void> {
@@ -1013,8 +991,7 @@ export class GuestChat {
    */
   private async readInitial(): Promise<void> {
     const roomId = this.roomId as string;
-    this.followMode = null;
-    const token = this.eventsRefused ? null : await this.streamToken();
+    const token = this.follow.beginRead() ? await this.streamToken() : null;
     let res: Record<string, unknown>;
     try {
       res = await this.messagesPage({ dir: 'b', limit: HISTORY_LIMIT });
@@ -1033,25 +1010,20 @@ export class GuestChat {
     const history = this.toMessages(chunk.slice().reverse(), true);
     // Everyone under their current name, as live renames do.
     for (const m of history) if (m.kind !== 'event') m.senderName = this.nameOf(m.sender);
-    this.from = res.start;
-    this.streamFrom = token;
+    this.follow.historyRead(res.start, token);
     // The title now (after the token, so the poll can only bring newer names).
     let title: string | null = null;
     try {
-      const name = await this.api('GET', `/rooms/${enc(roomId)}/state/m.room.name/`);
-      title = typeof name.name === 'string' && name.name.trim() ? name.name.trim() : null;
+      title = roomNameOf(await this.api('GET', `/rooms/${enc(roomId)}/state/m.room.name/`));
     } catch (e) {
       if (!(e instanceof MatrixError && e.status === 404)) throw e;
     }
     this.setTitle(title, true);
-    const fresh = history.filter((m) => !this.seen.has(m.id));
-    for (const m of fresh) {
-      this.seen.add(m.id);
-      this.keep(m);
-    }
+    const fresh = this.follow.fresh(history);
+    for (const m of fresh) this.keep(m);
     if (fresh.length) this.opts.onMessages?.(fresh, true);
     if (this.session) this.opts.onIdentity?.(this.session.userId, this.displayName());
-    this.followMode = token ? 'events' : 'messages';
+    this.follow.follow();
   }
 
   /**
@@ -1070,12 +1042,12 @@ export class GuestChat {
         res = await this.eventsPage(null, 0);
       }
     } catch (e) {
-      if (!refusesEvents(e)) throw e;
-      this.eventsRefused = true;
+      if (!eventsRefusal(e)) throw e;
+      this.follow.eventsUnavailable();
       return null;
     }
     if (typeof res.end !== 'string') {
-      this.eventsRefused = true;
+      this.follow.eventsUnavailable();
       return null;
     }
     return res.end;
@@ -1088,33 +1060,29 @@ export class GuestChat {
    */
   private async longPoll(): Promise<void> {
     const roomId = this.roomId as string;
-    const wait = this.status === 'ready' ? (this.opts.longPollMs ?? DEFAULT_LONG_POLL_MS) : 0;
+    const wait = longPollWaitMs(this.status === 'ready', this.opts.longPollMs ?? DEFAULT_LONG_POLL_MS);
     const ctrl = new AbortController();
     this.followCtrl = ctrl;
-    this.longPollStarts.push(Date.now());
+    this.follow.longPollStarted(Date.now());
     let res: Record<string, unknown>;
     try {
-      res = await this.eventsPage(this.streamFrom, wait, ctrl.signal);
+      res = await this.eventsPage(this.follow.streamFrom, wait, ctrl.signal);
     } catch (e) {
-      if (!refusesEvents(e)) throw e;
+      if (!eventsRefusal(e)) throw e;
       // A token the homeserver no longer takes, or `/events` gone: a fresh start (and the
       // `/messages` fallback when that keeps happening).
-      if (++this.streamRefusals >= MAX_STREAM_REFUSALS) this.eventsRefused = true;
+      this.follow.longPollRefused();
       this.ready = false;
       return;
     } finally {
       if (this.followCtrl === ctrl) this.followCtrl = null;
     }
-    this.streamRefusals = 0;
-    if (typeof res.end === 'string') this.streamFrom = res.end;
+    this.follow.longPollAnswered(res.end);
     // The stream also carries presence, typing, receipts and the guest's own joins elsewhere.
     const chunk = (Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : []).filter((ev) => ev.room_id === roomId);
     await this.learnSenders(chunk);
-    const msgs = this.toMessages(chunk, false).filter((m) => !this.seen.has(m.id));
-    for (const m of msgs) {
-      this.seen.add(m.id);
-      this.keep(m);
-    }
+    const msgs = this.follow.fresh(this.toMessages(chunk, false));
+    for (const m of msgs) this.keep(m);
     if (msgs.length) this.opts.onMessages?.(msgs, false);
   }
 
@@ -1158,15 +1126,12 @@ export class GuestChat {
 
   private async poll(): Promise<void> {
     this.counts.messagePolls++;
-    const res = await this.messagesPage({ dir: 'f', limit: 100, from: this.from as string });
-    if (typeof res.end === 'string') this.from = res.end;
+    const res = await this.messagesPage({ dir: 'f', limit: 100, from: this.follow.from as string });
+    this.follow.pollAnswered(res.end);
     const chunk = Array.isArray(res.chunk) ? (res.chunk as MatrixEvent[]) : [];
     this.absorbState(res.state);
-    const msgs = this.toMessages(chunk, false).filter((m) => !this.seen.has(m.id));
-    for (const m of msgs) {
-      this.seen.add(m.id);
-      this.keep(m);
-    }
+    const msgs = this.follow.fresh(this.toMessages(chunk, false));
+    for (const m of msgs) this.keep(m);
     if (msgs.length) this.opts.onMessages?.(msgs, false);
   }
 
@@ -1216,14 +1181,13 @@ export class GuestChat {
           break;
         case 'm.room.name': {
           if (history || !id) break; // the current name is read from the room state
-          const name = typeof content.name === 'string' && content.name.trim() ? content.name.trim() : null;
-          if (name === this.title) break;
-          this.setTitle(name, false);
+          const name = roomNameOf(content);
+          if (!this.setTitle(name, false)) break;
           out.push({
             id,
             sender,
             senderName: this.nameOf(sender),
-            body: name ? `${this.nameOf(sender)} changed the title to “${name}”` : `${this.nameOf(sender)} removed the title`,
+            body: titleChangeLine(this.nameOf(sender), name),
             ts,
             kind: 'event',
           });
@@ -1277,10 +1241,11 @@ export class GuestChat {
     return this.names.get(userId) ?? (userId === this.session?.userId ? this.displayName() : localpart(userId));
   }
 
-  private setTitle(title: string | null, force: boolean): void {
-    if (!force && title === this.title) return;
-    this.title = title;
+  /** True when the title was told to the page (changed, or `force`). */
+  private setTitle(title: string | null, force: boolean): boolean {
+    if (!this.titles.update(title, force)) return false;
     this.opts.onTitle?.(title);
+    return true;
   }
 
   private keep(m: ChatMessage): void {
@@ -1396,14 +1361,7 @@ export class GuestChat {
       const errcode = typeof json.errcode === 'string' ? json.errcode : '';
       const message = typeof json.error === 'string' ? json.error : `HTTP ${res.status}`;
       if (res.status === 429 && limited++ < 10 && !this.stopped) {
-        const header = Number(res.headers.get('Retry-After'));
-        const ms =
-          typeof json.retry_after_ms === 'number'
-            ? json.retry_after_ms
-            : Number.isFinite(header) && header > 0
-              ? header * 1000
-              : 1000;
-        await sleep(Math.min(Math.max(ms, 50), 30000));
+        await sleep(rateLimitDelayMs(json.retry_after_ms, res.headers.get('Retry-After')));
         continue;
       }
       if (res.status >= 500 && attempt++ < (o.retries ?? 0) && !this.stopped) {

@@ -2,23 +2,26 @@
 // (hls.js, or native HLS) as the fallback, automatic recovery when a stream ends
 // and comes back or the network blips, and a small DOM view (offline overlay,
 // unmute button, LIVE / transport badges, latency). Used by the viewer page, the
-// embed page and (later) the desktop window.
+// embed page and (later) the desktop window. Which transport to use, and what a
+// failure or a stall leads to, is decided in transport.ts (no DOM, no network).
 
 import Hls, { ErrorTypes, Events, type ErrorData, type HlsConfig } from 'hls.js';
 import {
-  WhepError,
-  WhepSession,
-  estimateWebRtcLatency,
-  sameIceServers,
-  webRtcSupported,
-  type WebRtcStats,
-} from './whep';
+  DEFAULT_ICE_TIMEOUT_MS,
+  TransportPolicy,
+  WEBRTC_DISCONNECT_GRACE_MS,
+  afterHlsProbe,
+  afterWebRtcProbe,
+  hlsCheck,
+  webRtcCheck,
+  type Transport,
+  type TransportMode,
+} from './transport';
+import { WhepError, WhepSession, estimateWebRtcLatency, webRtcSupported, type WebRtcStats } from './whep';
+
+export { playerOptionsFromQuery, type Transport, type TransportMode } from './transport';
 
 export type PlayerState = 'offline' | 'loading' | 'playing' | 'error';
-/** What is playing (or being tried): WebRTC/WHEP, hls.js LL-HLS, or the browser's own HLS. */
-export type Transport = 'webrtc' | 'llhls' | 'native';
-/** `auto`: WebRTC first, LL-HLS when that fails; `webrtc` / `hls`: only that one. */
-export type TransportMode = 'auto' | 'webrtc' | 'hls';
 
 /** `GET /api/streams/<stream>`; every field is optional. */
 export interface StreamInfo {
@@ -90,24 +93,6 @@ export function whepUrl(stream: string, origin = ''): string {
 
 export function apiUrl(stream: string, origin = ''): string {
   return joinOrigin(origin, `/api/streams/${encodeURIComponent(stream)}`);
-}
-
-/**
- * Player settings from the page URL, for tests and debugging:
- * `?transport=hls|webrtc|auto` and `?ice-timeout=<ms>`.
- */
-export function playerOptionsFromQuery(
-  search: string = window.location.search,
-): { transport?: TransportMode; iceTimeoutMs?: number } {
-  const q = new URLSearchParams(search);
-  const out: { transport?: TransportMode; iceTimeoutMs?: number } = {};
-  const t = (q.get('transport') ?? '').toLowerCase();
-  if (t === 'hls' || t === 'llhls') out.transport = 'hls';
-  else if (t === 'webrtc' || t === 'whep') out.transport = 'webrtc';
-  else if (t === 'auto') out.transport = 'auto';
-  const ms = Number(q.get('ice-timeout') ?? '');
-  if (q.has('ice-timeout') && Number.isFinite(ms) && ms > 0) out.iceTimeoutMs = ms;
-  return out;
 }
 
 /** Fetch `/api/streams/<stream>`; null when offline, missing or unreadable. */
@@ -200,24 +185,11 @@ export const LIVE_HLS_CONFIG: Partial<HlsConfig> = {
   startFragPrefetch: true,
 };
 
-const STALL_CHECK_MS = 6000; // no progress for this long → probe the playlist
-const LOADING_TIMEOUT_MS = 25000; // never started playing → start over
-const MAX_RETRY_DELAY_MS = 15000;
-const QUICK_RETRY_DELAY_MS = 300;
-
-export const DEFAULT_ICE_TIMEOUT_MS = 4000;
-const WEBRTC_DISCONNECT_GRACE_MS = 3000; // 'disconnected' this long → reconnect
-const WEBRTC_FIRST_FRAME_MS = 12000; // connected but no picture this long → give up on WebRTC
-const WEBRTC_MEDIA_STALL_MS = 4000; // no RTP this long → probe the playlist
-const WEBRTC_MEDIA_DEAD_MS = 12000; // no RTP this long while the playlist is live → reconnect
-const MAX_WEBRTC_DROPS = 3; // connected sessions lost within one live period before we stick to LL-HLS
-
 export class LivePlayer {
   readonly stream: string;
   readonly video: HTMLVideoElement;
   readonly origin: string;
   readonly pollIntervalMs: number;
-  readonly transportMode: TransportMode;
   readonly iceTimeoutMs: number;
 
   /** 'loading' until the first probe answers, so 'offline' always means the server said so. */
@@ -235,22 +207,18 @@ export class LivePlayer {
   private pollTimer: ReturnType<typeof setTimeout> | null = null;
   private healthTimer: ReturnType<typeof setInterval> | null = null;
   private mediaRecoveryUsed = false;
-  private consecutiveFailures = 0;
+  /** Which transport next, and what failures lead to (see transport.ts). */
+  private readonly policy: TransportPolicy;
   private sessionStartedAt = 0;
   private lastProgressAt = 0;
   private lastTime = -1;
   private probing = false;
   private lastHealthProbeAt = 0;
-  private endedPlaylistIsOffline = false;
   private needsGesture = false;
   private readonly listeners: Array<[string, EventListener]> = [];
   private readonly windowListeners: Array<[string, EventListener]> = [];
 
-  // WebRTC. "Live period": from the playlist appearing until it is gone again.
-  /** WebRTC did not work in this live period: use LL-HLS until the stream restarts. */
-  private webrtcBlocked = false;
-  /** Connected WebRTC sessions lost in this live period. */
-  private webrtcDrops = 0;
+  // WebRTC
   /** ICE servers from the last WHEP 201 `Link` headers. */
   private learnedIceServers: RTCIceServer[] | null = null;
   private rtcConnectedAt = 0;
@@ -267,7 +235,9 @@ export class LivePlayer {
     this.video = opts.video;
     this.origin = opts.origin ?? '';
     this.pollIntervalMs = opts.pollIntervalMs ?? 1500;
-    this.transportMode = opts.transport ?? 'auto';
+    this.policy = new TransportPolicy(opts.transport ?? 'auto', {
+      avoidWebRtcWithBframes: opts.avoidWebRtcWithBframes,
+    });
     this.iceTimeoutMs = opts.iceTimeoutMs ?? DEFAULT_ICE_TIMEOUT_MS;
 
     const v = this.video;
@@ -283,6 +253,11 @@ export class LivePlayer {
     this.listen('error', () => this.onVideoError());
     this.listenWindow('pagehide', () => this.onPageHide());
     this.listenWindow('pageshow', (e) => this.onPageShow(e as PageTransitionEvent));
+  }
+
+  /** The transport mode asked for (`?transport=`); 'auto' by default. */
+  get transportMode(): TransportMode {
+    return this.policy.mode;
   }
 
   get playlistUrl(): string {
@@ -413,30 +388,12 @@ export class LivePlayer {
   private async probe(): Promise<'live' | 'offline' | 'unknown'> {
     try {
       const res = await fetchWithTimeout(this.playlistUrl, 5000);
-      if (!res.ok) {
-        void res.body?.cancel().catch(() => undefined);
-        this.endedPlaylistIsOffline = false;
-        return 'offline';
-      }
-      if (this.endedPlaylistIsOffline) {
-        // We just played this stream to its end: its finished playlist
-        // (EXT-X-ENDLIST) may linger for a moment; that is not a new stream.
-        const text = await res.text();
-        if (text.includes('#EXT-X-ENDLIST')) return 'offline';
-        this.endedPlaylistIsOffline = false;
-      } else {
-        void res.body?.cancel().catch(() => undefined);
-      }
-      return 'live';
+      if (res.ok && this.policy.wantsPlaylistBody) return this.policy.playlistAnswer(true, await res.text());
+      void res.body?.cancel().catch(() => undefined);
+      return this.policy.playlistAnswer(res.ok);
     } catch {
       return 'unknown';
     }
-  }
-
-  /** The stream is gone (or unreachable): the next live period starts with WebRTC again. */
-  private endLivePeriod(): void {
-    this.webrtcBlocked = false;
-    this.webrtcDrops = 0;
   }
 
   private async poll(): Promise<void> {
@@ -446,7 +403,7 @@ export class LivePlayer {
     if (result === 'live') {
       this.attach();
     } else {
-      this.endLivePeriod();
+      this.policy.endLivePeriod();
       this.setState('offline');
       this.schedulePoll(this.pollIntervalMs);
     }
@@ -461,12 +418,6 @@ export class LivePlayer {
     }
   }
 
-  private wantWebRtc(): boolean {
-    if (this.transportMode === 'hls') return false;
-    if (this.transportMode === 'webrtc') return true;
-    return webRtcSupported() && !this.webrtcBlocked;
-  }
-
   private attachSession(retryWithServerIce: boolean): void {
     this.teardown();
     const gen = this.generation;
@@ -475,7 +426,7 @@ export class LivePlayer {
     this.lastProgressAt = this.sessionStartedAt;
     this.lastTime = -1;
     this.setState('loading');
-    if (this.wantWebRtc()) void this.startWebRtc(gen, retryWithServerIce);
+    if (this.policy.next(webRtcSupported()) === 'webrtc') void this.startWebRtc(gen, retryWithServerIce);
     else this.startHls(gen);
   }
 
@@ -525,15 +476,13 @@ export class LivePlayer {
     this.opts.onPeerConnectionChange?.(session.pc);
     this.healthTimer = setInterval(() => this.health(gen), 1000);
     try {
-      const askInfo = this.transportMode === 'auto' && this.opts.avoidWebRtcWithBframes !== false;
       const [, info] = await Promise.all([
         session.prepare(),
-        askInfo ? fetchStreamInfo(this.stream, this.origin, 1500) : Promise.resolve(null),
+        this.policy.checksBframes ? fetchStreamInfo(this.stream, this.origin, 1500) : Promise.resolve(null),
       ]);
       if (gen !== this.generation) return;
-      if (info?.bframes === true) {
+      if (this.policy.streamInfo(info)) {
         console.info('onair: the stream has B-frames, which WebRTC players do not handle; using LL-HLS');
-        this.webrtcBlocked = true;
         this.attach();
         return;
       }
@@ -556,45 +505,41 @@ export class LivePlayer {
   /** A WHEP attempt failed before it played: retry, fall back to LL-HLS, or (forced WebRTC) back off. */
   private webRtcFailed(gen: number, session: WhepSession | null, err: unknown, retryWithServerIce: boolean): void {
     if (gen !== this.generation) return;
-    const kind = err instanceof WhepError ? err.kind : 'ice';
     const reason = err instanceof Error ? err.message : String(err);
-    const learned = session?.linkIceServers ?? null;
-    if (
-      retryWithServerIce &&
-      session &&
-      (kind === 'timeout' || kind === 'ice') &&
-      learned !== null &&
-      learned.length > 0 &&
-      !sameIceServers(learned, session.iceServers)
-    ) {
-      // This session gathered without the server's STUN/TURN servers (we only
-      // learn them from its answer); one more try with them before giving up.
-      console.warn(`onair: WebRTC ${reason}; retrying with the server's ICE servers`);
-      this.attach(false);
-      return;
-    }
-    if (this.transportMode === 'webrtc') {
-      if (kind === 'unsupported') {
+    const action = this.policy.webRtcFailed({
+      kind: err instanceof WhepError ? err.kind : 'ice',
+      serverIceRetryAllowed: retryWithServerIce,
+      usedIceServers: session?.iceServers ?? null,
+      learnedIceServers: session?.linkIceServers ?? null,
+    });
+    switch (action) {
+      case 'retry-with-server-ice':
+        // This session gathered without the server's STUN/TURN servers (we only
+        // learn them from its answer); one more try with them before giving up.
+        console.warn(`onair: WebRTC ${reason}; retrying with the server's ICE servers`);
+        this.attach(false);
+        return;
+      case 'unsupported':
         this.teardown();
         this.setState('error', 'This browser cannot play WebRTC.');
         return;
+      case 'retry':
+        void this.fail(`WebRTC: ${reason}`);
+        return;
+      case 'llhls': {
+        const ms = Math.round(performance.now() - this.sessionStartedAt);
+        console.warn(`onair: WebRTC unavailable (${reason}) after ${ms} ms; playing LL-HLS`);
+        this.attach();
+        return;
       }
-      void this.fail(`WebRTC: ${reason}`);
-      return;
     }
-    const ms = Math.round(performance.now() - this.sessionStartedAt);
-    console.warn(`onair: WebRTC unavailable (${reason}) after ${ms} ms; playing LL-HLS`);
-    this.webrtcBlocked = true;
-    this.attach();
   }
 
   /** A connected WebRTC session broke: reconnect (WebRTC first again, unless it keeps breaking). */
   private webRtcDropped(gen: number, reason: string): void {
     if (gen !== this.generation) return;
-    this.webrtcDrops++;
-    if (this.transportMode === 'auto' && this.webrtcDrops >= MAX_WEBRTC_DROPS) {
-      console.warn(`onair: WebRTC dropped ${this.webrtcDrops} times; using LL-HLS until the stream restarts`);
-      this.webrtcBlocked = true;
+    if (this.policy.webRtcDropped()) {
+      console.warn(`onair: WebRTC dropped ${this.policy.webRtcDrops} times; using LL-HLS until the stream restarts`);
     }
     void this.fail(`WebRTC ${reason}`, true);
   }
@@ -717,7 +662,7 @@ export class LivePlayer {
 
   private onVideoPlaying(): void {
     if (this.healthTimer === null) return; // no session
-    this.consecutiveFailures = 0;
+    this.policy.resetRetries();
     this.setNeedsGesture(false);
     this.setState('playing');
   }
@@ -730,7 +675,7 @@ export class LivePlayer {
       return;
     }
     // A live playlist got EXT-X-ENDLIST and we played to the end: stream over.
-    this.endedPlaylistIsOffline = true;
+    this.policy.streamEnded();
     this.goOffline();
   }
 
@@ -761,16 +706,12 @@ export class LivePlayer {
     const result = await this.probe();
     if (!this.running || gen !== this.generation) return;
     if (result === 'live') {
-      this.consecutiveFailures++;
-      const delay =
-        quickFirstRetry && this.consecutiveFailures === 1
-          ? QUICK_RETRY_DELAY_MS
-          : Math.min(this.pollIntervalMs * 2 ** this.consecutiveFailures, MAX_RETRY_DELAY_MS);
+      const delay = this.policy.retryDelayMs(this.pollIntervalMs, quickFirstRetry);
       console.warn(`onair: playback failed (${reason}); retrying in ${Math.round(delay)} ms`);
       this.setState('error', 'Playback interrupted — reconnecting…');
       this.schedulePoll(delay);
     } else {
-      this.endLivePeriod();
+      this.policy.endLivePeriod();
       this.setState('offline');
       this.schedulePoll(this.pollIntervalMs);
     }
@@ -778,8 +719,8 @@ export class LivePlayer {
 
   private goOffline(): void {
     this.teardown();
-    this.consecutiveFailures = 0;
-    this.endLivePeriod();
+    this.policy.resetRetries();
+    this.policy.endLivePeriod();
     this.setState('offline');
     this.schedulePoll(this.pollIntervalMs);
   }
@@ -795,22 +736,24 @@ export class LivePlayer {
     this.opts.onStats?.(this.stats());
     if (this.needsGesture || this.probing) return;
     const now = performance.now();
-    const stalled = now - this.lastProgressAt > STALL_CHECK_MS;
-    const neverStarted = this.state === 'loading' && now - this.sessionStartedAt > LOADING_TIMEOUT_MS;
-    if (!stalled && !neverStarted) return;
-    if (now - this.lastHealthProbeAt < 3000) return;
+    const check = hlsCheck({
+      now,
+      lastProgressAt: this.lastProgressAt,
+      sessionStartedAt: this.sessionStartedAt,
+      loading: this.state === 'loading',
+      lastProbeAt: this.lastHealthProbeAt,
+    });
+    if (check === 'fine') return;
     this.lastHealthProbeAt = now;
     this.probing = true;
     void this.probe().then((result) => {
       this.probing = false;
       if (gen !== this.generation || !this.running) return;
-      if (result === 'offline') {
-        this.goOffline();
-      } else if (neverStarted) {
-        void this.fail('playback did not start');
-      } else {
-        // Still live but stuck: give the player a while longer, then restart it.
-        if (now - this.lastProgressAt > STALL_CHECK_MS * 3) void this.fail('playback stalled');
+      // Still live but stuck: give the player a while longer, then restart it.
+      const next = afterHlsProbe(check, result, now - this.lastProgressAt);
+      if (next === 'offline') this.goOffline();
+      else if (next === 'restart') {
+        void this.fail(check === 'probe-not-started' ? 'playback did not start' : 'playback stalled');
       }
     });
   }
@@ -845,18 +788,26 @@ export class LivePlayer {
     this.opts.onStats?.(this.stats());
 
     if (this.rtcConnectedAt === 0 || this.needsGesture || this.probing) return;
-    if (this.state === 'loading' && now - this.rtcConnectedAt > WEBRTC_FIRST_FRAME_MS) {
+    const check = webRtcCheck({
+      now,
+      connectedAt: this.rtcConnectedAt,
+      lastMediaAt: this.rtcLastMediaAt,
+      loading: this.state === 'loading',
+      lastProbeAt: this.lastHealthProbeAt,
+    });
+    if (check === 'no-picture') {
       this.webRtcFailed(gen, session, new WhepError('timeout', 'connected, but no picture'), false);
       return;
     }
-    if (now - this.rtcLastMediaAt < WEBRTC_MEDIA_STALL_MS || now - this.lastHealthProbeAt < 3000) return;
+    if (check === 'fine') return;
     this.lastHealthProbeAt = now;
     this.probing = true;
     const result = await this.probe();
     this.probing = false;
     if (gen !== this.generation || !this.running) return;
-    if (result === 'offline') this.goOffline();
-    else if (performance.now() - this.rtcLastMediaAt > WEBRTC_MEDIA_DEAD_MS) this.webRtcDropped(gen, 'no media');
+    const next = afterWebRtcProbe(result, performance.now() - this.rtcLastMediaAt);
+    if (next === 'offline') this.goOffline();
+    else if (next === 'reconnect') this.webRtcDropped(gen, 'no media');
   }
 }
 
