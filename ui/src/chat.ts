@@ -774,18 +774,13 @@ export class GuestChat {
         if (this.stopped) return;
         if (e instanceof Aborted) continue; // frozen: the loop waits for thaw()
         failures++;
-        const wait = this.onFailure(e, failures);
-        await this.pause(wait);
+        await this.pause(chatRetryDelayMs(this.onFailure(e), failures));
       }
     }
   }
 
-  /** Classifies a failure, shows it, and says how long to wait before trying again. */
-  private onFailure(e: unknown, failures: number): number {
-    return chatRetryDelayMs(this.classifyFailure(e), failures);
-  }
-
-  private classifyFailure(e: unknown): ChatFailure {
+  /** Classifies a failure of the loop and shows it (the kind sets the wait before trying again). */
+  private onFailure(e: unknown): ChatFailure {
     const host = hostOf(this.homeserver);
     if (e instanceof Unreachable) {
       this.setStatus('unreachable', `The chat server (${host}) cannot be reached. Retrying…`);
