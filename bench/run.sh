@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # OnAir benchmark: 1080p30 at 6 Mb/s through `onair serve` on loopback.
 #
-#   bench/run.sh [all|cpu|latency|load]      (default: all; see bench/README.md)
+#   bench/run.sh [all|cpu|latency|load|fanout]      (default: all; see bench/README.md)
 #
 #   cpu      engine CPU and RSS while packaging one stream (and four), no viewers
 #   latency  LL-HLS glass-to-glass latency: wall clock burnt into the frames, read back in Chromium
 #   load     how many LL-HLS players the engine keeps fed, vs nginx serving the same bytes from disk
+#   fanout   CPU-seconds per GiB of 50 keep-alive clients fetching the newest segment, vs nginx
 #
 # Environment (all optional):
 #   ONAIR_BENCH_WORK      work dir (default /tmp/onair-bench): source clip, logs, results
@@ -24,6 +25,10 @@
 #   BENCH_LATENCY_WEBRTC=0  skip the extra WebRTC latency measurement
 #   BENCH_CPU_SECONDS     CPU sampling window (default 30)
 #   BENCH_WAIT_QUIET=S    before each part, wait up to S seconds for other processes to leave the CPU
+#   BENCH_FANOUT_CLIENTS, BENCH_FANOUT_SECONDS, BENCH_FANOUT_ROUNDS   fanout: clients (50), seconds
+#                         per turn (10), turns per server (3)
+#   BENCH_ONAIR           the onair binary to measure (default: the one built here), e.g. another
+#                         checkout's, for a before/after against nginx in the same conditions
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,7 +64,7 @@ export ONAIR_LOG=${ONAIR_LOG:-warn}
 export ONAIR_WEBRTC_UDP=127.0.0.1:$WEBRTC_PORT ONAIR_WEBRTC_TCP=127.0.0.1:$WEBRTC_PORT ONAIR_WEBRTC_PUBLIC_IPS=127.0.0.1
 export ONAIR_PUBLIC_HOST=127.0.0.1
 
-ONAIR=$TARGET/release/onair
+ONAIR=${BENCH_ONAIR:-$TARGET/release/onair}
 LOADGEN=$TARGET/release/onair-loadgen
 SOURCE=$WORK/source-1080p30-6M.flv
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -253,8 +258,10 @@ prepare() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     log "building onair and onair-loadgen (release, $TARGET)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p onair) >"$RUN/build.log" 2>&1 ||
-      die "cargo build failed, see $RUN/build.log"
+    if [[ -z ${BENCH_ONAIR:-} ]]; then
+      (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p onair) >"$RUN/build.log" 2>&1 ||
+        die "cargo build failed, see $RUN/build.log"
+    fi
     CARGO_TARGET_DIR=$TARGET cargo build --release --locked --manifest-path "$HERE/loadgen/Cargo.toml" \
       >>"$RUN/build.log" 2>&1 || die "loadgen build failed, see $RUN/build.log"
   fi
@@ -271,7 +278,7 @@ prepare() {
   if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     commit+=" + uncommitted changes"
   fi
-  say "OnAir benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
+  say "OnAir benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit$([[ -n ${BENCH_ONAIR:-} ]] && echo " (engine: $BENCH_ONAIR)")"
   say "machine: $(machine)"
   say "pinning: $([[ ${BENCH_PIN:-0} == 1 ]] && echo 'server on CPU 0, load generator, publisher and mirror on CPU 1' || echo 'none (server, load generator and publisher share both cores)')"
   local v br
@@ -495,15 +502,53 @@ step_load() {
 
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# fanout: CPU-seconds per GiB, 50 keep-alive clients fetching the newest segment, vs nginx
+
+fanout_result() { # fanout_result LABEL FIELD — from the summary line
+  grep '"summary":true' "$RUN/fanout.jsonl" | grep "\"server\":\"$1\"" | json_field "$2"
+}
+
+step_fanout() {
+  need nginx "apt-get install nginx-light"
+  check_quiet fanout
+  start_engine
+  publish_file bench
+  wait_live bench
+  start mirror "${CLIENT_CPUS[@]}" "$LOADGEN" mirror --url "$ENGINE_URL/live/bench/llhls.m3u8" --root "$RUN/www"
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  nginx_conf
+  start nginx "${SERVER_CPUS[@]}" nginx -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
+  local nginx_pid=$LAST_PID
+  wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
+  sleep 5 # a few complete segments on both
+  local nginx_pids clients=${BENCH_FANOUT_CLIENTS:-50} seconds=${BENCH_FANOUT_SECONDS:-10} rounds=${BENCH_FANOUT_ROUNDS:-3}
+  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  log "fanout: $clients clients fetching the newest segment, ${seconds} s per turn, $rounds turns each, engine and nginx alternating"
+  local l0 l1
+  l0=$(cut -d' ' -f1-3 /proc/loadavg)
+  run_wait "$RUN/fanout.jsonl" "$RUN/fanout.txt" "${CLIENT_CPUS[@]}" "$LOADGEN" fanout \
+    --targets "engine,$ENGINE_URL/live/bench/llhls.m3u8,$ENGINE_PID nginx,$NGINX_URL/live/bench/llhls.m3u8,$nginx_pids" \
+    --clients "$clients" --seconds "$seconds" --rounds "$rounds" || die "fanout failed, see $RUN/fanout.txt"
+  l1=$(cut -d' ' -f1-3 /proc/loadavg)
+  say ""
+  say "== fanout: $clients keep-alive clients fetching the newest complete segment (1080p30 6 Mb/s, 2 s) as fast as"
+  say "   they can, ${seconds} s turns, engine and nginx (sendfile, the same bytes from disk) alternating, $rounds turns each;"
+  say "   server CPU = utime + stime from /proc; load average before/after: $l0 / $l1"
+  grep -vE '^(engine|nginx):' "$RUN/fanout.txt" | tee -a "$SUMMARY" || true
+  say "engine: $(fanout_result engine cpu_s_per_gib) CPU s/GiB; nginx: $(fanout_result nginx cpu_s_per_gib) CPU s/GiB; engine / nginx = $(fanout_result engine vs_reference)x"
+  stop_all
+}
+
 main() {
   local what=${1:-all}
   case $what in
-    all | cpu | latency | load) ;;
+    all | cpu | latency | load | fanout) ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'
       exit 0
       ;;
-    *) die "unknown step '$what' (all, cpu, latency, load)" ;;
+    *) die "unknown step '$what' (all, cpu, latency, load, fanout)" ;;
   esac
   local t0=$SECONDS
   prepare
@@ -512,10 +557,12 @@ main() {
       step_cpu
       step_latency
       step_load
+      step_fanout
       ;;
     cpu) step_cpu ;;
     latency) step_latency ;;
     load) step_load ;;
+    fanout) step_fanout ;;
   esac
   say ""
   say "total time: $((SECONDS - t0)) s; command: bench/run.sh $what"

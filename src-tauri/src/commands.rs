@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use onair_engine::control::ControlStatus;
-use onair_engine::http::StreamStatus;
+use onair_engine::status::StreamStatus;
 use serde::Serialize;
 use tauri::State;
 

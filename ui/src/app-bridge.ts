@@ -61,26 +61,11 @@ export interface AppInfo {
   tray: TrayState;
 }
 
-export interface StreamStatus {
-  name?: string;
-  live?: boolean;
-  title?: string;
-  video?: { codec?: string; width?: number; height?: number; fps?: number } | null;
-  bitrate_kbps?: number | null;
-  fps?: number | null;
-  keyframe_interval_s?: number | null;
-  bframes?: boolean;
-  viewers?: { webrtc?: number; hls?: number };
-  chat?: { homeserver: string; alias?: string | null; room_id?: string | null; status?: string } | null;
-}
-
-export interface ControlStatus {
-  require_go_live: boolean;
-  default_stream: string;
-  viewer_base: string;
-  matrix: { state: string; homeserver: string; user: string };
-  streams: Array<StreamStatus & { armed: boolean }>;
-}
+// The status and control APIs' types: generated from the engine's Rust types (ui/src/api/, kept
+// up to date by the engine's ts_types test).
+export type { StreamStatus } from './api/StreamStatus';
+export type { ControlStatus } from './api/ControlStatus';
+export type { EngineEvent } from './api/EngineEvent';
 
 export interface NotifyToggles {
   went_live: boolean;
@@ -135,25 +120,3 @@ export interface ObsProfileOutcome {
   problems: string[];
   todo: string[];
 }
-
-/** The engine's events (`EngineEvent` in crates/engine/src/events.rs). */
-export type EngineEvent =
-  | { type: 'publish_started'; stream: string; remote: string }
-  | { type: 'live'; stream: string }
-  | { type: 'publish_ended'; stream: string; reason: string }
-  | { type: 'publish_refused'; stream: string; reason: string }
-  | { type: 'bframes'; stream: string }
-  | { type: 'armed'; stream: string; armed: boolean }
-  | { type: 'title'; stream: string; title: string }
-  | {
-      type: 'chat';
-      stream: string;
-      event_id: string;
-      sender: string;
-      display_name: string;
-      body: string;
-      ts_ms: number;
-      mentions_me: boolean;
-    }
-  | { type: 'matrix'; state: string }
-  | { type: 'stats'; stream: string; status: StreamStatus };

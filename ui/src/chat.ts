@@ -57,6 +57,8 @@ import {
   type FollowMode,
 } from './chat-state';
 
+import type { ChatInfo } from './api/ChatInfo';
+
 // ---------------------------------------------------------------------------
 // The view
 
@@ -396,17 +398,9 @@ function errorText(e: unknown): string {
 // ---------------------------------------------------------------------------
 // The Matrix guest client
 
-/** Where the chat of a stream lives (the `chat` field of `/api/streams/<stream>`). */
-export interface ChatEndpoint {
-  /** Client-server API base URL, e.g. `https://matrix.example.org`. */
-  homeserver: string;
-  /** `#onair_show:example.org`. */
-  alias?: string | null;
-  /** `!abc:example.org` when OnAir knows it. */
-  room_id?: string | null;
-  /** OnAir's own view of its Matrix connection (informational). */
-  status?: string;
-}
+/** Where the chat of a stream lives (the `chat` field of `/api/streams/<stream>`, the engine's
+ * `ChatInfo`): the homeserver, and the room's alias and id when known. */
+export type ChatEndpoint = Pick<ChatInfo, 'homeserver'> & Partial<ChatInfo>;
 
 /**
  * `connecting`: starting; `ready`: reading (and writing); `unreachable`: the

@@ -19,26 +19,14 @@ import {
 } from './transport';
 import { WhepError, WhepSession, estimateWebRtcLatency, webRtcSupported, type WebRtcStats } from './whep';
 
+import type { StreamStatus } from './api/StreamStatus';
+
 export { playerOptionsFromQuery, type Transport, type TransportMode } from './transport';
 
 export type PlayerState = 'offline' | 'loading' | 'playing' | 'error';
 
-/** `GET /api/streams/<stream>`; every field is optional. */
-export interface StreamInfo {
-  name?: string;
-  live?: boolean;
-  title?: string;
-  video?: { codec?: string; width?: number; height?: number; fps?: number };
-  audio?: { codec?: string; sample_rate?: number; channels?: number };
-  bitrate_kbps?: number;
-  keyframe_interval_s?: number;
-  bframes?: boolean;
-  uptime_s?: number;
-  viewers?: { webrtc?: number; hls?: number };
-  urls?: { llhls?: string; hls?: string; whep?: string; viewer?: string; embed?: string };
-  /** The stream's Matrix chat room; null when Matrix is not configured (see chat.ts). */
-  chat?: { homeserver: string; alias?: string | null; room_id?: string | null; status?: string } | null;
-}
+/** `GET /api/streams/<stream>` (the engine's `StreamStatus`); every field is optional. */
+export type StreamInfo = Partial<StreamStatus>;
 
 export interface PlayerStats {
   /** Seconds behind the live edge, or null when unknown. */

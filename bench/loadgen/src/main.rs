@@ -6,6 +6,7 @@
 //!                      [--stagger 2] [--retries 1] [--same-agent 1] [--cpu-pids 1,2] [--label NAME]
 //! onair-loadgen load   --targets "LABEL,MODE,URL[,PID+PID] …" [the options above]
 //! onair-loadgen mirror --url http://127.0.0.1:PORT/live/bench/llhls.m3u8 --root DIR
+//! onair-loadgen fanout --targets "LABEL,URL,PID[+PID] …" [--clients 50] [--seconds 10] [--rounds 3]
 //! ```
 //!
 //! `load` runs N simulated LL-HLS players, each on its own keep-alive connection, the way hls.js
@@ -18,9 +19,15 @@
 //! each step reports whether the players kept up, throughput, request times, how late parts
 //! arrived, and the server's CPU. One JSON object per step goes to stdout, a table to stderr.
 //!
-//! `mirror` copies the live stream of an OnAir server to disk, byte for byte (parts, init, the
-//! LL-HLS playlist; parts before the playlist that names them, renames so readers never see a
-//! partial file), for a static web server to serve the same bytes.
+//! `mirror` copies the live stream of an OnAir server to disk, byte for byte (parts, complete
+//! segments, init, the LL-HLS playlist; media before the playlist that names them, renames so
+//! readers never see a partial file), for a static web server to serve the same bytes.
+//!
+//! `fanout` measures what serving costs: `--clients` keep-alive clients per server each fetch the
+//! newest complete segment of the playlist at URL, again and again as fast as they can, for
+//! `--seconds`; the servers take turns, `--rounds` times. It reports the bytes served and the
+//! servers' CPU time (utime + stime of the PIDs from `/proc`): CPU-seconds per GiB, and each
+//! server's figure against the last target's (the reference, e.g. nginx).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -702,7 +709,8 @@ fn parse_target(spec: &str, monitor: &Arc<Monitor>, steps: &[usize], bisect: u32
         m => return Err(format!("mode {m:?}: blocking or poll").into()),
     };
     let (addr, authority, playlist) = split_url(url)?;
-    let pids = f.get(3).map(|p| p.split('+').filter(|p| !p.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
+    let pids =
+        f.get(3).map(|p| p.split('+').filter(|p| !p.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
     Ok(Target {
         label: label.to_owned(),
         shared: Arc::new(Shared {
@@ -987,6 +995,7 @@ async fn mirror(args: &Args) -> Result<()> {
     let mut want: Option<Pos> = None;
     let mut have: Option<Pos> = None;
     let mut session: Option<String> = None;
+    let mut seg_have: Option<u64> = None;
     let mut written: VecDeque<PathBuf> = VecDeque::new();
     let mut errors = 0u64;
     eprintln!("mirror: {url} -> {}", dir.display());
@@ -1029,6 +1038,7 @@ async fn mirror(args: &Args) -> Result<()> {
             write_atomic(&dir.join(&map), &r.body).await?;
             session = Some(sess);
             have = None;
+            seg_have = None;
         }
         let mut ok = true;
         let from = have;
@@ -1047,6 +1057,25 @@ async fn mirror(args: &Args) -> Result<()> {
                 }
             }
         }
+        // Complete segments too (players that do not use parts fetch them; so does `fanout`).
+        if ok && let (Some(done), Some(sess)) = (pl.last_complete, session.as_deref()) {
+            let first = pl.parts.first().map_or(done, |p| p.pos.msn);
+            for msn in seg_have.map_or(first, |s| s + 1).max(first)..=done {
+                let uri = format!("{sess}/{msn}.m4s");
+                match client.get(&format!("{base}{uri}"), true).await {
+                    Ok(r) if r.status == StatusCode::OK => {
+                        let file = dir.join(&uri);
+                        write_atomic(&file, &r.body).await?;
+                        written.push_back(file);
+                        seg_have = Some(msn);
+                    }
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
         if ok {
             // The playlist last, once every part it names is on disk: the same bytes as the origin's.
             write_atomic(&dir.join(&playlist_name), &body).await?;
@@ -1062,11 +1091,148 @@ async fn mirror(args: &Args) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// fanout: CPU per GiB of many clients fetching the newest segment
+
+/// The newest complete segment of the playlist at `path`, as a path on the same server.
+async fn newest_segment(client: &mut Client, path: &str) -> Option<String> {
+    let r = client.get(path, true).await.ok().filter(|r| r.status == StatusCode::OK)?;
+    let pl = Playlist::parse(&String::from_utf8_lossy(&r.body))?;
+    Some(format!("{}{}/{}.m4s", dir_of(path), pl.session()?, pl.last_complete?))
+}
+
+struct FanoutResult {
+    bytes: u64,
+    requests: u64,
+    errors: u64,
+    cpu_ticks: u64,
+}
+
+/// One server's turn: `clients` clients fetch the newest segment for `seconds`.
+async fn fanout_turn(url: &str, pids: &[String], clients: usize, seconds: f64) -> Result<FanoutResult> {
+    let (addr, authority, path) = split_url(url)?;
+    let mut watcher = Client::new(addr, &authority, "onair-loadgen fanout watcher".into());
+    let newest = Arc::new(Mutex::new(newest_segment(&mut watcher, &path).await.ok_or("no complete segment yet")?));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let watch = {
+        let newest = newest.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(n) = newest_segment(&mut watcher, &path).await {
+                    *newest.lock().unwrap() = n;
+                }
+            }
+        })
+    };
+    let (t0, _) = proc_usage(pids);
+    let tasks: Vec<JoinHandle<()>> = (0..clients)
+        .map(|i| {
+            let (newest, bytes, requests, errors) = (newest.clone(), bytes.clone(), requests.clone(), errors.clone());
+            let mut client = Client::new(addr, &authority, format!("onair-loadgen fanout {i}"));
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let path = newest.lock().unwrap().clone();
+                    match client.get(&path, false).await {
+                        Ok(r) if r.status == StatusCode::OK => {
+                            bytes.fetch_add(r.len as u64, Ordering::Relaxed);
+                            requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let (t1, _) = proc_usage(pids);
+    let _ = watch.await;
+    Ok(FanoutResult {
+        bytes: bytes.load(Ordering::Relaxed),
+        requests: requests.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        cpu_ticks: t1.saturating_sub(t0),
+    })
+}
+
+async fn fanout(args: &Args) -> Result<()> {
+    let clients: usize = args.num("clients", 50)?;
+    let seconds: f64 = args.num("seconds", 10.0)?;
+    let rounds: u32 = args.num("rounds", 3)?;
+    let hz = 100.0; // USER_HZ
+    let mut targets = Vec::new();
+    for spec in args.str("targets")?.split_whitespace() {
+        let f: Vec<&str> = spec.split(',').collect();
+        let [label, url, pids] = f[..] else { return Err(format!("target {spec:?}: LABEL,URL,PID[+PID]").into()) };
+        targets.push((label.to_owned(), url.to_owned(), pids.split('+').map(str::to_owned).collect::<Vec<_>>()));
+    }
+    let mut totals: Vec<FanoutResult> =
+        targets.iter().map(|_| FanoutResult { bytes: 0, requests: 0, errors: 0, cpu_ticks: 0 }).collect();
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    eprintln!(
+        "{:<8} {:>5} {:>9} {:>8} {:>6} {:>8} {:>9}",
+        "server", "round", "GiB", "req", "errors", "CPU s", "CPU s/GiB"
+    );
+    for round in 1..=rounds {
+        for (i, (label, url, pids)) in targets.iter().enumerate() {
+            let r = fanout_turn(url, pids, clients, seconds).await?;
+            let (gib, cpu) = (r.bytes as f64 / GIB, r.cpu_ticks as f64 / hz);
+            eprintln!(
+                "{label:<8} {round:>5} {gib:>9.2} {:>8} {:>6} {cpu:>8.2} {:>9.3}",
+                r.requests,
+                r.errors,
+                cpu / gib.max(1e-9)
+            );
+            println!(
+                "{{\"server\":\"{label}\",\"round\":{round},\"bytes\":{},\"requests\":{},\"errors\":{},\"cpu_s\":{cpu:.2},\"cpu_s_per_gib\":{:.4}}}",
+                r.bytes,
+                r.requests,
+                r.errors,
+                cpu / gib.max(1e-9)
+            );
+            let t = &mut totals[i];
+            t.bytes += r.bytes;
+            t.requests += r.requests;
+            t.errors += r.errors;
+            t.cpu_ticks += r.cpu_ticks;
+        }
+    }
+    let per_gib: Vec<f64> =
+        totals.iter().map(|t| (t.cpu_ticks as f64 / hz) / (t.bytes as f64 / GIB).max(1e-9)).collect();
+    let reference = *per_gib.last().unwrap_or(&1.0);
+    for ((label, _, _), (t, g)) in targets.iter().zip(totals.iter().zip(&per_gib)) {
+        let ratio = g / reference;
+        eprintln!(
+            "{label}: {:.2} GiB in {} requests ({} errors), {:.2} CPU s: {g:.3} CPU s/GiB = {ratio:.2}x the reference",
+            t.bytes as f64 / GIB,
+            t.requests,
+            t.errors,
+            t.cpu_ticks as f64 / hz
+        );
+        println!(
+            "{{\"summary\":true,\"server\":\"{label}\",\"bytes\":{},\"requests\":{},\"errors\":{},\"cpu_s\":{:.2},\"cpu_s_per_gib\":{g:.4},\"vs_reference\":{ratio:.3}}}",
+            t.bytes,
+            t.requests,
+            t.errors,
+            t.cpu_ticks as f64 / hz
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("usage: onair-loadgen load|mirror --url URL [options] (see bench/README.md)");
+        eprintln!("usage: onair-loadgen load|mirror|fanout … (see bench/README.md)");
         std::process::exit(2);
     };
     let args = Args::parse(rest)?;
@@ -1074,7 +1240,8 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "load" => rt.block_on(load(&args)),
         "mirror" => rt.block_on(mirror(&args)),
-        other => Err(format!("unknown command {other:?}: load or mirror").into()),
+        "fanout" => rt.block_on(fanout(&args)),
+        other => Err(format!("unknown command {other:?}: load, mirror or fanout").into()),
     }
 }
 

@@ -19,9 +19,9 @@ use tracing::{info, warn};
 
 use crate::config::MatrixSettings;
 use crate::events::{EndReason, EngineEvent};
-use crate::http::{ChatInfo, StreamStatus};
 use crate::hub::Registry;
 use crate::secrets::SecretStore;
+use crate::status::{ChatInfo, StreamStatus};
 
 /// Longest title accepted (Matrix room names have no hard limit; players show one line).
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -91,7 +91,7 @@ impl From<MatrixStatus> for MatrixState {
 }
 
 /// `GET /api/control/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ts_rs::TS)]
 pub struct ControlStatus {
     pub require_go_live: bool,
     pub default_stream: String,
@@ -101,14 +101,14 @@ pub struct ControlStatus {
     pub streams: Vec<StreamControlStatus>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ts_rs::TS)]
 pub struct MatrixInfo {
     pub state: String,
     pub homeserver: String,
     pub user: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ts_rs::TS)]
 pub struct StreamControlStatus {
     /// Publishes are accepted (always, without `require_go_live`).
     pub armed: bool,
@@ -356,7 +356,8 @@ impl Control {
     /// The stream's status with its title and chat room, as known now.
     pub fn status(&self, stream: &str) -> StreamStatus {
         let live = self.registry.get(stream);
-        let mut s = crate::http::status(stream, live.as_deref(), self.webrtc.as_ref());
+        let webrtc = self.webrtc.as_ref().map_or(0, |w| w.sessions(stream));
+        let mut s = crate::status::stream_status(stream, live.as_deref(), webrtc, std::time::Instant::now());
         s.title = self.title(stream);
         s.chat = self.chat_info(stream);
         s

@@ -9,13 +9,18 @@
 //! - `POST /streams/{stream}/chat` `{"text": "…"}`
 //! - `GET  /events[?stream=…]` → Server-Sent Events, one [`crate::events::EngineEvent`] JSON each
 //! - `POST /matrix/login` `{"homeserver", "user", "password"}`, `POST /matrix/logout`
+//!
+//! Its state is its own ([`ControlApiState`]: the control and the token); errors are
+//! [`ApiError`]s. The request bodies' types are exported to TypeScript like the status types.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -27,8 +32,8 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::control::ControlError;
-use crate::http::{AppState, error};
+use crate::control::{Control, ControlError};
+use crate::error::ApiError;
 
 /// The file (in the data dir) that tells local clients where the control API is.
 pub const CONTROL_FILE: &str = "control.json";
@@ -76,7 +81,16 @@ pub fn new_token() -> String {
     rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect()
 }
 
-pub fn router(state: AppState) -> Router<AppState> {
+/// What the control API's handlers share.
+#[derive(Clone)]
+pub struct ControlApiState {
+    pub control: Arc<Control>,
+    /// The bearer token clients must present.
+    pub token: Arc<str>,
+}
+
+/// The control API's routes (mounted under `/api/control`), its state applied.
+pub fn router<S>(state: ControlApiState) -> Router<S> {
     Router::new()
         .route("/status", get(status))
         .route("/streams/{stream}/go-live", post(go_live))
@@ -86,20 +100,21 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/events", get(events))
         .route("/matrix/login", post(matrix_login))
         .route("/matrix/logout", post(matrix_logout))
-        .layer(middleware::from_fn_with_state(state, authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
 }
 
 /// Loopback peers with the token only.
 async fn authorize(
-    State(st): State<AppState>,
+    State(st): State<ControlApiState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
     next: Next,
-) -> Response {
+) -> Result<Response, ApiError> {
     let loopback = peer.is_some_and(|Extension(ConnectInfo(a))| a.ip().is_loopback() || is_mapped_loopback(&a));
     if !loopback {
-        return error(StatusCode::FORBIDDEN, "the control API only answers on this machine (loopback)");
+        return Err(ApiError::NotLoopback);
     }
     let bearer = req
         .headers()
@@ -108,13 +123,10 @@ async fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let given = bearer.or(q.get("token").map(String::as_str));
-    if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), st.control_token.as_bytes())) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong control token (a running engine writes it to control.json in its data dir)",
-        );
+    if !given.is_some_and(|t| constant_time_eq(t.as_bytes(), st.token.as_bytes())) {
+        return Err(ApiError::BadToken);
     }
-    next.run(req).await
+    Ok(next.run(req).await)
 }
 
 fn is_mapped_loopback(a: &SocketAddr) -> bool {
@@ -128,92 +140,81 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn failed(e: ControlError) -> Response {
-    let code = match &e {
-        ControlError::BadStream(_) | ControlError::BadInput(_) => StatusCode::BAD_REQUEST,
-        ControlError::NoChat(_) => StatusCode::CONFLICT,
-        ControlError::Matrix(onair_matrix::Error::Unreachable { .. }) => StatusCode::BAD_GATEWAY,
-        ControlError::Matrix(_) => StatusCode::BAD_GATEWAY,
-        ControlError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(code, &e.to_string())
+/// `204 No Content`, or the error.
+fn done(result: Result<(), ControlError>) -> Result<StatusCode, ApiError> {
+    result.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }
 
-fn done(result: Result<(), ControlError>) -> Response {
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => failed(e),
-    }
+/// A JSON body, or 400 naming the expected shape.
+fn json<T>(body: Result<Json<T>, JsonRejection>, shape: &str) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| ApiError::BadRequest(format!("expected {shape}: {e}")))
 }
 
-async fn status(State(st): State<AppState>) -> Response {
-    Json(st.control.control_status()).into_response()
+async fn status(State(st): State<ControlApiState>) -> Json<crate::control::ControlStatus> {
+    Json(st.control.control_status())
 }
 
-async fn go_live(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+async fn go_live(State(st): State<ControlApiState>, Path(stream): Path<String>) -> Result<StatusCode, ApiError> {
     done(st.control.go_live(&stream))
 }
 
-async fn end_stream(State(st): State<AppState>, Path(stream): Path<String>) -> Response {
+async fn end_stream(State(st): State<ControlApiState>, Path(stream): Path<String>) -> Result<StatusCode, ApiError> {
     done(st.control.end_stream(&stream))
 }
 
-#[derive(Deserialize)]
-struct TitleBody {
-    title: String,
+/// `PUT /streams/{stream}/title`.
+#[derive(Debug, Serialize, Deserialize, ts_rs::TS)]
+pub struct TitleBody {
+    pub title: String,
 }
 
 async fn set_title(
-    State(st): State<AppState>,
+    State(st): State<ControlApiState>,
     Path(stream): Path<String>,
-    body: Result<Json<TitleBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(b)) => done(st.control.set_title(&stream, &b.title).await),
-        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"title\": \"…\"}}: {e}")),
-    }
+    body: Result<Json<TitleBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = json(body, r#"{"title": "…"}"#)?;
+    done(st.control.set_title(&stream, &b.title).await)
 }
 
-#[derive(Deserialize)]
-struct ChatBody {
-    text: String,
+/// `POST /streams/{stream}/chat`.
+#[derive(Debug, Serialize, Deserialize, ts_rs::TS)]
+pub struct ChatBody {
+    pub text: String,
 }
 
 async fn send_chat(
-    State(st): State<AppState>,
+    State(st): State<ControlApiState>,
     Path(stream): Path<String>,
-    body: Result<Json<ChatBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(b)) => done(st.control.send_chat(&stream, &b.text).await),
-        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"text\": \"…\"}}: {e}")),
-    }
+    body: Result<Json<ChatBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = json(body, r#"{"text": "…"}"#)?;
+    done(st.control.send_chat(&stream, &b.text).await)
 }
 
-#[derive(Deserialize)]
-struct Login {
-    homeserver: String,
-    user: String,
-    password: String,
+/// `POST /matrix/login`.
+#[derive(Debug, Serialize, Deserialize, ts_rs::TS)]
+pub struct LoginBody {
+    pub homeserver: String,
+    pub user: String,
+    pub password: String,
 }
 
 async fn matrix_login(
-    State(st): State<AppState>,
-    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(b)) => done(st.control.matrix_login(&b.homeserver, &b.user, &b.password).await),
-        Err(e) => error(StatusCode::BAD_REQUEST, &format!("expected {{\"homeserver\", \"user\", \"password\"}}: {e}")),
-    }
+    State(st): State<ControlApiState>,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = json(body, r#"{"homeserver", "user", "password"}"#)?;
+    done(st.control.matrix_login(&b.homeserver, &b.user, &b.password).await)
 }
 
-async fn matrix_logout(State(st): State<AppState>) -> Response {
+async fn matrix_logout(State(st): State<ControlApiState>) -> Result<StatusCode, ApiError> {
     done(st.control.matrix_logout().await)
 }
 
 /// Engine events as Server-Sent Events; `?stream=` keeps that stream's events (and the Matrix
 /// state, which concerns every stream).
-async fn events(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn events(State(st): State<ControlApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let rx = st.control.subscribe();
     let only = q.get("stream").cloned();
     Sse::new(event_stream(rx, only)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
@@ -249,7 +250,7 @@ mod tests {
 
     fn app() -> (Router, std::sync::Arc<crate::hub::Registry>) {
         let registry = crate::hub::Registry::new(onair_hls::HlsConfig::default());
-        let state = AppState {
+        let state = crate::http::AppState {
             registry: registry.clone(),
             webrtc: None,
             ice: Default::default(),

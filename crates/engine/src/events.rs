@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Why a publish ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The publisher stopped cleanly (OBS "Stop Streaming": `deleteStream`).
@@ -18,7 +18,7 @@ pub enum EndReason {
 }
 
 /// One engine event. Serialized as `{"type": "live", "stream": "…", …}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EngineEvent {
     /// A publisher was accepted (OBS connected); the stream is not playable yet.
@@ -71,6 +71,7 @@ pub enum EngineEvent {
     /// A live stream's figures (the `/api/streams/<stream>` JSON), every 2 s.
     Stats {
         stream: String,
+        #[ts(as = "crate::status::StreamStatus")]
         status: serde_json::Value,
     },
 }

@@ -1,11 +1,15 @@
-//! The HTTP face of the engine: LL-HLS/HLS from memory, the status API, the viewer and embed pages,
-//! and the loopback control API ([`crate::control_api`]).
+//! The HTTP face of the engine: maps requests to hub operations (LL-HLS/HLS from memory), the
+//! status API, WHEP, the viewer and embed pages, and mounts the loopback control API
+//! ([`crate::control_api`]). Errors are [`ApiError`]s.
 //!
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it without sockets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,13 +20,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, http::HeaderMap};
-use bytes::{Bytes, BytesMut};
-use onair_hls::{Lookup, Reload, Resource};
+use bytes::Bytes;
+use onair_hls::Resource;
 use onair_webrtc::{IceServer, WebrtcServer};
-use serde::Serialize;
 
 use crate::control::Control;
-use crate::hub::{Registry, Stream};
+use crate::control_api::ControlApiState;
+use crate::error::ApiError;
+use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
+use crate::status::StreamStatus;
 use crate::ui;
 
 /// How long a blocking playlist reload or a preload-hinted part is held before 503.
@@ -74,6 +80,7 @@ impl IceSettings {
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    let control = ControlApiState { control: state.control.clone(), token: state.control_token.clone() };
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(|| async { "ok" }))
@@ -86,8 +93,8 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(asset))
         .route("/embed/{stream}", get(embed_page))
         .route("/{stream}", get(viewer_page))
-        .nest("/api/control", crate::control_api::router(state.clone()))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .nest("/api/control", crate::control_api::router(control))
+        .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(cors))
         .with_state(state)
 }
@@ -104,14 +111,6 @@ async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-cache")], format!("{message}\n")).into_response()
-}
-
-fn offline(stream: &str) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("stream {stream:?} is offline"))
-}
-
 async fn root(State(st): State<AppState>) -> Redirect {
     Redirect::temporary(&format!("/{}", st.control.default_stream()))
 }
@@ -121,10 +120,10 @@ const NO_CACHE: &str = "no-cache, no-store";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// An optional numeric query parameter; the error names the bad value.
-fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, String> {
+fn parse_u<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
     match q.get(key) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| format!("{key}={v:?} is not a valid number")),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("{key}={v:?} is not a valid number"))),
     }
 }
 
@@ -144,55 +143,68 @@ async fn playlist(
     Query(q): Query<HashMap<String, String>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-) -> Response {
-    let low_latency = match file.as_str() {
-        "llhls.m3u8" => true,
-        "playlist.m3u8" => false,
-        _ => return error(StatusCode::NOT_FOUND, "not found"),
+) -> Result<Response, ApiError> {
+    let kind = match file.as_str() {
+        "llhls.m3u8" => PlaylistKind::LowLatency,
+        "playlist.m3u8" => PlaylistKind::Plain,
+        _ => return Err(ApiError::NotFound),
     };
-    let (msn, part) = match (parse_u::<u64>(&q, "_HLS_msn"), parse_u::<u32>(&q, "_HLS_part")) {
-        (Ok(m), Ok(p)) => (m, p),
-        (Err(why), _) | (_, Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+    let req = PlaylistRequest {
+        kind,
+        msn: parse_u(&q, "_HLS_msn")?,
+        part: parse_u(&q, "_HLS_part")?,
+        viewer: client_key(peer, &headers),
     };
-    if part.is_some() && msn.is_none() {
-        return error(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+    let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
+    Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
+}
+
+/// `init.mp4`, segments and parts of one publish session.
+async fn media(
+    State(st): State<AppState>,
+    Path((name, session, file)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
+    let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
+    let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
+    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
+        .into_response())
+}
+
+/// A body sent as the buffers it is made of (a segment is its parts): no copy, exact length.
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks: chunks.into(), remaining }
     }
-    let blocking = low_latency && msn.is_some();
-    let deadline = tokio::time::Instant::now() + HOLD;
-    loop {
-        let Some(stream) = st.registry.get(&name) else { return offline(&name) };
-        let mut changed = stream.subscribe();
-        let decision = {
-            let guard = stream.lock();
-            let Some(live) = guard.as_ref() else { return offline(&name) };
-            let reload = match msn {
-                Some(m) if blocking => live.packager.blocking_reload(m, part),
-                _ if live.packager.is_ready() => Reload::Ready,
-                _ => return offline(&name),
-            };
-            match reload {
-                Reload::Ready => {
-                    let body = if low_latency { live.packager.llhls_playlist() } else { live.packager.hls_playlist() };
-                    match body {
-                        Some(body) => Ok(body),
-                        None => return offline(&name),
-                    }
-                }
-                Reload::BadRequest(why) => return error(StatusCode::BAD_REQUEST, why),
-                Reload::Wait => Err(()),
-            }
-        };
-        match decision {
-            Ok(body) => {
-                stream.touch_hls_viewer(client_key(peer, &headers), std::time::Instant::now());
-                return bytes_response(body, PLAYLIST_TYPE, NO_CACHE);
-            }
-            Err(()) => {
-                if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time");
-                }
-            }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.remaining -= c.len() as u64;
         }
+        Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -200,249 +212,94 @@ fn bytes_response(body: Bytes, content_type: &'static str, cache: &'static str) 
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache)], body).into_response()
 }
 
-/// `init.mp4`, segments and parts of one publish session.
-async fn media(State(st): State<AppState>, Path((name, session, file)): Path<(String, String, String)>) -> Response {
-    let Some(resource) = onair_hls::parse_uri(&file) else { return error(StatusCode::NOT_FOUND, "not found") };
-    let deadline = tokio::time::Instant::now() + HOLD;
-    loop {
-        let Some(stream) = st.registry.get(&name) else { return offline(&name) };
-        let mut changed = stream.subscribe();
-        let found = lookup(&stream, &session, resource);
-        match found {
-            Lookup::Ready(body) => {
-                let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
-                return bytes_response(body, kind, IMMUTABLE);
-            }
-            Lookup::Gone => return error(StatusCode::NOT_FOUND, "not found"),
-            Lookup::Pending => {
-                if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time");
-                }
-            }
-        }
-    }
-}
-
-fn lookup(stream: &Stream, session: &str, resource: Resource) -> Lookup<Bytes> {
-    let guard = stream.lock();
-    let Some(live) = guard.as_ref().filter(|l| l.session == session) else { return Lookup::Gone };
-    let p = &live.packager;
-    match resource {
-        Resource::Init => p.init_segment().map_or(Lookup::Gone, Lookup::Ready),
-        Resource::Part(msn, part) => p.part(msn, part),
-        Resource::Segment(msn) => match p.segment(msn) {
-            Lookup::Ready(parts) => {
-                let mut all = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                for part in parts {
-                    all.extend_from_slice(&part);
-                }
-                Lookup::Ready(all.freeze())
-            }
-            Lookup::Pending => Lookup::Pending,
-            Lookup::Gone => Lookup::Gone,
-        },
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct StreamStatus {
-    pub name: String,
-    pub live: bool,
-    pub title: String,
-    pub video: Option<VideoStatus>,
-    pub audio: Option<AudioStatus>,
-    pub bitrate_kbps: u64,
-    pub fps: Option<f64>,
-    pub keyframe_interval_s: Option<f64>,
-    pub bframes: bool,
-    pub uptime_s: Option<f64>,
-    pub viewers: Viewers,
-    pub urls: Urls,
-    /// The stream's Matrix room, for the viewer page's guest chat; `null` without Matrix.
-    pub chat: Option<ChatInfo>,
-}
-
-/// Where a browser finds a stream's chat.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ChatInfo {
-    /// The homeserver's client-server base URL.
-    pub homeserver: String,
-    /// `#onair_<stream>:<server>`; `null` when not known yet (not logged in).
-    pub alias: Option<String>,
-    /// `!opaque:server`; `null` until the room is found or created.
-    pub room_id: Option<String>,
-    /// The engine's Matrix state: `connected`, `connecting`, `unreachable: …`, ….
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct Viewers {
-    /// HLS/LL-HLS players that loaded a playlist in the last 10 s (one per address and user agent).
-    pub hls: usize,
-    /// Connected WebRTC (WHEP) sessions.
-    pub webrtc: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VideoStatus {
-    pub codec: String,
-    pub width: u32,
-    pub height: u32,
-    pub fps: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AudioStatus {
-    pub codec: String,
-    pub sample_rate: u32,
-    pub channels: u8,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Urls {
-    pub llhls: String,
-    pub whep: String,
-    pub hls: String,
-    pub viewer: String,
-    pub embed: String,
-}
-
-pub fn status(name: &str, stream: Option<&Stream>, webrtc: Option<&WebrtcServer>) -> StreamStatus {
-    let urls = Urls {
-        llhls: format!("/live/{name}/llhls.m3u8"),
-        whep: format!("/live/{name}/whep"),
-        hls: format!("/live/{name}/playlist.m3u8"),
-        viewer: format!("/{name}"),
-        embed: format!("/embed/{name}"),
-    };
-    let mut s = StreamStatus {
-        name: name.into(),
-        live: false,
-        title: name.into(),
-        video: None,
-        audio: None,
-        bitrate_kbps: 0,
-        fps: None,
-        keyframe_interval_s: None,
-        bframes: false,
-        uptime_s: None,
-        viewers: Viewers::default(),
-        urls,
-        chat: None,
-    };
-    let Some(stream) = stream else { return s };
-    s.viewers.hls = stream.hls_viewers(std::time::Instant::now());
-    s.viewers.webrtc = webrtc.map_or(0, |w| w.sessions(name));
-    let guard = stream.lock();
-    let Some(live) = guard.as_ref() else { return s };
-    let snap = live.snapshot();
-    s.live = live.packager.is_ready();
-    s.fps = snap.fps.or_else(|| live.video.as_ref().and_then(|v| v.fps)).map(|f| (f * 100.0).round() / 100.0);
-    s.video = live.video.as_ref().map(|v| VideoStatus {
-        codec: v.codec_string(),
-        width: v.width,
-        height: v.height,
-        fps: s.fps,
-    });
-    s.audio = live.audio.as_ref().map(|a| AudioStatus {
-        codec: a.codec_string(),
-        sample_rate: a.sample_rate,
-        channels: a.channels,
-    });
-    s.bitrate_kbps = snap.bitrate_kbps;
-    s.keyframe_interval_s = snap.keyframe_interval_s;
-    s.bframes = snap.bframes;
-    s.uptime_s = Some((live.uptime_s() * 10.0).round() / 10.0);
-    s
-}
-
 async fn api_streams(State(st): State<AppState>) -> Response {
     let list: Vec<StreamStatus> = st.registry.list().iter().map(|s| st.control.status(s.name())).collect();
     ([(header::CACHE_CONTROL, NO_CACHE)], Json(list)).into_response()
 }
 
-async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
-        return error(StatusCode::BAD_REQUEST, "invalid stream name");
+        return Err(ApiError::BadRequest("invalid stream name".into()));
     }
-    ([(header::CACHE_CONTROL, NO_CACHE)], Json(st.control.stream_status(&name).await)).into_response()
+    Ok(([(header::CACHE_CONTROL, NO_CACHE)], Json(st.control.stream_status(&name).await)).into_response())
 }
 
 /// WHEP (RFC 9725): an SDP offer in, `201 Created` with the answer and the session's `Location`.
-async fn whep_offer(State(st): State<AppState>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(server) = &st.webrtc else { return error(StatusCode::NOT_FOUND, "WebRTC playback is disabled") };
+async fn whep_offer(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let server = st.webrtc.as_ref().ok_or(ApiError::WebrtcDisabled)?;
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/sdp"));
     if !sdp_type {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a WHEP offer is Content-Type: application/sdp");
+        return Err(ApiError::UnsupportedMediaType("a WHEP offer is Content-Type: application/sdp"));
     }
-    let Ok(offer) = std::str::from_utf8(&body) else { return error(StatusCode::BAD_REQUEST, "the offer is not UTF-8") };
-    let Some(stream) = st.registry.get(&name) else { return offline(&name) };
-    let feed = {
-        let guard = stream.lock();
-        guard.as_ref().filter(|live| live.packager.is_ready()).map(|live| live.webrtc_feed())
-    };
-    let Some((tracks, media)) = feed else { return offline(&name) };
-    match server.answer(&name, offer, &tracks, media).await {
-        Ok(answer) => {
-            let mut res = (
-                StatusCode::CREATED,
-                [
-                    (header::CONTENT_TYPE, "application/sdp".to_string()),
-                    (header::LOCATION, format!("/live/{name}/whep/{}", answer.session_id)),
-                    (header::CACHE_CONTROL, NO_CACHE.to_string()),
-                ],
-                answer.sdp,
-            )
-                .into_response();
-            for link in st.ice.servers(std::time::SystemTime::now()).iter().flat_map(IceServer::link_headers) {
-                if let Ok(v) = HeaderValue::from_str(&link) {
-                    res.headers_mut().append(header::LINK, v);
-                }
-            }
-            res
-        }
-        Err(e) => {
-            tracing::debug!(stream = %name, error = %e, "WHEP offer refused");
-            error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), &e.to_string())
+    let offer = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
+    let offline = || ApiError::Serve(crate::hub::ServeError::Offline(name.clone()));
+    let stream = st.registry.get(&name).ok_or_else(offline)?;
+    let (tracks, media) = stream.webrtc_feed().ok_or_else(offline)?;
+    let answer = server.answer(&name, offer, &tracks, media).await.map_err(|e| ApiError::Whep {
+        status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        source: e,
+    })?;
+    let mut res = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/live/{name}/whep/{}", answer.session_id)),
+            (header::CACHE_CONTROL, NO_CACHE.to_string()),
+        ],
+        answer.sdp,
+    )
+        .into_response();
+    for link in st.ice.servers(std::time::SystemTime::now()).iter().flat_map(IceServer::link_headers) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            res.headers_mut().append(header::LINK, v);
         }
     }
+    Ok(res)
 }
 
 /// WHEP `DELETE` of a session resource.
-async fn whep_delete(State(st): State<AppState>, Path((_, session)): Path<(String, String)>) -> Response {
+async fn whep_delete(
+    State(st): State<AppState>,
+    Path((_, session)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     match &st.webrtc {
-        Some(server) if server.close(&session).await => StatusCode::OK.into_response(),
-        _ => error(StatusCode::NOT_FOUND, "no such WHEP session"),
+        Some(server) if server.close(&session).await => Ok(StatusCode::OK),
+        _ => Err(ApiError::NoWhepSession),
     }
 }
 
 /// Trickle ICE and ICE restarts are not offered: the answer carries every candidate.
-async fn whep_patch() -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: the answer carries all candidates")
+async fn whep_patch() -> ApiError {
+    ApiError::MethodNotAllowed("trickle ICE is not supported: the answer carries all candidates")
 }
 
-fn page(file: &str, extra: &[(header::HeaderName, &'static str)]) -> Response {
-    let Some(body) = ui::get(file) else { return error(StatusCode::INTERNAL_SERVER_ERROR, "page missing from build") };
+fn page(file: &str, extra: &[(header::HeaderName, &'static str)]) -> Result<Response, ApiError> {
+    let body = ui::get(file).ok_or(ApiError::PageMissing)?;
     let mut res = bytes_response(Bytes::from_static(body), "text/html; charset=utf-8", "no-cache");
     for (k, v) in extra {
         res.headers_mut().insert(k.clone(), HeaderValue::from_static(v));
     }
-    res
+    Ok(res)
 }
 
-async fn viewer_page(Path(name): Path<String>) -> Response {
+async fn viewer_page(Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
-        return error(StatusCode::NOT_FOUND, "not found");
+        return Err(ApiError::NotFound);
     }
     page("index.html", &[(header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
 }
 
-async fn embed_page(Path(name): Path<String>) -> Response {
+async fn embed_page(Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
-        return error(StatusCode::NOT_FOUND, "not found");
+        return Err(ApiError::NotFound);
     }
     page(
         "embed.html",
@@ -450,12 +307,10 @@ async fn embed_page(Path(name): Path<String>) -> Response {
     )
 }
 
-async fn asset(Path(path): Path<String>) -> Response {
+async fn asset(Path(path): Path<String>) -> Result<Response, ApiError> {
     let file = format!("assets/{path}");
-    match ui::get(&file) {
-        Some(body) => bytes_response(Bytes::from_static(body), ui::mime(&file), IMMUTABLE),
-        None => error(StatusCode::NOT_FOUND, "not found"),
-    }
+    let body = ui::get(&file).ok_or(ApiError::NotFound)?;
+    Ok(bytes_response(Bytes::from_static(body), ui::mime(&file), IMMUTABLE))
 }
 
 #[cfg(test)]
@@ -463,6 +318,7 @@ mod tests {
     //! The router through `oneshot`, no sockets; a stream fed from the real OBS capture.
 
     use super::*;
+    use crate::hub::Now;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
@@ -495,11 +351,12 @@ mod tests {
             "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
         ))
         .unwrap();
-        let mut p = registry.publish(name, "127.0.0.1:9".parse().unwrap()).unwrap();
+        let now = Now::system();
+        let mut p = registry.publish(name, "127.0.0.1:9".parse().unwrap(), now).unwrap();
         for tag in onair_media::flv::read_flv(&file).unwrap().into_iter().filter(|t| t.timestamp_ms < seconds * 1000) {
             match tag.tag_type {
-                9 => drop(p.video(tag.body, tag.timestamp_ms)),
-                8 => drop(p.audio(tag.body, tag.timestamp_ms)),
+                9 => drop(p.video(tag.body, tag.timestamp_ms, now)),
+                8 => drop(p.audio(tag.body, tag.timestamp_ms, now)),
                 _ => {}
             }
         }
@@ -598,9 +455,21 @@ mod tests {
         assert!(headers["cache-control"].to_str().unwrap().contains("immutable"));
         assert_eq!(&body[4..8], b"moof");
         let seg = text.lines().find(|l| l.ends_with(".m4s") && !l.starts_with('#')).unwrap();
-        let (status, _, body) = call(&app, "GET", &format!("/live/obs/{seg}")).await;
+        let (status, headers, body) = call(&app, "GET", &format!("/live/obs/{seg}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(&body[4..8], b"moof");
+        // Sent as its parts' buffers back to back, with its exact length.
+        assert_eq!(headers["content-length"], body.len().to_string().as_str());
+        let (msn, session) = (seg.rsplit('/').next().unwrap().trim_end_matches(".m4s"), seg.split('/').next().unwrap());
+        let mut parts = Vec::new();
+        for i in 0.. {
+            let (status, _, part) = call(&app, "GET", &format!("/live/obs/{session}/{msn}.{i}.m4s")).await;
+            if status != StatusCode::OK {
+                break;
+            }
+            parts.extend_from_slice(&part);
+        }
+        assert_eq!(parts, body.to_vec(), "a segment is its parts back to back");
         // A wrong session id (an earlier publish) is gone.
         let stale = format!("/live/obs/zzzzzzzz/{}", uri.split('/').nth(1).unwrap());
         assert_eq!(call(&app, "GET", &stale).await.0, StatusCode::NOT_FOUND);
@@ -613,7 +482,7 @@ mod tests {
     async fn blocking_reload_waits_for_the_part_and_ends_with_the_stream() {
         let (app, registry) = app();
         let publisher = publish_capture(&registry, "obs", 3);
-        let pos = registry.get("obs").unwrap().lock().as_ref().unwrap().packager.position().unwrap();
+        let pos = registry.get("obs").unwrap().figures(std::time::Instant::now()).unwrap().position.unwrap();
         let next = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part + 1);
         let waiting = tokio::spawn({
             let app = app.clone();

@@ -1,4 +1,5 @@
-//! The stream hub: one [`Stream`] per name, fed by exactly one [`Publisher`] at a time.
+//! The stream hub: one [`Stream`] per name, fed by exactly one [`Publisher`] at a time, and the
+//! operations everyone else uses to read it.
 //!
 //! A publisher turns FLV tag bodies into [`Frame`]s, feeds the stream's LL-HLS packager and its
 //! health figures, and wakes everyone waiting on the stream (blocking playlist reloads, preload
@@ -6,6 +7,14 @@
 //! the video frames and the audio transcoded once to Opus (never per viewer). Dropping the
 //! publisher takes the stream offline and closes the broadcast, whatever the reason the
 //! connection ended (clean unpublish, error, panic in the session).
+//!
+//! The live state of a stream is private: readers go through its operations — [`Stream::playlist`]
+//! (with the blocking-reload decision), [`Stream::media`] (init, part and segment bodies),
+//! [`Stream::webrtc_feed`], [`Stream::figures`] — and the waiting versions on the [`Registry`]
+//! ([`Registry::serve_playlist`], [`Registry::serve_media`]). Each takes the stream's lock only
+//! to clone `Bytes`/`Arc`s out (a segment is the sequence of its parts' buffers, never copied), so
+//! the publisher never waits behind an HTTP request. Time comes in as arguments ([`Now`]): the
+//! publisher and the operations read no clock, so tests run on a virtual one.
 //!
 //! The registry also holds the Go live gate (with `require_go_live`, a stream accepts a publisher
 //! only after Go live; End stream disconnects it) and sends [`EngineEvent`]s as publishes start,
@@ -15,10 +24,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use onair_hls::{HlsConfig, Packager};
+use onair_hls::{HlsConfig, Lookup, Packager, Position, Reload, Resource};
 use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, MediaError, Track, VideoTag};
 use onair_webrtc::{Sample, StreamTracks};
 use tokio::sync::{broadcast, watch};
@@ -32,6 +41,43 @@ pub enum HubError {
     AlreadyLive(String),
     #[error("stream {0:?} is not live in OnAir: press Go live first")]
     NotArmed(String),
+}
+
+/// Why a playlist or media request cannot be answered (yet).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ServeError {
+    #[error("stream {0:?} is offline")]
+    Offline(String),
+    /// The resource never existed, no longer exists (older than the window, an earlier
+    /// publish) or never will.
+    #[error("no such playlist, part or segment")]
+    Gone,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("the requested part did not appear in time")]
+    Timeout,
+}
+
+/// A moment as the caller's clock tells it: monotonic for durations, Unix time for what others
+/// see (the playlists' program date-time, signed-URL expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub instant: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// The system clocks: for the I/O shells (servers), never for the state machines.
+    pub fn system() -> Now {
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Now { instant: Instant::now(), unix_ms }
+    }
+
+    /// This moment moved on by `d` (both clocks).
+    pub fn after(self, d: Duration) -> Now {
+        Now { instant: self.instant + d, unix_ms: self.unix_ms + d.as_millis() as u64 }
+    }
 }
 
 /// Engine events kept for a slow subscriber before it starts missing some.
@@ -61,17 +107,15 @@ pub struct Stream {
 }
 
 /// A player that has not reloaded its playlist for this long is no longer counted.
-const HLS_VIEWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HLS_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The state of a live stream (one publish session).
-pub struct Live {
-    pub session: String,
-    pub packager: Packager,
-    pub stats: Stats,
-    pub video: Option<AvcConfig>,
-    pub audio: Option<AacConfig>,
-    pub remote: SocketAddr,
-    pub started: SystemTime,
+/// The state of a live stream (one publish session); only the hub sees it.
+struct Live {
+    session: String,
+    packager: Packager,
+    stats: Stats,
+    video: Option<AvcConfig>,
+    audio: Option<AacConfig>,
     started_at: Instant,
     /// Media for WebRTC sessions; closed when the publish ends.
     media: broadcast::Sender<Arc<Sample>>,
@@ -82,19 +126,39 @@ pub struct Live {
 /// Samples buffered per WebRTC session before it counts as lagging (≈ 4 s at 30 fps + Opus).
 const MEDIA_CAPACITY: usize = 320;
 
-impl Live {
-    /// What WebRTC players can receive, and a receiver of its media from now on.
-    pub fn webrtc_feed(&self) -> (StreamTracks, broadcast::Receiver<Arc<Sample>>) {
-        (StreamTracks { video: self.video.clone(), audio: self.opus }, self.media.subscribe())
-    }
+/// Which playlist a player asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaylistKind {
+    /// `llhls.m3u8`: parts, preload hint, blocking reload.
+    LowLatency,
+    /// `playlist.m3u8`: complete segments only.
+    Plain,
+}
 
-    pub fn uptime_s(&self) -> f64 {
-        self.started_at.elapsed().as_secs_f64()
-    }
+/// A playlist request: which one, the blocking-reload parameters, and who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaylistRequest {
+    pub kind: PlaylistKind,
+    /// `_HLS_msn` (blocking reload, low-latency playlist only).
+    pub msn: Option<u64>,
+    /// `_HLS_part` (needs `msn`).
+    pub part: Option<u32>,
+    /// Tells HLS players apart for the viewer count (e.g. a hash of address and user agent).
+    pub viewer: u64,
+}
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.stats.snapshot()
-    }
+/// What the status API shows of a live stream, read in one short critical section.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// Playable: an init segment and at least one part.
+    pub playable: bool,
+    pub session: String,
+    pub video: Option<AvcConfig>,
+    pub audio: Option<AacConfig>,
+    pub stats: Snapshot,
+    pub uptime: Duration,
+    /// The last complete part.
+    pub position: Option<Position>,
 }
 
 impl Registry {
@@ -166,7 +230,7 @@ impl Registry {
     }
 
     /// Claims `name` for a new publisher; refused while another publisher holds it.
-    pub fn publish(self: &Arc<Self>, name: &str, remote: SocketAddr) -> Result<Publisher, HubError> {
+    pub fn publish(self: &Arc<Self>, name: &str, remote: SocketAddr, now: Now) -> Result<Publisher, HubError> {
         let mut map = self.map();
         if map.contains_key(name) {
             return Err(HubError::AlreadyLive(name.into()));
@@ -184,9 +248,7 @@ impl Registry {
             stats: Stats::default(),
             video: None,
             audio: None,
-            remote,
-            started: SystemTime::now(),
-            started_at: Instant::now(),
+            started_at: now.instant,
         };
         let stream = Arc::new(Stream {
             name: name.into(),
@@ -217,6 +279,53 @@ impl Registry {
             map.remove(&stream.name);
         }
     }
+
+    /// A playlist, holding a blocking reload until the part it names exists (until `deadline`).
+    /// Follows the stream across publishers: a waiter is answered when a new publish of the
+    /// same name gets there.
+    pub async fn serve_playlist(
+        &self,
+        name: &str,
+        req: PlaylistRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, ServeError> {
+        loop {
+            let stream = self.get(name).ok_or_else(|| ServeError::Offline(name.into()))?;
+            let mut changed = stream.subscribe();
+            if let Some(body) = stream.playlist(&req, Instant::now())? {
+                return Ok(body);
+            }
+            wait(&mut changed, deadline).await?;
+        }
+    }
+
+    /// `init.mp4`, a part or a segment of publish `session`, holding a request for the
+    /// preload-hinted part or the segment in progress until it is complete (until `deadline`).
+    /// The body is a sequence of buffers, back to back (a segment is its parts).
+    pub async fn serve_media(
+        &self,
+        name: &str,
+        session: &str,
+        resource: Resource,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Bytes>, ServeError> {
+        loop {
+            let stream = self.get(name).ok_or_else(|| ServeError::Offline(name.into()))?;
+            let mut changed = stream.subscribe();
+            if let Some(body) = stream.media(session, resource)? {
+                return Ok(body);
+            }
+            wait(&mut changed, deadline).await?;
+        }
+    }
+}
+
+/// Until the stream changes, or [`ServeError::Timeout`] at `deadline`.
+async fn wait(changed: &mut watch::Receiver<u64>, deadline: tokio::time::Instant) -> Result<(), ServeError> {
+    match tokio::time::timeout_at(deadline, changed.changed()).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ServeError::Timeout),
+    }
 }
 
 impl Stream {
@@ -224,8 +333,12 @@ impl Stream {
         &self.name
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Option<Live>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn offline(&self) -> ServeError {
+        ServeError::Offline(self.name.clone())
     }
 
     /// A receiver that sees every later change of the stream.
@@ -238,8 +351,82 @@ impl Stream {
         self.lock().as_ref().is_some_and(|l| l.packager.is_ready())
     }
 
+    /// The playlist `req` asks for: `Ok(None)` while a blocking reload must wait for its part.
+    /// A served playlist counts its player as a viewer at `now`.
+    pub fn playlist(&self, req: &PlaylistRequest, now: Instant) -> Result<Option<Bytes>, ServeError> {
+        if req.part.is_some() && req.msn.is_none() {
+            return Err(ServeError::BadRequest("_HLS_part needs _HLS_msn"));
+        }
+        let body = {
+            let guard = self.lock();
+            let live = guard.as_ref().ok_or_else(|| self.offline())?;
+            let p = &live.packager;
+            let reload = match (req.kind, req.msn) {
+                (PlaylistKind::LowLatency, Some(msn)) => p.blocking_reload(msn, req.part),
+                _ if p.is_ready() => Reload::Ready,
+                _ => return Err(self.offline()),
+            };
+            match reload {
+                Reload::Ready => match req.kind {
+                    PlaylistKind::LowLatency => p.llhls_playlist(),
+                    PlaylistKind::Plain => p.hls_playlist(),
+                },
+                Reload::BadRequest(why) => return Err(ServeError::BadRequest(why)),
+                Reload::Wait => return Ok(None),
+            }
+        };
+        let body = body.ok_or_else(|| self.offline())?;
+        self.touch_hls_viewer(req.viewer, now);
+        Ok(Some(body))
+    }
+
+    /// The body of a resource of publish `session`: `Ok(None)` while it is pending (the
+    /// preload-hinted part, the segment in progress). A segment is the sequence of its parts.
+    pub fn media(&self, session: &str, resource: Resource) -> Result<Option<Vec<Bytes>>, ServeError> {
+        let guard = self.lock();
+        let Some(live) = guard.as_ref().filter(|l| l.session == session) else { return Err(ServeError::Gone) };
+        let p = &live.packager;
+        let found = match resource {
+            Resource::Init => p.init_segment().map_or(Lookup::Gone, |b| Lookup::Ready(vec![b])),
+            Resource::Part(msn, part) => match p.part(msn, part) {
+                Lookup::Ready(b) => Lookup::Ready(vec![b]),
+                Lookup::Pending => Lookup::Pending,
+                Lookup::Gone => Lookup::Gone,
+            },
+            Resource::Segment(msn) => p.segment(msn),
+        };
+        match found {
+            Lookup::Ready(body) => Ok(Some(body)),
+            Lookup::Pending => Ok(None),
+            Lookup::Gone => Err(ServeError::Gone),
+        }
+    }
+
+    /// What WebRTC players can receive and a receiver of its media from now on, once the stream
+    /// is playable.
+    pub fn webrtc_feed(&self) -> Option<(StreamTracks, broadcast::Receiver<Arc<Sample>>)> {
+        let guard = self.lock();
+        let live = guard.as_ref().filter(|l| l.packager.is_ready())?;
+        Some((StreamTracks { video: live.video.clone(), audio: live.opus }, live.media.subscribe()))
+    }
+
+    /// The figures of the publish in progress (`None` when offline), as of `now`.
+    pub fn figures(&self, now: Instant) -> Option<Figures> {
+        let guard = self.lock();
+        let live = guard.as_ref()?;
+        Some(Figures {
+            playable: live.packager.is_ready(),
+            session: live.session.clone(),
+            video: live.video.clone(),
+            audio: live.audio.clone(),
+            stats: live.stats.snapshot(),
+            uptime: now.saturating_duration_since(live.started_at),
+            position: live.packager.position(),
+        })
+    }
+
     /// Records that the HLS player identified by `client` loaded a playlist at `now`.
-    pub fn touch_hls_viewer(&self, client: u64, now: Instant) {
+    fn touch_hls_viewer(&self, client: u64, now: Instant) {
         let mut guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
         let (viewers, pruned) = &mut *guard;
         viewers.insert(client, now);
@@ -307,8 +494,8 @@ impl Publisher {
         self.bad_tags
     }
 
-    /// One FLV VIDEODATA body with its RTMP timestamp (ms, 32-bit, may wrap).
-    pub fn video(&mut self, body: Bytes, timestamp: u32) -> Result<Pushed, MediaError> {
+    /// One FLV VIDEODATA body with its RTMP timestamp (ms, 32-bit, may wrap), arrived at `now`.
+    pub fn video(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
         let tag = onair_media::parse_video_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             VideoTag::Config(cfg) => {
@@ -323,13 +510,13 @@ impl Publisher {
             VideoTag::EndOfSequence => Ok(Pushed::default()),
             VideoTag::Frame { keyframe, composition_time_ms, data } => {
                 let dts = self.dts(Track::Video, timestamp);
-                Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }))
+                Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }, now))
             }
         }
     }
 
-    /// One FLV AUDIODATA body with its RTMP timestamp.
-    pub fn audio(&mut self, body: Bytes, timestamp: u32) -> Result<Pushed, MediaError> {
+    /// One FLV AUDIODATA body with its RTMP timestamp, arrived at `now`.
+    pub fn audio(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
         let tag = onair_media::parse_audio_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             AudioTag::Config(cfg) => {
@@ -356,7 +543,7 @@ impl Publisher {
                 if self.media.receiver_count() > 0 {
                     self.transcode(&data, dts);
                 }
-                Ok(self.push(Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }))
+                Ok(self.push(Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }, now))
             }
         }
     }
@@ -393,11 +580,11 @@ impl Publisher {
         self.stream.lock().as_mut().map(f)
     }
 
-    fn push(&mut self, frame: Frame) -> Pushed {
+    fn push(&mut self, frame: Frame, now: Now) -> Pushed {
         if frame.track == Track::Video && self.media.receiver_count() > 0 {
             let _ = self.media.send(Arc::new(Sample::Video(frame.clone())));
         }
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let wall = now.unix_ms;
         let hls = self.registry.hls;
         let mut notify = false;
         let pushed = self
@@ -498,17 +685,17 @@ mod tests {
     fn second_publisher_is_refused_and_drop_frees_the_name() {
         let reg = Registry::new(HlsConfig::default());
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let p = reg.publish("a", addr).unwrap();
-        assert_eq!(reg.publish("a", addr).err(), Some(HubError::AlreadyLive("a".into())));
-        let _b = reg.publish("b", addr).unwrap();
+        let p = reg.publish("a", addr, Now::system()).unwrap();
+        assert_eq!(reg.publish("a", addr, Now::system()).err(), Some(HubError::AlreadyLive("a".into())));
+        let _b = reg.publish("b", addr, Now::system()).unwrap();
         assert_eq!(reg.list().len(), 2);
         let stream = p.stream().clone();
         let rx = stream.subscribe();
         drop(p);
         assert!(rx.has_changed().unwrap());
-        assert!(stream.lock().is_none());
+        assert!(stream.figures(Instant::now()).is_none());
         assert!(reg.get("a").is_none());
-        assert!(reg.publish("a", addr).is_ok());
+        assert!(reg.publish("a", addr, Now::system()).is_ok());
     }
 
     #[test]
@@ -517,10 +704,10 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut events = reg.subscribe();
         reg.set_require_go_live(true);
-        assert_eq!(reg.publish("a", addr).err(), Some(HubError::NotArmed("a".into())));
+        assert_eq!(reg.publish("a", addr, Now::system()).err(), Some(HubError::NotArmed("a".into())));
         assert!(reg.set_armed("a", true));
         assert!(!reg.set_armed("a", true), "already armed");
-        let mut p = reg.publish("a", addr).unwrap();
+        let mut p = reg.publish("a", addr, Now::system()).unwrap();
         let stop = p.stream().stop_signal();
         assert!(!*stop.borrow());
         // End stream: the publisher is told to stop and new publishes are refused.
@@ -528,7 +715,7 @@ mod tests {
         assert!(*stop.borrow());
         p.set_end_reason(EndReason::EndedByStreamer);
         drop(p);
-        assert_eq!(reg.publish("a", addr).err(), Some(HubError::NotArmed("a".into())));
+        assert_eq!(reg.publish("a", addr, Now::system()).err(), Some(HubError::NotArmed("a".into())));
         let got: Vec<EngineEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
         assert_eq!(
             got,
@@ -541,13 +728,13 @@ mod tests {
         );
         // Without the gate any (signed) publish is accepted.
         reg.set_require_go_live(false);
-        assert!(reg.publish("a", addr).is_ok());
+        assert!(reg.publish("a", addr, Now::system()).is_ok());
     }
 
     #[test]
     fn hls_viewers_expire() {
         let reg = Registry::new(HlsConfig::default());
-        let p = reg.publish("v", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let p = reg.publish("v", "127.0.0.1:1".parse().unwrap(), Now::system()).unwrap();
         let s = p.stream();
         let t0 = Instant::now();
         s.touch_hls_viewer(1, t0);
@@ -573,30 +760,30 @@ mod tests {
         .unwrap();
         let tags = onair_media::flv::read_flv(&file).unwrap();
         let reg = Registry::new(HlsConfig::default());
-        let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap(), Now::system()).unwrap();
         let feed = |p: &mut Publisher, upto: u32| {
             for t in tags.iter().filter(|t| t.timestamp_ms < upto) {
                 match t.tag_type {
-                    9 => drop(p.video(t.body.clone(), t.timestamp_ms)),
-                    8 => drop(p.audio(t.body.clone(), t.timestamp_ms)),
+                    9 => drop(p.video(t.body.clone(), t.timestamp_ms, Now::system())),
+                    8 => drop(p.audio(t.body.clone(), t.timestamp_ms, Now::system())),
                     _ => {}
                 }
             }
         };
         feed(&mut p, 3000);
-        let (tracks, mut rx) = p.stream().lock().as_ref().unwrap().webrtc_feed();
+        let (tracks, mut rx) = p.stream().webrtc_feed().unwrap();
         assert_eq!(tracks.video.as_ref().unwrap().width, 640);
         assert!(tracks.audio, "AAC-LC is transcoded to Opus");
-        let session = p.stream().lock().as_ref().unwrap().session.clone();
+        let session = p.stream().figures(Instant::now()).unwrap().session;
         // A different decoder configuration arrives mid-stream (here: the record's level byte;
         // FLV header 0x17 0x00 + 3 bytes, then version, profile, compatibility, level).
         let mut other = tags.iter().find(|t| t.tag_type == 9).unwrap().body.to_vec();
         other[8] ^= 0x01;
-        let _ = p.video(Bytes::from(other), 3000);
+        let _ = p.video(Bytes::from(other), 3000, Now::system());
         let first_key = tags.iter().find(|t| t.tag_type == 9 && t.timestamp_ms >= 4000 && t.body[0] >> 4 == 1).unwrap();
-        let r = p.video(first_key.body.clone(), 4000).unwrap();
+        let r = p.video(first_key.body.clone(), 4000, Now::system()).unwrap();
         assert!(r.restarted);
-        assert_ne!(p.stream().lock().as_ref().unwrap().session, session, "a new HLS session");
+        assert_ne!(p.stream().figures(Instant::now()).unwrap().session, session, "a new HLS session");
         // The old WebRTC feed is closed once its buffered samples are read.
         loop {
             match rx.try_recv() {
@@ -612,10 +799,10 @@ mod tests {
     #[test]
     fn garbage_tags_are_errors_not_panics() {
         let reg = Registry::new(HlsConfig::default());
-        let mut p = reg.publish("g", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let mut p = reg.publish("g", "127.0.0.1:1".parse().unwrap(), Now::system()).unwrap();
         for body in [&b""[..], b"\x17", b"\x17\x00\x00\x00\x00\x01", b"\x27\x01\x00", b"\xaf", b"\x2f\x01"] {
-            let _ = p.video(Bytes::copy_from_slice(body), 0);
-            let _ = p.audio(Bytes::copy_from_slice(body), 0);
+            let _ = p.video(Bytes::copy_from_slice(body), 0, Now::system());
+            let _ = p.audio(Bytes::copy_from_slice(body), 0, Now::system());
         }
         assert!(p.bad_tags() > 0);
     }

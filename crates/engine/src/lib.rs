@@ -9,6 +9,7 @@
 pub mod config;
 pub mod control;
 pub mod control_api;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod hub;
@@ -17,6 +18,7 @@ pub mod obs;
 pub mod rtmp;
 pub mod secrets;
 pub mod stats;
+pub mod status;
 pub mod ui;
 
 use std::net::SocketAddr;

@@ -2,13 +2,14 @@
 //! signed-URL check, hub publisher) and the tokio server that drives it.
 //!
 //! Contract of [`Ingest`]: feed it every byte the client sends, in order, with
-//! [`Ingest::handle_input`]; after each call send [`Ingest::take_output`] to the client, then close
-//! the connection if [`Ingest::closing`] says so. A publish is only accepted after the signed URL
-//! checks out, so no media of a refused publisher ever reaches the hub.
+//! [`Ingest::handle_input`] and the time they arrived ([`Now`]; the state machine reads no clock,
+//! so tests run on a virtual one); after each call send [`Ingest::take_output`] to the client,
+//! then close the connection if [`Ingest::closing`] says so. A publish is only accepted after the
+//! signed URL checks out (at that time), so no media of a refused publisher ever reaches the hub.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use onair_policy::Policy;
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::events::{EndReason, EngineEvent};
-use crate::hub::{HubError, Publisher, Registry};
+use crate::hub::{HubError, Now, Publisher, Registry};
 use crate::secrets::SigningKey;
 
 /// What every connection needs to know.
@@ -61,10 +62,6 @@ pub struct Ingest {
     out: Vec<u8>,
     closing: bool,
     bad_tag_logged: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Ingest {
@@ -136,7 +133,8 @@ impl Ingest {
         self.closing = true;
     }
 
-    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+    /// Bytes from the client, arrived at `now`.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Now) -> Result<(), IngestError> {
         match &mut self.stage {
             Stage::Handshake(hs) => {
                 match hs.process_bytes(bytes).map_err(|e| IngestError::Handshake(format!("{e:?}")))? {
@@ -146,15 +144,15 @@ impl Ingest {
                         let (session, results) = ServerSession::new(ServerSessionConfig::new())
                             .map_err(|e| IngestError::Session(format!("{e:?}")))?;
                         self.stage = Stage::Session(Box::new(session));
-                        self.handle_results(results)?;
+                        self.handle_results(results, now)?;
                         if !remaining_bytes.is_empty() {
-                            self.handle_session_bytes(&remaining_bytes)?;
+                            self.handle_session_bytes(&remaining_bytes, now)?;
                         }
                     }
                 }
                 Ok(())
             }
-            Stage::Session(_) => self.handle_session_bytes(bytes),
+            Stage::Session(_) => self.handle_session_bytes(bytes, now),
         }
     }
 
@@ -165,7 +163,7 @@ impl Ingest {
         }
     }
 
-    fn handle_session_bytes(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+    fn handle_session_bytes(&mut self, bytes: &[u8], now: Now) -> Result<(), IngestError> {
         // rml_rtmp 0.8 panics on some malformed messages (e.g. a command with fewer than three
         // AMF values: `arguments.drain(..3)`). Such a panic ends this connection as an error; the
         // session is not used again.
@@ -178,7 +176,7 @@ impl Ingest {
             IngestError::Session("malformed RTMP message (the RTMP library rejected it by panicking)".into())
         })?
         .map_err(|e| IngestError::Session(format!("{e:?}")))?;
-        self.handle_results(results)
+        self.handle_results(results, now)
     }
 
     fn sniff_tc_url(&mut self, bytes: &[u8]) {
@@ -216,11 +214,11 @@ impl Ingest {
         }
     }
 
-    fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), IngestError> {
+    fn handle_results(&mut self, results: Vec<ServerSessionResult>, now: Now) -> Result<(), IngestError> {
         for result in results {
             match result {
                 ServerSessionResult::OutboundResponse(packet) => self.out.extend_from_slice(&packet.bytes),
-                ServerSessionResult::RaisedEvent(event) => self.handle_event(event)?,
+                ServerSessionResult::RaisedEvent(event) => self.handle_event(event, now)?,
                 ServerSessionResult::UnhandleableMessageReceived(_) => {}
             }
             if self.closing {
@@ -233,42 +231,44 @@ impl Ingest {
     fn respond(
         &mut self,
         results: Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>,
+        now: Now,
     ) -> Result<(), IngestError> {
         let results = results.map_err(|e| IngestError::Session(format!("{e:?}")))?;
-        self.handle_results(results)
+        self.handle_results(results, now)
     }
 
-    fn refuse(&mut self, request_id: u32, code: &str, description: &str) -> Result<(), IngestError> {
+    fn refuse(&mut self, request_id: u32, code: &str, description: &str, now: Now) -> Result<(), IngestError> {
         let results = self.session().reject_request(request_id, code, description);
-        self.respond(results)?;
+        self.respond(results, now)?;
         self.closing = true;
         Ok(())
     }
 
-    fn handle_event(&mut self, event: ServerSessionEvent) -> Result<(), IngestError> {
+    fn handle_event(&mut self, event: ServerSessionEvent, now: Now) -> Result<(), IngestError> {
         match event {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
                 if app_name != self.ctx.app {
                     warn!(remote = %self.remote, app = %app_name, "connection refused: unknown application (expected {:?})", self.ctx.app);
-                    return self.refuse(request_id, "NetConnection.Connect.Rejected", "unknown application");
+                    return self.refuse(request_id, "NetConnection.Connect.Rejected", "unknown application", now);
                 }
                 let results = self.session().accept_request(request_id);
-                self.respond(results)
+                self.respond(results, now)
             }
             ServerSessionEvent::PublishStreamRequested { request_id, app_name, stream_key, .. } => {
-                self.on_publish(request_id, &app_name, &stream_key)
+                self.on_publish(request_id, &app_name, &stream_key, now)
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => self.refuse(
                 request_id,
                 "NetStream.Play.Failed",
                 "RTMP playback is not offered; watch over HLS or WebRTC",
+                now,
             ),
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                self.media(data, timestamp, true);
+                self.media(data, timestamp, true, now);
                 Ok(())
             }
             ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                self.media(data, timestamp, false);
+                self.media(data, timestamp, false, now);
                 Ok(())
             }
             ServerSessionEvent::PublishStreamFinished { stream_key, .. } => {
@@ -286,11 +286,11 @@ impl Ingest {
         }
     }
 
-    fn on_publish(&mut self, request_id: u32, app_name: &str, stream_key: &str) -> Result<(), IngestError> {
+    fn on_publish(&mut self, request_id: u32, app_name: &str, stream_key: &str, now: Now) -> Result<(), IngestError> {
         let name = stream_name(stream_key).to_owned();
         if !crate::is_valid_stream_name(&name) {
             warn!(stream = %name, remote = %self.remote, "publish refused: invalid stream name (use 1-64 letters, digits, '-' or '_')");
-            return self.refuse(request_id, "NetStream.Publish.BadName", "invalid stream name");
+            return self.refuse(request_id, "NetStream.Publish.BadName", "invalid stream name", now);
         }
         // The URL as the client dialled it: its tcUrl plus the stream key (with its query).
         let base = match &self.tc_url {
@@ -298,22 +298,27 @@ impl Ingest {
             None => format!("rtmp://{}/{}", self.local, app_name),
         };
         let url = format!("{base}/{stream_key}");
-        let policy = match onair_policy::verify(self.ctx.signing_key.as_bytes(), &url, self.remote.ip(), now_ms()) {
+        let policy = match onair_policy::verify(self.ctx.signing_key.as_bytes(), &url, self.remote.ip(), now.unix_ms) {
             Ok(p) => p,
             Err(e) => {
                 warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
                 self.ctx.registry.emit(EngineEvent::PublishRefused { stream: name, reason: e.to_string() });
-                return self.refuse(request_id, "NetStream.Publish.Unauthorized", &format!("publish refused: {e}"));
+                return self.refuse(
+                    request_id,
+                    "NetStream.Publish.Unauthorized",
+                    &format!("publish refused: {e}"),
+                    now,
+                );
             }
         };
-        match self.ctx.registry.publish(&name, self.remote) {
+        match self.ctx.registry.publish(&name, self.remote, now) {
             Ok(publisher) => {
                 info!(stream = %name, remote = %self.remote, "publish accepted");
                 self.publisher = Some(publisher);
                 self.stream_name = Some(name);
                 self.policy = Some(policy);
                 let results = self.session().accept_request(request_id);
-                self.respond(results)
+                self.respond(results, now)
             }
             Err(e) => {
                 warn!(stream = %name, remote = %self.remote, reason = %e, "publish refused");
@@ -322,15 +327,18 @@ impl Ingest {
                     HubError::NotArmed(_) => "NetStream.Publish.Unauthorized",
                 };
                 self.ctx.registry.emit(EngineEvent::PublishRefused { stream: name, reason: e.to_string() });
-                self.refuse(request_id, code, &e.to_string())
+                self.refuse(request_id, code, &e.to_string(), now)
             }
         }
     }
 
-    fn media(&mut self, data: Bytes, timestamp: RtmpTimestamp, video: bool) {
+    fn media(&mut self, data: Bytes, timestamp: RtmpTimestamp, video: bool, now: Now) {
         let Some(publisher) = &mut self.publisher else { return };
-        let result =
-            if video { publisher.video(data, timestamp.value) } else { publisher.audio(data, timestamp.value) };
+        let result = if video {
+            publisher.video(data, timestamp.value, now)
+        } else {
+            publisher.audio(data, timestamp.value, now)
+        };
         let name = publisher.stream().name().to_owned();
         match result {
             Ok(pushed) => {
@@ -399,14 +407,14 @@ async fn connection(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let expiry = ingest.stream_expire().map(|at| {
-            let wait = at.saturating_sub(now_ms()) + 1;
+            let wait = at.saturating_sub(Now::system().unix_ms) + 1;
             tokio::time::Instant::now() + Duration::from_millis(wait)
         });
         let mut stop = ingest.stop_signal();
         let read = tokio::select! {
             r = tokio::time::timeout(IDLE, socket.read(&mut buf)) => r,
             _ = async { match expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                ingest.enforce_expiry(now_ms());
+                ingest.enforce_expiry(Now::system().unix_ms);
                 if ingest.closing() { break }
                 continue;
             }
@@ -433,7 +441,7 @@ async fn connection(
                 break;
             }
         };
-        let result = ingest.handle_input(&buf[..n]);
+        let result = ingest.handle_input(&buf[..n], Now::system());
         let out = ingest.take_output();
         if !out.is_empty() {
             socket.write_all(&out).await.map_err(io)?;
@@ -456,7 +464,8 @@ async fn connection(
 
 #[cfg(test)]
 mod tests {
-    //! The ingest state machine against rml_rtmp's client session, in memory: no sockets.
+    //! The ingest state machine against rml_rtmp's client session, in memory: no sockets, and on
+    //! a virtual clock (`Pair::now`, moved by the tests; the signed keys are signed against it).
 
     use super::*;
     use onair_hls::HlsConfig;
@@ -466,11 +475,17 @@ mod tests {
 
     const KEY: &str = "unit-secret";
 
+    /// The virtual clock's start: 2030-03-17, whatever the machine's clock says.
+    fn t0() -> Now {
+        Now { instant: std::time::Instant::now(), unix_ms: 1_900_000_000_000 }
+    }
+
     struct Pair {
         ingest: Ingest,
         client: ClientSession,
         events: Vec<ClientSessionEvent>,
         registry: Arc<Registry>,
+        now: Now,
     }
 
     impl Pair {
@@ -483,18 +498,19 @@ mod tests {
                 app: "live".into(),
             });
             let mut ingest = Ingest::new(ctx, "127.0.0.1:50000".parse().unwrap(), "127.0.0.1:1935".parse().unwrap());
+            let now = t0();
             let mut hs = Handshake::new(PeerType::Client);
-            ingest.handle_input(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
+            ingest.handle_input(&hs.generate_outbound_p0_and_p1().unwrap(), now).unwrap();
             let reply = ingest.take_output();
             let c2 = match hs.process_bytes(&reply).unwrap() {
                 HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
                 HandshakeProcessResult::InProgress { .. } => panic!("S0+S1+S2 complete the client handshake"),
             };
-            ingest.handle_input(&c2).unwrap();
+            ingest.handle_input(&c2, now).unwrap();
             let mut config = ClientSessionConfig::new();
             config.tc_url = Some(format!("rtmp://127.0.0.1:1935/{app}"));
             let (client, initial) = ClientSession::new(config).unwrap();
-            let mut pair = Pair { ingest, client, events: vec![], registry };
+            let mut pair = Pair { ingest, client, events: vec![], registry, now };
             pair.send(initial);
             let r = pair.client.request_connection(app.into()).unwrap();
             pair.send(vec![r]);
@@ -505,7 +521,7 @@ mod tests {
         fn send(&mut self, results: Vec<ClientSessionResult>) {
             for r in results {
                 if let ClientSessionResult::OutboundResponse(p) = r {
-                    let _ = self.ingest.handle_input(&p.bytes);
+                    let _ = self.ingest.handle_input(&p.bytes, self.now);
                 }
             }
             loop {
@@ -523,7 +539,7 @@ mod tests {
                 }
                 for r in replies {
                     if let ClientSessionResult::OutboundResponse(p) = r {
-                        let _ = self.ingest.handle_input(&p.bytes);
+                        let _ = self.ingest.handle_input(&p.bytes, self.now);
                     }
                 }
             }
@@ -545,8 +561,9 @@ mod tests {
         url.split_once("/live/").unwrap().1.to_owned()
     }
 
+    /// A key valid for an hour from the virtual start.
     fn hour() -> Policy {
-        Policy { url_expire: now_ms() + 3_600_000, ..Default::default() }
+        Policy { url_expire: t0().unix_ms + 3_600_000, ..Default::default() }
     }
 
     #[test]
@@ -576,16 +593,14 @@ mod tests {
             pair.send(vec![r]);
         }
         assert!(stream.is_playable());
-        let guard = stream.lock();
-        let live = guard.as_ref().unwrap();
-        assert_eq!(live.video.as_ref().unwrap().width, 640);
-        assert_eq!(live.audio.as_ref().unwrap().sample_rate, 48_000);
-        drop(guard);
+        let figures = stream.figures(pair.now.instant).unwrap();
+        assert_eq!(figures.video.as_ref().unwrap().width, 640);
+        assert_eq!(figures.audio.as_ref().unwrap().sample_rate, 48_000);
 
         // Dropping the connection takes the stream offline.
         drop(pair.ingest);
         assert!(pair.registry.get("cam").is_none());
-        assert!(stream.lock().is_none());
+        assert!(stream.figures(pair.now.instant).is_none());
     }
 
     #[test]
@@ -616,7 +631,7 @@ mod tests {
     #[test]
     fn stream_expire_ends_the_publish() {
         let mut pair = Pair::connect("live");
-        pair.publish(&signed_key("cam", &Policy { stream_expire: Some(now_ms() + 60_000), ..hour() }));
+        pair.publish(&signed_key("cam", &Policy { stream_expire: Some(t0().unix_ms + 60_000), ..hour() }));
         assert!(pair.accepted());
         let at = pair.ingest.stream_expire().unwrap();
         assert!(!pair.ingest.enforce_expiry(at));
@@ -633,7 +648,7 @@ mod tests {
         let mut pair = Pair::connect("live");
         pair.publish(&signed_key("cam", &hour()));
         assert!(pair.accepted());
-        let result = pair.ingest.handle_input(&trigger);
+        let result = pair.ingest.handle_input(&trigger, pair.now);
         assert!(result.is_err(), "{result:?}");
         assert!(pair.ingest.closing());
         for file in
@@ -644,7 +659,7 @@ mod tests {
             let ctx = Arc::new(IngestContext { registry, signing_key: SigningKey::new(KEY), app: "live".into() });
             let mut ingest = Ingest::new(ctx, "127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
             for chunk in input.chunks(512) {
-                if ingest.handle_input(chunk).is_err() {
+                if ingest.handle_input(chunk, t0()).is_err() {
                     break;
                 }
             }
@@ -667,7 +682,7 @@ mod tests {
                 })
                 .collect();
             for chunk in junk.chunks(700) {
-                if ingest.handle_input(chunk).is_err() {
+                if ingest.handle_input(chunk, t0()).is_err() {
                     break;
                 }
             }
@@ -675,9 +690,30 @@ mod tests {
         // After a valid handshake and connect, a garbage chunk stream does not panic either.
         let mut pair = Pair::connect("live");
         for i in 0..50 {
-            if pair.ingest.handle_input(&[0xff, 0x13, i, 0x00, 0xff, 0xff, 0xff, 0x7f]).is_err() {
+            if pair.ingest.handle_input(&[0xff, 0x13, i, 0x00, 0xff, 0xff, 0xff, 0x7f], pair.now).is_err() {
                 break;
             }
         }
+    }
+
+    #[test]
+    fn signed_keys_and_uptime_follow_the_virtual_clock() {
+        // The key's validity is judged at the time the publish request arrives, not the
+        // machine's: two virtual hours later the same key is refused.
+        let key = signed_key("cam", &hour());
+        let mut late = Pair::connect("live");
+        late.now = t0().after(Duration::from_secs(2 * 3600));
+        late.publish(&key);
+        assert!(!late.accepted(), "{:?}", late.events);
+        assert!(late.ingest.closing());
+
+        let mut pair = Pair::connect("live");
+        pair.now = t0().after(Duration::from_secs(30 * 60));
+        pair.publish(&key);
+        assert!(pair.accepted(), "{:?}", pair.events);
+        let stream = pair.registry.get("cam").unwrap();
+        // The publish started at the virtual time of its request.
+        let later = pair.now.instant + Duration::from_secs(90);
+        assert_eq!(stream.figures(later).unwrap().uptime, Duration::from_secs(90));
     }
 }

@@ -1,0 +1,105 @@
+//! The one error type of the engine's HTTP routes: each variant knows its status code, and its
+//! response ([`IntoResponse`]) is that code with the reason as a plain-text body, after one log
+//! line naming the status and the reason (debug for what clients get wrong, warn for our failures).
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::control::ControlError;
+use crate::hub::ServeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such route, page or asset.
+    #[error("not found")]
+    NotFound,
+    /// A playlist, part or segment that cannot be served (offline, gone, too far ahead, not in time).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("WebRTC playback is disabled")]
+    WebrtcDisabled,
+    #[error("no such WHEP session")]
+    NoWhepSession,
+    /// An offer the WebRTC server did not answer, with the status it maps to.
+    #[error("{source}")]
+    Whep { status: StatusCode, source: onair_webrtc::WhepError },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the control API only answers on this machine (loopback)")]
+    NotLoopback,
+    #[error("missing or wrong control token (a running engine writes it to control.json in its data dir)")]
+    BadToken,
+    #[error("page missing from build")]
+    PageMissing,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::WebrtcDisabled | ApiError::NoWhepSession => StatusCode::NOT_FOUND,
+            ApiError::Serve(e) => match e {
+                ServeError::Offline(_) | ServeError::Gone => StatusCode::NOT_FOUND,
+                ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                ServeError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Whep { status, .. } => *status,
+            ApiError::Control(e) => match e {
+                ControlError::BadStream(_) | ControlError::BadInput(_) => StatusCode::BAD_REQUEST,
+                ControlError::NoChat(_) => StatusCode::CONFLICT,
+                ControlError::Matrix(_) => StatusCode::BAD_GATEWAY,
+                ControlError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::NotLoopback => StatusCode::FORBIDDEN,
+            ApiError::BadToken => StatusCode::UNAUTHORIZED,
+            ApiError::PageMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let reason = self.to_string();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(status = status.as_u16(), %reason, "HTTP request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), %reason, "HTTP request refused");
+        }
+        (status, [(header::CACHE_CONTROL, "no-cache")], format!("{reason}\n")).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_status_and_reason() {
+        let cases = [
+            (ApiError::Serve(ServeError::Offline("x".into())), 404, "stream \"x\" is offline\n"),
+            (ApiError::Serve(ServeError::Timeout), 503, "the requested part did not appear in time\n"),
+            (ApiError::Control(ControlError::NoChat("off".into())), 409, "chat is not available: off\n"),
+            (
+                ApiError::BadToken,
+                401,
+                "missing or wrong control token (a running engine writes it to control.json in its data dir)\n",
+            ),
+        ];
+        for (e, code, body) in cases {
+            let res = e.into_response();
+            assert_eq!(res.status().as_u16(), code);
+            assert_eq!(res.headers()["cache-control"], "no-cache");
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), body.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The status API's types (`GET /api/streams[/<stream>]`, the control API's stream list, the
+//! app's health panel) and their computation from a stream's figures. Pure: the time comes in.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::hub::Stream;
+
+/// One stream as the status API shows it.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct StreamStatus {
+    pub name: String,
+    /// Playable now (an init segment and at least one part).
+    pub live: bool,
+    pub title: String,
+    pub video: Option<VideoStatus>,
+    pub audio: Option<AudioStatus>,
+    pub bitrate_kbps: u64,
+    pub fps: Option<f64>,
+    pub keyframe_interval_s: Option<f64>,
+    pub bframes: bool,
+    pub uptime_s: Option<f64>,
+    pub viewers: Viewers,
+    pub urls: Urls,
+    /// The stream's Matrix room, for the viewer page's guest chat; `null` without Matrix.
+    pub chat: Option<ChatInfo>,
+}
+
+/// Where a browser finds a stream's chat.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+pub struct ChatInfo {
+    /// The homeserver's client-server base URL.
+    pub homeserver: String,
+    /// `#onair_<stream>:<server>`; `null` when not known yet (not logged in).
+    pub alias: Option<String>,
+    /// `!opaque:server`; `null` until the room is found or created.
+    pub room_id: Option<String>,
+    /// The engine's Matrix state: `connected`, `connecting`, `unreachable: …`, ….
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default, ts_rs::TS)]
+pub struct Viewers {
+    /// HLS/LL-HLS players that loaded a playlist in the last 10 s (one per address and user agent).
+    pub hls: usize,
+    /// Connected WebRTC (WHEP) sessions.
+    pub webrtc: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct VideoStatus {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct AudioStatus {
+    pub codec: String,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+/// The stream's URLs, relative to the server.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct Urls {
+    pub llhls: String,
+    pub whep: String,
+    pub hls: String,
+    pub viewer: String,
+    pub embed: String,
+}
+
+/// The status of stream `name` at `now`: offline unless `stream` is live. The title is the
+/// stream name and there is no chat; the control fills those in.
+pub fn stream_status(name: &str, stream: Option<&Stream>, webrtc_sessions: usize, now: Instant) -> StreamStatus {
+    let urls = Urls {
+        llhls: format!("/live/{name}/llhls.m3u8"),
+        whep: format!("/live/{name}/whep"),
+        hls: format!("/live/{name}/playlist.m3u8"),
+        viewer: format!("/{name}"),
+        embed: format!("/embed/{name}"),
+    };
+    let mut s = StreamStatus {
+        name: name.into(),
+        live: false,
+        title: name.into(),
+        video: None,
+        audio: None,
+        bitrate_kbps: 0,
+        fps: None,
+        keyframe_interval_s: None,
+        bframes: false,
+        uptime_s: None,
+        viewers: Viewers::default(),
+        urls,
+        chat: None,
+    };
+    let Some(stream) = stream else { return s };
+    s.viewers.hls = stream.hls_viewers(now);
+    s.viewers.webrtc = webrtc_sessions;
+    let Some(f) = stream.figures(now) else { return s };
+    s.live = f.playable;
+    s.fps = f.stats.fps.or_else(|| f.video.as_ref().and_then(|v| v.fps)).map(|f| (f * 100.0).round() / 100.0);
+    s.video =
+        f.video.as_ref().map(|v| VideoStatus { codec: v.codec_string(), width: v.width, height: v.height, fps: s.fps });
+    s.audio = f.audio.as_ref().map(|a| AudioStatus {
+        codec: a.codec_string(),
+        sample_rate: a.sample_rate,
+        channels: a.channels,
+    });
+    s.bitrate_kbps = f.stats.bitrate_kbps;
+    s.keyframe_interval_s = f.stats.keyframe_interval_s;
+    s.bframes = f.stats.bframes;
+    s.uptime_s = Some((f.uptime.as_secs_f64() * 10.0).round() / 10.0);
+    s
+}
