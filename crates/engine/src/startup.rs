@@ -287,6 +287,14 @@ mod tests {
     }
 
     #[test]
+    fn default_config_gives_the_default_ports_at_the_lan_address() {
+        let c = Config::default();
+        let u = PublicUrls::resolve(c.public_host.as_ref(), c.http, c.rtmp, &c.app, || LAN);
+        assert_eq!(u.viewer("stream"), "http://192.168.1.20:8080/stream");
+        assert_eq!(u.rtmp_server(), "rtmp://192.168.1.20:1935/live");
+    }
+
+    #[test]
     fn specific_binds_are_advertised_as_bound() {
         let u = urls("", "127.0.0.1:9000", "[::1]:1936");
         assert_eq!(u.viewer("s"), "http://127.0.0.1:9000/s");
