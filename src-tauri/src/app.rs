@@ -9,8 +9,9 @@ use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::core::{Core, Effect, MenuAction};
-use crate::notify;
+use crate::core::{Core, Effect};
+use crate::state::MenuAction;
+use crate::{notify, tray};
 
 /// The Tauri event every engine event is forwarded as (payload: the event's JSON).
 pub const ENGINE_EVENT: &str = "engine";
@@ -38,7 +39,7 @@ async fn forward_events<R: Runtime>(
         let received = tokio::select! {
             r = rx.recv() => r,
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now).into()), if timer.is_some() => {
-                crate::tray::refresh(&app, &core);
+                tray::refresh(&app, &core.tray_view());
                 continue;
             }
         };
@@ -58,7 +59,7 @@ async fn forward_events<R: Runtime>(
             continue;
         }
         if redraw {
-            crate::tray::refresh(&app, &core);
+            tray::refresh(&app, &core.tray_view());
         }
         if let Some(note) = notify::note_for(&event, core.stream(), &core.notify_toggles()) {
             tauri::async_runtime::spawn_blocking(move || notify::show(&note));
@@ -75,12 +76,12 @@ pub fn show_main<R: Runtime>(app: &AppHandle<R>) {
     }
 }
 
-/// Runs a tray menu item by id.
+/// Runs a tray menu item by id (the tray's `on_menu` callback).
 pub fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
     let Some(action) = MenuAction::from_id(id) else { return };
     let Some(core) = app.try_state::<Arc<Core>>().map(|s| s.inner().clone()) else { return };
     match core.menu_action(action) {
-        Ok(Effect::None) => crate::tray::refresh(app, &core),
+        Ok(Effect::None) => tray::refresh(app, &core.tray_view()),
         Ok(Effect::Clipboard(text)) => {
             use tauri_plugin_clipboard_manager::ClipboardExt;
             if let Err(e) = app.clipboard().write_text(text) {

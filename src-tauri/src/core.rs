@@ -1,21 +1,20 @@
 //! The app's logic over the engine, in plain Rust (no GUI): what the tray's menu items and the
-//! window's commands do. The Tauri glue in `tray.rs`, `commands.rs` and `app.rs` stays thin.
+//! window's commands do. The Tauri glue in `tray.rs`, `commands.rs` and `app.rs` stays thin;
+//! links, secrets and key validity come from the engine's `startup` module, as in `onair`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use onair_engine::obs::ObsSettings;
 use onair_engine::secrets::SecretStore;
-use onair_engine::{Config, Control, ControlError, Engine, EngineError, EngineEvent, Secrets, net};
+use onair_engine::startup::{self, PublicUrls};
+use onair_engine::{Config, Control, ControlError, Engine, EngineError, EngineEvent, Secrets, SigningKey, net};
 use serde::Serialize;
 use tracing::info;
 
 use crate::notify::NotifyToggles;
 use crate::settings::SettingsPaths;
-use crate::state::{StreamTracker, TrayState};
-
-/// How long the OBS stream keys the app hands out can start new publishes.
-pub const KEY_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+use crate::state::{MenuAction, StreamTracker, TrayState, TrayView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -35,53 +34,6 @@ pub enum CoreError {
     Qr(String),
     #[error("the engine has stopped")]
     Stopped,
-}
-
-/// The tray menu's items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MenuAction {
-    /// Go live ⇄ End stream.
-    ToggleLive,
-    CopyObsSettings,
-    CopyViewerLink,
-    Open,
-    Quit,
-}
-
-impl MenuAction {
-    pub const ALL: [MenuAction; 5] = [
-        MenuAction::ToggleLive,
-        MenuAction::CopyObsSettings,
-        MenuAction::CopyViewerLink,
-        MenuAction::Open,
-        MenuAction::Quit,
-    ];
-
-    /// The menu item id.
-    pub fn id(self) -> &'static str {
-        match self {
-            MenuAction::ToggleLive => "toggle-live",
-            MenuAction::CopyObsSettings => "copy-obs",
-            MenuAction::CopyViewerLink => "copy-viewer-link",
-            MenuAction::Open => "open",
-            MenuAction::Quit => "quit",
-        }
-    }
-
-    pub fn from_id(id: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.id() == id)
-    }
-
-    /// The fixed labels (the toggle's comes from [`StreamTracker::toggle_label`]).
-    pub fn label(self) -> &'static str {
-        match self {
-            MenuAction::ToggleLive => "Go live",
-            MenuAction::CopyObsSettings => "Copy OBS settings",
-            MenuAction::CopyViewerLink => "Copy viewer link",
-            MenuAction::Open => "Open OnAir",
-            MenuAction::Quit => "Quit",
-        }
-    }
 }
 
 /// What the glue must do after a menu action.
@@ -133,6 +85,10 @@ pub struct Core {
     engine_url: String,
     http_addr: std::net::SocketAddr,
     rtmp_addr: std::net::SocketAddr,
+    /// The links viewers and OBS are given (the engine's).
+    urls: PublicUrls,
+    /// Signs the OBS stream keys the app hands out.
+    signing_key: SigningKey,
     tracker: Mutex<StreamTracker>,
     settings: Option<SettingsPaths>,
     toggles: Mutex<NotifyToggles>,
@@ -153,20 +109,14 @@ impl Core {
         settings: Option<SettingsPaths>,
     ) -> Result<Arc<Core>, EngineError> {
         let store = secrets.store.clone();
+        let signing_key = secrets.signing_key.clone();
         let engine = Engine::start(config.clone(), secrets).await?;
         let control = engine.control();
+        let urls = engine.urls().clone();
         let stream = config.default_stream.clone();
         let http = engine.http_addr();
         let rtmp_addr = engine.rtmp_addr();
-        let loopback = if http.ip().is_unspecified() {
-            match http {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            }
-        } else {
-            http.ip()
-        };
-        let engine_url = format!("http://{}", std::net::SocketAddr::new(loopback, http.port()));
+        let engine_url = format!("http://{}", net::loopback_for(http));
         let live = control.status(&stream).live;
         let tracker = StreamTracker::new(&stream, control.is_armed(&stream), live);
         let toggles = settings.as_ref().map(|s| s.load_desktop().notifications).unwrap_or_default();
@@ -179,6 +129,8 @@ impl Core {
             engine_url,
             http_addr: http,
             rtmp_addr,
+            urls,
+            signing_key,
             tracker: Mutex::new(tracker),
             settings,
             toggles: Mutex::new(toggles),
@@ -228,19 +180,14 @@ impl Core {
         Ok(armed)
     }
 
-    /// OBS settings for the app's stream, valid for a year, reachable at the public host (or the
-    /// LAN address).
+    /// OBS settings for the app's stream at the engine's public RTMP server, the key valid for
+    /// [`startup::KEY_VALIDITY`].
     pub fn obs_settings(&self) -> Result<ObsSettings, CoreError> {
-        let host = net::public_host(&self.config.public_host);
-        // A configured public host may carry the HTTP port: OBS needs the RTMP one.
-        let host = match host.rsplit_once(':') {
-            Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h.to_owned(),
-            _ => host,
-        };
-        let expires = (SystemTime::now() + KEY_VALIDITY).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let engine = lock(&self.engine);
-        let engine = engine.as_ref().ok_or(CoreError::Stopped)?;
-        Ok(engine.obs_settings(&self.stream, &host, expires)?)
+        if !self.is_running() {
+            return Err(CoreError::Stopped);
+        }
+        let expires = startup::expires_ms(SystemTime::now(), startup::KEY_VALIDITY);
+        Ok(self.urls.obs_settings(&self.signing_key, &self.stream, expires)?)
     }
 
     /// The clipboard text of "Copy OBS settings".
@@ -250,7 +197,7 @@ impl Core {
     }
 
     pub fn viewer_link(&self) -> String {
-        self.control.viewer_url(&self.stream)
+        self.urls.viewer(&self.stream)
     }
 
     pub fn app_info(&self) -> Result<AppInfo, CoreError> {
@@ -262,7 +209,7 @@ impl Core {
             engine_url: self.engine_url.clone(),
             viewer_qr_svg: qr_svg(&viewer_url)?,
             viewer_url,
-            public_host_configured: !self.config.public_host.is_empty(),
+            public_host_configured: self.urls.public_host_configured(),
             obs: ObsInfo { server: obs.server, stream_key: obs.stream_key, url: obs.url },
             armed: self.control.is_armed(&self.stream),
             require_go_live: self.config.require_go_live,
@@ -300,6 +247,13 @@ impl Core {
 
     pub fn toggle_label(&self) -> &'static str {
         lock(&self.tracker).toggle_label()
+    }
+
+    /// What the tray draws now.
+    pub fn tray_view(&self) -> TrayView {
+        let tracker = lock(&self.tracker);
+        let state = tracker.state(Instant::now());
+        TrayView { state, tooltip: state.tooltip(&self.stream), toggle_label: tracker.toggle_label() }
     }
 
     pub fn notify_toggles(&self) -> NotifyToggles {
@@ -343,14 +297,6 @@ pub fn qr_svg(text: &str) -> Result<String, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn menu_ids_round_trip() {
-        for a in MenuAction::ALL {
-            assert_eq!(MenuAction::from_id(a.id()), Some(a));
-        }
-        assert_eq!(MenuAction::from_id("nope"), None);
-    }
 
     #[test]
     fn qr_code_is_svg() {

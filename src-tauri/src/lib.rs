@@ -18,18 +18,11 @@ pub mod tray;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use onair_engine::secrets::{self, KeyringStore, SigningKey};
-use onair_engine::{Config, Secrets};
+use onair_engine::Config;
+use onair_engine::secrets::KeyringStore;
+use onair_engine::startup;
 use tauri::{Manager, RunEvent, WindowEvent};
 use tracing::{error, info};
-
-/// The log filter without `ONAIR_LOG` (as `onair serve`).
-/// obws warns about the version override OnAir uses for OBS 28–30.1 after checking the version
-/// itself: that line is kept out of the way.
-pub const DEFAULT_LOG: &str = "info,rtc_dtls::config=error,obws=error";
-
-/// Environment variable with the Matrix password for the first login (as `onair serve`).
-pub const MATRIX_PASSWORD_ENV: &str = "ONAIR_MATRIX_PASSWORD";
 
 /// The engine configuration the app runs with: `onair serve`'s (embedded defaults, the config
 /// file, `ONAIR_*` overrides), with Go live required.
@@ -39,22 +32,12 @@ pub fn desktop_config() -> Result<Config> {
     Ok(config)
 }
 
-/// The secrets from the OS keyring (or their `ONAIR_*` overrides). Blocks: call before the
-/// runtime starts or in `spawn_blocking`.
-pub fn resolve_secrets(config: &Config) -> Result<Secrets> {
-    let (signing_key, source) = SigningKey::resolve(&KeyringStore)?;
-    info!("stream signing key from {source}");
-    let turn_secret = if config.webrtc.turn_urls.is_empty() { None } else { secrets::turn_secret(&KeyringStore)? };
-    let matrix_password = std::env::var(MATRIX_PASSWORD_ENV).ok().filter(|p| !p.is_empty());
-    Ok(Secrets { signing_key, turn_secret, store: Arc::new(KeyringStore), matrix_password })
-}
-
 /// Runs the app until Quit (or SIGTERM). `hidden`: start in the tray without opening the window.
 pub fn run(hidden: bool) -> Result<()> {
     let config = desktop_config()?;
-    let secrets = resolve_secrets(&config)?;
-    let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    // The keyring blocks: resolved before the runtime starts.
+    let secrets = startup::resolve_secrets(&config, Arc::new(KeyringStore))?;
+    startup::create_data_dir(&config)?;
     let settings = settings::SettingsPaths::platform().ok();
 
     let app = tauri::Builder::default()
@@ -75,7 +58,7 @@ pub fn run(hidden: bool) -> Result<()> {
             let core = tauri::async_runtime::block_on(core::Core::start(config, secrets, settings))
                 .context("cannot start the OnAir engine")?;
             app::attach(&handle, core.clone(), true);
-            tray::create(&handle, &core)?;
+            tray::create(&handle, &core.tray_view(), app::on_menu)?;
             app::quit_on_signals(&handle);
             if !hidden {
                 app::show_main(&handle);

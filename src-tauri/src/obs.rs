@@ -18,32 +18,13 @@ use serde::Serialize;
 use tracing::info;
 
 use onair_engine::secrets::SecretStore;
+use onair_engine::startup::{self, SecretSource};
 
 use crate::core::{Core, CoreError};
 
 /// `ONAIR_OBS_PASSWORD`, else `store`'s entry `obs-websocket-password`, else none. Blocking.
-fn password_from(store: &dyn SecretStore) -> Result<(Option<String>, PasswordSource), CoreError> {
-    if let Ok(v) = std::env::var(onair_obs::PASSWORD_ENV)
-        && !v.is_empty()
-    {
-        return Ok((Some(v), PasswordSource::Environment));
-    }
-    Ok(match store.get(onair_obs::PASSWORD_ENTRY)? {
-        Some(v) if !v.is_empty() => (Some(v), PasswordSource::Keyring),
-        _ => (None, PasswordSource::None),
-    })
-}
-
-/// Where the obs-websocket password came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PasswordSource {
-    /// `ONAIR_OBS_PASSWORD`.
-    Environment,
-    /// The keyring entry `obs-websocket-password`.
-    Keyring,
-    /// None stored: fine when OBS runs without authentication.
-    None,
+fn password_from(store: &dyn SecretStore) -> Result<(Option<String>, SecretSource), CoreError> {
+    Ok(startup::optional_secret(store, onair_obs::PASSWORD_ENV, onair_obs::PASSWORD_ENTRY)?)
 }
 
 /// What the OBS panel shows before anything was clicked (`obs_setup_info`).
@@ -51,7 +32,7 @@ pub enum PasswordSource {
 pub struct ObsSetupInfo {
     /// The obs-websocket address to offer (`ws://127.0.0.1:4455`).
     pub default_url: &'static str,
-    pub password: PasswordSource,
+    pub password: SecretSource,
     /// The folder "Write OBS profile" writes to (None: OBS' settings folder is unknown here).
     pub profile_dir: Option<PathBuf>,
 }
@@ -61,7 +42,7 @@ pub struct ObsSetupInfo {
 pub struct ApplyOutcome {
     /// The obs-websocket address used.
     pub url: String,
-    pub password: PasswordSource,
+    pub password: SecretSource,
     /// Set, verified, mismatched, still to click (see [`ApplyReport`]).
     pub report: ApplyReport,
     /// Everything set and verified; nothing left but Start Streaming.
@@ -89,7 +70,7 @@ impl Core {
 
     /// The obs-websocket password: `ONAIR_OBS_PASSWORD`, else the keyring entry, else none.
     /// Blocking (the keyring): call from a blocking thread.
-    pub fn obs_password(&self) -> Result<(Option<String>, PasswordSource), CoreError> {
+    pub fn obs_password(&self) -> Result<(Option<String>, SecretSource), CoreError> {
         password_from(&**self.secret_store())
     }
 
@@ -112,7 +93,7 @@ impl Core {
             Ok((_, source)) => source,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the obs-websocket password");
-                PasswordSource::None
+                SecretSource::None
             }
         };
         ObsSetupInfo {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use onair_engine::Config;
+use onair_engine::net::HostPort;
 use serde::{Deserialize, Serialize};
 
 use crate::notify::NotifyToggles;
@@ -82,7 +83,7 @@ impl SettingsPaths {
             stream: config.default_stream.clone(),
             http: config.http.to_string(),
             rtmp: config.rtmp.to_string(),
-            public_host: config.public_host.clone(),
+            public_host: config.public_host.as_ref().map(ToString::to_string).unwrap_or_default(),
             notifications: self.load_desktop().notifications,
         }
     }
@@ -90,22 +91,25 @@ impl SettingsPaths {
     /// Validates and saves `new`. Returns whether the engine must restart to apply it (anything
     /// but the notifications changed compared to `running`).
     pub fn save(&self, running: &Config, new: &Settings) -> Result<bool, SettingsError> {
-        let http: SocketAddr =
-            new.http.trim().parse().map_err(|_| SettingsError::Invalid(format!("HTTP address {:?}", new.http)))?;
-        let rtmp: SocketAddr =
-            new.rtmp.trim().parse().map_err(|_| SettingsError::Invalid(format!("RTMP address {:?}", new.rtmp)))?;
+        let listen = |what: &str, v: &str| -> Result<SocketAddr, SettingsError> {
+            v.trim().parse().map_err(|_| {
+                SettingsError::Invalid(format!(
+                    "{what} listen address {v:?}: an IP address and a port, e.g. 0.0.0.0:8080 or [::]:8080"
+                ))
+            })
+        };
+        let http = listen("HTTP", &new.http)?;
+        let rtmp = listen("RTMP", &new.rtmp)?;
         let stream = new.stream.trim();
         if !onair_engine::is_valid_stream_name(stream) {
             return Err(SettingsError::Invalid(format!(
                 "stream name {stream:?}: use 1-64 letters, digits, '-' or '_'"
             )));
         }
-        let public_host = new.public_host.trim();
-        if public_host.contains(['/', ' ', '?', '#']) {
-            return Err(SettingsError::Invalid(format!(
-                "public host {public_host:?}: a host name or IP, optionally :port"
-            )));
-        }
+        let public_host: Option<HostPort> = match new.public_host.trim() {
+            "" => None,
+            h => Some(h.parse().map_err(|e| SettingsError::Invalid(format!("public host {e}")))?),
+        };
 
         let desktop = DesktopFile { notifications: new.notifications };
         write_atomic(&self.desktop, serde_json::to_string_pretty(&desktop).expect("serializes").as_bytes())?;
@@ -124,7 +128,7 @@ impl SettingsPaths {
             doc.insert("default_stream".into(), stream.into());
             doc.insert("http".into(), http.to_string().into());
             doc.insert("rtmp".into(), rtmp.to_string().into());
-            doc.insert("public_host".into(), public_host.into());
+            doc.insert("public_host".into(), public_host.map(|h| h.to_string()).unwrap_or_default().into());
             let text = toml::to_string(&doc).map_err(|e| SettingsError::Invalid(e.to_string()))?;
             write_atomic(&self.config, text.as_bytes())?;
         }
@@ -169,12 +173,19 @@ mod tests {
         let loaded = Config::load(Some(&paths.config)).unwrap();
         assert_eq!(loaded.default_stream, "show");
         assert_eq!(loaded.http, "127.0.0.1:9090".parse::<SocketAddr>().unwrap());
-        assert_eq!(loaded.public_host, "tv.example.org");
+        assert_eq!(loaded.public_host, Some("tv.example.org".parse().unwrap()));
         assert_eq!(loaded.hls.part_target_ms, 500, "other keys are kept");
 
         s.stream = "a/b".into();
         assert!(matches!(paths.save(&running, &s), Err(SettingsError::Invalid(_))));
         s.stream = "show".into();
+        s.public_host = "http://tv.example.org".into();
+        let e = paths.save(&running, &s).unwrap_err().to_string();
+        assert!(e.contains("public host") && e.contains("not a URL"), "{e}");
+        s.public_host = "[::1]:8080".into();
+        assert!(paths.save(&running, &s).unwrap());
+        assert_eq!(Config::load(Some(&paths.config)).unwrap().public_host, Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(paths.current(&Config::load(Some(&paths.config)).unwrap()).public_host, "[::1]:8080");
         s.rtmp = "nope".into();
         assert!(matches!(paths.save(&running, &s), Err(SettingsError::Invalid(_))));
         std::fs::remove_dir_all(&dir).ok();

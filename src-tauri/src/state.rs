@@ -1,4 +1,5 @@
-//! What the tray shows, derived from engine events: a small state machine without any GUI.
+//! What the tray shows and offers, without any GUI: the stream's state derived from engine events
+//! (a small state machine), the menu's items, and [`TrayView`], all `tray.rs` needs to draw.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,61 @@ impl TrayState {
             TrayState::Live => format!("OnAir — {stream}: LIVE"),
         }
     }
+}
+
+/// The tray menu's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MenuAction {
+    /// Go live ⇄ End stream.
+    ToggleLive,
+    CopyObsSettings,
+    CopyViewerLink,
+    Open,
+    Quit,
+}
+
+impl MenuAction {
+    pub const ALL: [MenuAction; 5] = [
+        MenuAction::ToggleLive,
+        MenuAction::CopyObsSettings,
+        MenuAction::CopyViewerLink,
+        MenuAction::Open,
+        MenuAction::Quit,
+    ];
+
+    /// The menu item id.
+    pub fn id(self) -> &'static str {
+        match self {
+            MenuAction::ToggleLive => "toggle-live",
+            MenuAction::CopyObsSettings => "copy-obs",
+            MenuAction::CopyViewerLink => "copy-viewer-link",
+            MenuAction::Open => "open",
+            MenuAction::Quit => "quit",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.id() == id)
+    }
+
+    /// The fixed labels (the toggle's comes from [`StreamTracker::toggle_label`]).
+    pub fn label(self) -> &'static str {
+        match self {
+            MenuAction::ToggleLive => "Go live",
+            MenuAction::CopyObsSettings => "Copy OBS settings",
+            MenuAction::CopyViewerLink => "Copy viewer link",
+            MenuAction::Open => "Open OnAir",
+            MenuAction::Quit => "Quit",
+        }
+    }
+}
+
+/// What the tray draws: its icon's state, the tooltip and the toggle item's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayView {
+    pub state: TrayState,
+    pub tooltip: String,
+    pub toggle_label: &'static str,
 }
 
 /// Follows one stream's events.
@@ -138,6 +194,14 @@ mod tests {
         t.on_event(&EngineEvent::PublishEnded { stream: "s".into(), reason: EndReason::EndedByStreamer }, t0);
         assert_eq!(t.state(t0), TrayState::Offline);
         assert_eq!(t.toggle_label(), "Go live");
+    }
+
+    #[test]
+    fn menu_ids_round_trip() {
+        for a in MenuAction::ALL {
+            assert_eq!(MenuAction::from_id(a.id()), Some(a));
+        }
+        assert_eq!(MenuAction::from_id("nope"), None);
     }
 
     #[test]

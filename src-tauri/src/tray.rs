@@ -1,7 +1,7 @@
 //! The tray icon and its menu. The icon follows the stream (offline / ready / live); the first
-//! item toggles Go live ⇄ End stream. What the items do is in [`crate::core::Core::menu_action`].
-
-use std::sync::Arc;
+//! item toggles Go live ⇄ End stream. The tray only draws a [`TrayView`] and hands clicked item
+//! ids to the callback it is given (`app::on_menu`, which runs `Core::menu_action`): it knows
+//! neither the core nor the glue, so the dependency runs one way (app → tray).
 
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
@@ -9,8 +9,7 @@ use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 use tracing::warn;
 
-use crate::core::{Core, MenuAction};
-use crate::state::TrayState;
+use crate::state::{MenuAction, TrayState, TrayView};
 
 const ICON_OFFLINE: &[u8] = include_bytes!("../../icons/tray-offline.png");
 const ICON_READY: &[u8] = include_bytes!("../../icons/tray-ready.png");
@@ -31,9 +30,9 @@ pub struct Tray<R: Runtime> {
     toggle: MenuItem<R>,
 }
 
-/// Creates the tray icon and its menu.
-pub fn create<R: Runtime>(app: &AppHandle<R>, core: &Arc<Core>) -> tauri::Result<()> {
-    let toggle = MenuItem::with_id(app, MenuAction::ToggleLive.id(), core.toggle_label(), true, None::<&str>)?;
+/// Creates the tray icon and its menu showing `view`; a clicked item's id goes to `on_menu`.
+pub fn create<R: Runtime>(app: &AppHandle<R>, view: &TrayView, on_menu: fn(&AppHandle<R>, &str)) -> tauri::Result<()> {
+    let toggle = MenuItem::with_id(app, MenuAction::ToggleLive.id(), view.toggle_label, true, None::<&str>)?;
     let item = |a: MenuAction| MenuItem::with_id(app, a.id(), a.label(), true, None::<&str>);
     let menu = Menu::with_items(
         app,
@@ -47,26 +46,24 @@ pub fn create<R: Runtime>(app: &AppHandle<R>, core: &Arc<Core>) -> tauri::Result
             &item(MenuAction::Quit)?,
         ],
     )?;
-    let state = core.tray_state();
     let icon = TrayIconBuilder::with_id("onair")
-        .icon(icon(state))
-        .tooltip(state.tooltip(core.stream()))
+        .icon(icon(view.state))
+        .tooltip(&view.tooltip)
         .menu(&menu)
         .show_menu_on_left_click(true)
-        .on_menu_event(|app, event| crate::app::on_menu(app, event.id().as_ref()))
+        .on_menu_event(move |app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
     app.manage(Tray { icon, toggle });
     Ok(())
 }
 
-/// Redraws the tray from the core's state (no-op without a tray).
-pub fn refresh<R: Runtime>(app: &AppHandle<R>, core: &Core) {
+/// Redraws the tray to show `view` (no-op without a tray).
+pub fn refresh<R: Runtime>(app: &AppHandle<R>, view: &TrayView) {
     let Some(tray) = app.try_state::<Tray<R>>() else { return };
-    let state = core.tray_state();
     let redraw = || -> tauri::Result<()> {
-        tray.icon.set_icon(Some(icon(state)))?;
-        tray.icon.set_tooltip(Some(state.tooltip(core.stream())))?;
-        tray.toggle.set_text(core.toggle_label())
+        tray.icon.set_icon(Some(icon(view.state)))?;
+        tray.icon.set_tooltip(Some(&view.tooltip))?;
+        tray.toggle.set_text(view.toggle_label)
     };
     if let Err(e) = redraw() {
         warn!(error = %e, "cannot update the tray");

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{call, mock_app, now_ms, window};
 use onair_desktop::app;
-use onair_desktop::core::{Core, Effect, MenuAction};
+use onair_desktop::core::{Core, Effect};
 use onair_desktop::settings::SettingsPaths;
-use onair_desktop::state::TrayState;
+use onair_desktop::state::{MenuAction, TrayState};
 use onair_tests::rtmp_client::RawPublisher;
 use serde_json::{Value, json};
 use tauri::Listener;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::HostPort;
+
 /// The commented reference configuration; it parses to [`Config::default`] (a test checks).
 pub const REFERENCE_TOML: &str = include_str!("../onair.toml");
 
@@ -35,8 +37,11 @@ pub struct Config {
     pub rtmp: SocketAddr,
     /// Where OnAir keeps its state; empty = the platform data directory.
     pub data_dir: PathBuf,
-    /// Host (or host:port) viewers and OBS use to reach this machine; empty = the LAN address.
-    pub public_host: String,
+    /// Host viewers and OBS use to reach this machine, optionally with the HTTP port viewers use
+    /// (OBS always gets the RTMP port); empty (None) = the listeners' addresses, the LAN address
+    /// for a wildcard bind. See [`crate::startup::PublicUrls`].
+    #[serde(with = "crate::net::optional")]
+    pub public_host: Option<HostPort>,
     /// The RTMP application publishers use: `rtmp://host:1935/<app>/<stream>`.
     pub app: String,
     /// The stream whose OBS settings `onair serve` prints at start.
@@ -157,7 +162,7 @@ impl Default for Config {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
             data_dir: PathBuf::new(),
-            public_host: String::new(),
+            public_host: None,
             app: "live".into(),
             default_stream: "stream".into(),
             require_go_live: false,
@@ -375,6 +380,18 @@ mod tests {
         assert!(!c.webrtc.ice_tcp);
         assert_eq!(c.matrix.homeserver, "http://127.0.0.1:8008");
         assert_eq!(c.matrix.user, "streamer");
+    }
+
+    #[test]
+    fn public_host_is_a_typed_host_port() {
+        let mut value = toml::Value::try_from(Config::default()).unwrap();
+        apply_env(&mut value, "ONAIR", [("ONAIR_PUBLIC_HOST".into(), "[2001:db8::1]:8080".into())]).unwrap();
+        let c: Config = value.try_into().unwrap();
+        assert_eq!(c.public_host, Some("[2001:db8::1]:8080".parse().unwrap()));
+        let c: Config = toml::from_str("public_host = \"tv.example.org\"").unwrap();
+        assert_eq!(c.public_host.unwrap().to_string(), "tv.example.org");
+        let e = toml::from_str::<Config>("public_host = \"http://tv.example.org\"").unwrap_err().to_string();
+        assert!(e.contains("public_host") && e.contains("not a URL"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod net;
 pub mod obs;
 pub mod rtmp;
 pub mod secrets;
+pub mod startup;
 pub mod stats;
 pub mod status;
 pub mod ui;
@@ -94,6 +95,7 @@ pub struct Engine {
     control: Arc<Control>,
     config: Config,
     signing_key: SigningKey,
+    urls: startup::PublicUrls,
     webrtc: Option<onair_webrtc::WebrtcServer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -118,6 +120,7 @@ impl Engine {
         })?;
         let http_addr = http.local_addr().expect("bound");
         let rtmp_addr = rtmp.local_addr().expect("bound");
+        let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr);
         let registry = Registry::new(config.hls.packager_config());
         registry.set_require_go_live(config.require_go_live);
         let (shutdown, _) = watch::channel(false);
@@ -155,7 +158,7 @@ impl Engine {
                 registry: registry.clone(),
                 webrtc: webrtc.clone(),
                 default_stream: config.default_stream.clone(),
-                viewer_base: net::http_base(&config.public_host, http_addr.port()),
+                viewer_base: urls.http_base().to_owned(),
                 data_dir: data_dir.clone(),
                 matrix: config.matrix.clone(),
                 store,
@@ -164,7 +167,7 @@ impl Engine {
         );
         // Local clients (`onair title|chat|status`) find the control API through this file.
         let endpoint = control_api::ControlEndpoint {
-            url: format!("http://{}", SocketAddr::new(loopback_for(http_addr.ip()), http_addr.port())),
+            url: format!("http://{}", net::loopback_for(http_addr)),
             token: control_api::new_token(),
         };
         endpoint.write(&data_dir).map_err(|source| EngineError::ControlFile {
@@ -197,6 +200,7 @@ impl Engine {
             control,
             config,
             signing_key,
+            urls,
             webrtc,
             shutdown,
             tasks: vec![rtmp_task, http_task],
@@ -229,10 +233,16 @@ impl Engine {
         &self.config
     }
 
-    /// OBS settings for `stream`, reachable at `host` (host or host:port; the RTMP port is added
-    /// when missing), valid until `expires_ms` (epoch ms).
+    /// The links people are given: viewer, embed, LL-HLS, WHEP, OBS' RTMP server.
+    pub fn urls(&self) -> &startup::PublicUrls {
+        &self.urls
+    }
+
+    /// OBS settings for `stream`, reachable at `host` (host or host:port, see [`net::HostPort`];
+    /// the RTMP port when it has none), valid until `expires_ms` (epoch ms).
     pub fn obs_settings(&self, stream: &str, host: &str, expires_ms: u64) -> Result<obs::ObsSettings, obs::ObsError> {
-        obs::ObsSettings::new(&self.signing_key, host, self.rtmp_addr.port(), &self.config.app, stream, expires_ms)
+        let server = startup::rtmp_server(&host.parse()?, self.rtmp_addr.port(), &self.config.app);
+        obs::ObsSettings::new(&self.signing_key, &server, stream, expires_ms)
     }
 
     /// Stops accepting, ends every connection and waits for the servers to finish.
@@ -269,15 +279,6 @@ pub async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = ctrl_c => "interrupt",
         _ = term => "SIGTERM",
-    }
-}
-
-/// Where local clients reach a listener bound to `ip` (a wildcard address means loopback).
-fn loopback_for(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        other => other,
     }
 }
 

@@ -11,6 +11,8 @@ pub enum ObsError {
     BadStream(String),
     #[error("cannot sign the URL: {0}")]
     Sign(#[from] onair_policy::PolicyError),
+    #[error(transparent)]
+    Host(#[from] crate::net::HostPortError),
 }
 
 /// What to type into OBS (Settings → Stream → Service: Custom).
@@ -27,30 +29,16 @@ pub struct ObsSettings {
 }
 
 impl ObsSettings {
-    pub fn new(
-        key: &SigningKey,
-        host: &str,
-        default_port: u16,
-        app: &str,
-        stream: &str,
-        expires_ms: u64,
-    ) -> Result<Self, ObsError> {
+    /// Signs `stream` on `server` (`rtmp://host:port/<app>`, as built by
+    /// [`crate::startup::PublicUrls`] or [`crate::startup::rtmp_server`]).
+    pub fn new(key: &SigningKey, server: &str, stream: &str, expires_ms: u64) -> Result<Self, ObsError> {
         if !crate::is_valid_stream_name(stream) {
             return Err(ObsError::BadStream(stream.into()));
         }
-        let host_port = if has_port(host) { host.to_owned() } else { format!("{host}:{default_port}") };
-        let server = format!("rtmp://{host_port}/{app}");
         let policy = Policy { url_expire: expires_ms, ..Default::default() };
         let url = onair_policy::sign_url(key.as_bytes(), &format!("{server}/{stream}"), &policy)?;
         let stream_key = url[server.len() + 1..].to_owned();
-        Ok(Self { server, stream_key, url, expires_ms })
-    }
-}
-
-fn has_port(host: &str) -> bool {
-    match host.rfind(']') {
-        Some(end) => host[end..].contains(':'),
-        None => host.contains(':'),
+        Ok(Self { server: server.to_owned(), stream_key, url, expires_ms })
     }
 }
 
@@ -62,7 +50,7 @@ mod tests {
     #[test]
     fn settings_verify_as_obs_dials_them() {
         let key = SigningKey::new("k");
-        let s = ObsSettings::new(&key, "192.168.1.5", 1935, "live", "show", 4_000_000_000_000).unwrap();
+        let s = ObsSettings::new(&key, "rtmp://192.168.1.5:1935/live", "show", 4_000_000_000_000).unwrap();
         assert_eq!(s.server, "rtmp://192.168.1.5:1935/live");
         assert!(s.stream_key.starts_with("show?policy="), "{}", s.stream_key);
         // OBS connects with tcUrl = server and publishes the stream key: the server rebuilds this.
@@ -70,8 +58,6 @@ mod tests {
         assert_eq!(dialled, s.url);
         let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
         assert!(onair_policy::verify(b"k", &dialled, client, 1).is_ok());
-        let with_port = ObsSettings::new(&key, "example.com:1940", 1935, "live", "show", 1).unwrap();
-        assert_eq!(with_port.server, "rtmp://example.com:1940/live");
-        assert!(ObsSettings::new(&key, "h", 1935, "live", "bad/name", 1).is_err());
+        assert!(ObsSettings::new(&key, "rtmp://h:1935/live", "bad/name", 1).is_err());
     }
 }

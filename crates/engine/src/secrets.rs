@@ -1,6 +1,7 @@
 //! Secrets behind a narrow trait: the OS keyring in production, memory in unit tests.
 //!
 //! Secrets never reach logs or config files: error messages name the entry, never its value.
+//! Which source wins (environment or keyring) is decided in [`crate::startup`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,15 +19,6 @@ pub const SIGNING_KEY_ENV: &str = "ONAIR_SIGNING_KEY";
 pub const TURN_SECRET: &str = "turn-secret";
 /// The environment variable that overrides the TURN shared secret.
 pub const TURN_SECRET_ENV: &str = "ONAIR_TURN_SECRET";
-
-/// The TURN shared secret: `ONAIR_TURN_SECRET`, else the keyring entry (never generated: it must
-/// match the TURN server's).
-pub fn turn_secret(store: &dyn SecretStore) -> Result<Option<String>, SecretError> {
-    match std::env::var(TURN_SECRET_ENV) {
-        Ok(v) if !v.is_empty() => Ok(Some(v)),
-        _ => store.get(TURN_SECRET),
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -121,18 +113,8 @@ impl SigningKey {
         self.0.as_bytes()
     }
 
-    /// Where a key comes from: the `ONAIR_SIGNING_KEY` override, else `store` (generating and
-    /// saving a new random key on first use). Returns the key and a description of its source.
-    pub fn resolve(store: &dyn SecretStore) -> Result<(Self, &'static str), SecretError> {
-        if let Ok(v) = std::env::var(SIGNING_KEY_ENV)
-            && !v.is_empty()
-        {
-            return Ok((Self(v), "the ONAIR_SIGNING_KEY environment variable"));
-        }
-        Self::from_store(store)
-    }
-
-    /// The key kept in `store`, created there on first use.
+    /// The key kept in `store`, created there on first use; with a description of its source.
+    /// (The front ends also honour `ONAIR_SIGNING_KEY`: see [`crate::startup::signing_key`].)
     pub fn from_store(store: &dyn SecretStore) -> Result<(Self, &'static str), SecretError> {
         if let Some(v) = store.get(SIGNING_KEY)? {
             return Ok((Self(v), "the OS keyring"));

@@ -5,22 +5,14 @@ mod remote;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use onair_engine::secrets::{self, KeyringStore, SigningKey};
-use onair_engine::{Config, Engine, Secrets, net, obs::ObsSettings};
-use tracing_subscriber::EnvFilter;
-
-/// The log filter without `ONAIR_LOG`: info, minus a warning rtc's DTLS layer prints for every
-/// WebRTC session (`conn.remote_addr is empty`), which is expected with our single-port sockets.
-/// Also, matrix-sdk logs every sync at info and every failed request at warn; OnAir reports the
-/// Matrix state itself.
-const DEFAULT_LOG: &str =
-    "info,rtc_dtls::config=error,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk::http_client=off";
-/// Logs in to Matrix once when the keyring holds no session yet.
-const MATRIX_PASSWORD_ENV: &str = "ONAIR_MATRIX_PASSWORD";
+use onair_engine::net::HostPort;
+use onair_engine::secrets::KeyringStore;
+use onair_engine::startup::{self, PublicUrls};
+use onair_engine::{Config, Engine, Secrets, obs::ObsSettings};
 
 #[derive(Parser)]
 #[command(name = "onair", version, about = "OnAir: RTMP in, LL-HLS out, viewer pages — headless")]
@@ -91,12 +83,14 @@ enum Command {
     Obs {
         /// The stream name.
         stream: String,
-        /// Host (or host:port) OBS reaches this machine at (default: public_host or the LAN address, RTMP port).
+        /// Host (or host:port) OBS reaches this machine at: a name, IPv4, IPv6 (`::1`, `[::1]:1935`)
+        /// (default: public_host, else the RTMP listen address or the LAN address; the RTMP port
+        /// when none is given).
         #[arg(long)]
-        host: Option<String>,
+        host: Option<HostPort>,
         /// How long the key can start new publishes, e.g. 30d, 12h (default 365d).
-        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
-        expires: Duration,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -147,10 +141,7 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ONAIR_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)))
-        .with_writer(std::io::stderr)
-        .init();
+    startup::init_logging();
     match cli.command {
         Command::Serve { http, rtmp, data_dir, config } => {
             let mut cfg = Config::load(config.as_deref())?;
@@ -163,13 +154,8 @@ fn main() -> Result<()> {
             if let Some(d) = data_dir {
                 cfg.data_dir = d;
             }
-            // Resolve the secret before the runtime starts: keyring calls block.
-            let (signing_key, source) = SigningKey::resolve(&KeyringStore)?;
-            tracing::info!("stream signing key from {source}");
-            let turn_secret = if cfg.webrtc.turn_urls.is_empty() { None } else { secrets::turn_secret(&KeyringStore)? };
-            // Used once to log in when the keyring holds no Matrix session yet; never stored.
-            let matrix_password = std::env::var(MATRIX_PASSWORD_ENV).ok().filter(|p| !p.is_empty());
-            let secrets = Secrets { signing_key, turn_secret, store: Arc::new(KeyringStore), matrix_password };
+            // Resolve the secrets before the runtime starts: keyring calls block.
+            let secrets = startup::resolve_secrets(&cfg, Arc::new(KeyringStore))?;
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(cfg, secrets))
         }
         Command::Title { stream, title, at } => {
@@ -206,9 +192,13 @@ fn main() -> Result<()> {
         }
         Command::Obs { stream, host, expires, json, config, apply, obs_url, write_profile, keyint } => {
             let cfg = Config::load(config.as_deref())?;
-            let (key, _) = SigningKey::resolve(&KeyringStore)?;
-            let host = host.unwrap_or_else(|| net::public_host(&cfg.public_host));
-            let settings = ObsSettings::new(&key, &host, cfg.rtmp.port(), &cfg.app, &stream, expires_at(expires))?;
+            let key = startup::signing_key(&KeyringStore)?;
+            let server = match host {
+                Some(host) => startup::rtmp_server(&host, cfg.rtmp.port(), &cfg.app),
+                None => PublicUrls::new(&cfg, cfg.http, cfg.rtmp).rtmp_server().to_owned(),
+            };
+            let expires = startup::expires_ms(SystemTime::now(), expires.unwrap_or(startup::KEY_VALIDITY));
+            let settings = ObsSettings::new(&key, &server, &stream, expires)?;
             if apply || write_profile.is_some() {
                 let mut target = onair_obs::ObsTarget::new(&settings.server, &settings.stream_key);
                 target.keyint_s = keyint;
@@ -224,40 +214,32 @@ fn main() -> Result<()> {
     }
 }
 
-fn expires_at(d: Duration) -> u64 {
-    (SystemTime::now() + d).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 fn print_obs(s: &ObsSettings) {
     println!("OBS → Settings → Stream → Service: Custom");
     println!("  Server:      {}", s.server);
     println!("  Stream Key:  {}", s.stream_key);
     println!("Publish URL (ffmpeg -f flv …): {}", s.url);
+    let until = std::time::UNIX_EPOCH + Duration::from_millis(s.expires_ms);
+    println!("The key starts publishes until {} (UTC).", humantime::format_rfc3339_seconds(until));
 }
 
 async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
-    let data_dir = cfg.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let data_dir = startup::create_data_dir(&cfg)?;
+    let signing_key = secrets.signing_key.clone();
     let engine = Engine::start(cfg.clone(), secrets).await?;
-    let host = net::public_host(&cfg.public_host);
-    let http_host = if cfg.public_host.is_empty() || !cfg.public_host.contains(':') {
-        format!("{host}:{}", engine.http_addr().port())
-    } else {
-        host.clone()
-    };
+    let urls = engine.urls();
     let stream = &cfg.default_stream;
     println!("OnAir is running.");
     println!("  HTTP  {}   RTMP  {}   data {}", engine.http_addr(), engine.rtmp_addr(), data_dir.display());
-    println!("  Viewer page:  http://{http_host}/{stream}");
-    println!("  Embed page:   http://{http_host}/embed/{stream}");
-    println!("  LL-HLS:       http://{http_host}/live/{stream}/llhls.m3u8");
+    println!("  Viewer page:  {}", urls.viewer(stream));
+    println!("  Embed page:   {}", urls.embed(stream));
+    println!("  LL-HLS:       {}", urls.llhls(stream));
     if let Some(w) = engine.webrtc() {
         let tcp = w.tcp_addr().map(|a| format!(", ICE-TCP {a}")).unwrap_or_default();
-        println!("  WebRTC WHEP:  http://{http_host}/live/{stream}/whep   (media on UDP {}{tcp})", w.udp_addr());
+        println!("  WebRTC WHEP:  {}   (media on UDP {}{tcp})", urls.whep(stream), w.udp_addr());
     }
-    let rtmp_host = host.split(':').next().unwrap_or(&host).to_owned();
-    let settings = engine.obs_settings(stream, &rtmp_host, expires_at(Duration::from_secs(365 * 86_400)))?;
-    print_obs(&settings);
+    let expires = startup::expires_ms(SystemTime::now(), startup::KEY_VALIDITY);
+    print_obs(&urls.obs_settings(&signing_key, stream, expires)?);
     println!("Press Ctrl-C to stop.");
 
     let signal = onair_engine::shutdown_signal().await;
@@ -271,13 +253,8 @@ async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
 /// The obs-websocket password: `ONAIR_OBS_PASSWORD`, else the keyring entry
 /// `obs-websocket-password`, else none (OBS may run without authentication).
 fn obs_password() -> Option<String> {
-    if let Ok(v) = std::env::var(onair_obs::PASSWORD_ENV)
-        && !v.is_empty()
-    {
-        return Some(v);
-    }
-    match onair_engine::secrets::SecretStore::get(&KeyringStore, onair_obs::PASSWORD_ENTRY) {
-        Ok(v) => v,
+    match startup::optional_secret(&KeyringStore, onair_obs::PASSWORD_ENV, onair_obs::PASSWORD_ENTRY) {
+        Ok((v, _)) => v,
         Err(e) => {
             tracing::debug!("no obs-websocket password from the keyring: {e}");
             None
@@ -329,15 +306,8 @@ fn obs_one_click(
     if let Some(url) = obs_url {
         let url = onair_obs::ObsUrl::parse(url)?;
         let password = obs_password();
-        // obws warns about its "dangerous" version override, which OnAir uses for OBS 28-30.1
-        // after checking the version itself: keep that line out of the user's way.
-        let filter = EnvFilter::try_from_env("ONAIR_LOG")
-            .unwrap_or_else(|_| EnvFilter::new(format!("{DEFAULT_LOG},obws=error")));
-        let quiet = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).finish();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let report = tracing::subscriber::with_default(quiet, || {
-            runtime.block_on(onair_obs::ws::apply(&url, password.as_deref(), target))
-        })?;
+        // obws' warning about its "dangerous" version override is off in startup::DEFAULT_LOG.
+        let report = block_on(async { Ok(onair_obs::ws::apply(&url, password.as_deref(), target).await?) })?;
         if json {
             out.insert("apply".into(), serde_json::to_value(&report)?);
         } else {

@@ -49,6 +49,34 @@ fn obs_prints_a_signed_key_that_verifies() {
 }
 
 #[test]
+fn obs_host_takes_ipv6_and_names_a_bad_host() {
+    let obs = |host: &str| {
+        Command::new(BIN)
+            .args(["obs", "show", "--host", host, "--json"])
+            .env("ONAIR_SIGNING_KEY", "k")
+            .output()
+            .unwrap()
+    };
+    for (host, server) in [
+        ("::1", "rtmp://[::1]:1935/live"),
+        ("[::1]", "rtmp://[::1]:1935/live"),
+        ("[2001:db8::1]:1940", "rtmp://[2001:db8::1]:1940/live"),
+        ("tv.example.org", "rtmp://tv.example.org:1935/live"),
+    ] {
+        let out = obs(host);
+        assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["server"], server, "{host}");
+    }
+    for (host, why) in [("rtmp://h", "not a URL"), ("2001:db8::1:1940x", "in brackets"), ("h:0", "port 0")] {
+        let out = obs(host);
+        assert!(!out.status.success(), "{host} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{host:?} is not a host or host:port")) && stderr.contains(why), "{stderr}");
+    }
+}
+
+#[test]
 fn serve_answers_healthz_and_stops_cleanly_on_sigterm() {
     let http = format!("127.0.0.1:{}", free_port());
     let rtmp = format!("127.0.0.1:{}", free_port());

@@ -31,7 +31,7 @@ pub fn start_core(dir: &Path, secret: &str, settings: Option<SettingsPaths>) -> 
         http: "127.0.0.1:0".parse().unwrap(),
         rtmp: "127.0.0.1:0".parse().unwrap(),
         // OBS settings and viewer links name this host; OBS or the test's publisher dials it.
-        public_host: "127.0.0.1".into(),
+        public_host: Some("127.0.0.1".parse().unwrap()),
         data_dir: dir.join("data"),
         require_go_live: true,
         ..Default::default()
