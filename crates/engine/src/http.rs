@@ -18,7 +18,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, http::HeaderMap};
 use bytes::{Bytes, BytesMut};
 use onair_hls::{Lookup, Reload, Resource};
-use onair_webrtc::{IceServer, WebrtcServer};
+use onair_webrtc::{IceServer, WebrtcServer, WhepError};
 use serde::Serialize;
 
 use crate::control::Control;
@@ -406,7 +406,14 @@ async fn whep_offer(State(st): State<AppState>, Path(name): Path<String>, header
         }
         Err(e) => {
             tracing::debug!(stream = %name, error = %e, "WHEP offer refused");
-            error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), &e.to_string())
+            let status = match e {
+                WhepError::BadOffer(_) | WhepError::Incompatible(_) => StatusCode::BAD_REQUEST,
+                WhepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                WhepError::Offline => StatusCode::NOT_FOUND,
+                WhepError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, &e.to_string())
         }
     }
 }
