@@ -393,7 +393,8 @@ mod tests {
     fn gso_runs_are_same_size_datagrams_to_one_player() {
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
-        let d = |socket: usize, to: SocketAddr, n: usize| Datagram { socket, to, data: BytesMut::from(&vec![0u8; n][..]) };
+        let d =
+            |socket: usize, to: SocketAddr, n: usize| Datagram { socket, to, data: BytesMut::from(&vec![0u8; n][..]) };
         // A frame to a: four full packets and a shorter last one; then b; then a again.
         let outbox = vec![
             d(0, a, 1200),

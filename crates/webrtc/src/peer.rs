@@ -26,7 +26,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::shared::TransportProtocol;
 
-use crate::negotiate::{OPUS_FMTP, ProfileLevelId, choose_h264, choose_opus, h264_fmtp, offered_h264_profiles, summarize_offer};
+use crate::negotiate::{
+    OPUS_FMTP, ProfileLevelId, choose_h264, choose_opus, h264_fmtp, offered_h264_profiles, summarize_offer,
+};
 use crate::packetize::RtpStream;
 use crate::{StreamTracks, WhepError};
 

@@ -93,8 +93,8 @@ pub(crate) fn ntp_time(since_unix_epoch: Duration) -> u64 {
 /// a player computes to line the tracks up.
 #[cfg(test)]
 pub(crate) fn ntp_us_of(report: &SenderReport, rtp: u32, clock_rate: u32) -> i128 {
-    let sr_us = i128::from(report.ntp_time >> 32) * 1_000_000
-        + ((i128::from(report.ntp_time & 0xffff_ffff) * 1_000_000) >> 32);
+    let sr_us =
+        i128::from(report.ntp_time >> 32) * 1_000_000 + ((i128::from(report.ntp_time & 0xffff_ffff) * 1_000_000) >> 32);
     let delta = i128::from(rtp.wrapping_sub(report.rtp_time) as i32);
     sr_us + delta * 1_000_000 / i128::from(clock_rate)
 }

@@ -180,6 +180,9 @@ pub(crate) struct Shard {
     events: VecDeque<ShardEvent>,
     /// Reused buffer for a session's output.
     scratch: Vec<TaggedBytesMut>,
+    /// Every sender report written, for the tests.
+    #[cfg(test)]
+    reports_written: Vec<rtc::rtcp::sender_report::SenderReport>,
 }
 
 impl Shard {
@@ -205,6 +208,8 @@ impl Shard {
             outbox: Vec::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
+            #[cfg(test)]
+            reports_written: Vec::new(),
         }
     }
 
@@ -402,8 +407,10 @@ impl Shard {
         true
     }
 
-    /// Fires the peers' timers that are due.
+    /// Fires the peers' timers that are due (each peer once: one that asks for a time that has
+    /// passed already is served on the next call).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(Reverse((t, key))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -414,6 +421,10 @@ impl Shard {
                 continue; // superseded by an earlier entry that already fired
             }
             session.scheduled = None;
+            due.push(key);
+        }
+        for key in due {
+            let Some(session) = self.sessions.get_mut(&key) else { continue };
             if let Err(e) = session.pc.handle_timeout(now) {
                 debug!("WebRTC: session {}: timeout: {e}", session.id);
             }
@@ -448,6 +459,8 @@ impl Shard {
             }
             for track in session.video.iter().chain(session.audio.iter()) {
                 let Some(report) = track.report.report(&anchor, now, wall) else { continue };
+                #[cfg(test)]
+                self.reports_written.push(report.clone());
                 if let Some(mut sender) = session.pc.rtp_sender(track.sender)
                     && let Err(e) = sender.write_rtcp(now, vec![Box::new(report)])
                 {

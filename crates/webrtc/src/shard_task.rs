@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::ShardStats;
 use crate::feed::FeedMsg;
 use crate::net::{NetIn, UdpSender};
 use crate::routes::SharedRoutes;
 use crate::shard::{Counters, NewSession, Shard};
-use crate::ShardStats;
 
 /// What the API handle asks a shard.
 pub(crate) enum ShardCommand {

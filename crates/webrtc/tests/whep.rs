@@ -258,7 +258,11 @@ async fn browser_test() -> tokio::sync::MutexGuard<'static, ()> {
 fn assert_sync_estimated(v: &serde_json::Value) {
     let delta = v["avSyncDeltaMs"].as_i64();
     assert!(delta.is_some(), "no A/V sync estimate from the sender reports: {v}");
-    println!("Chromium's A/V playout difference: {} ms (jitter buffer {} ms)", delta.unwrap_or_default(), v["jitterBufferDelayMs"]);
+    println!(
+        "Chromium's A/V playout difference: {} ms (jitter buffer {} ms)",
+        delta.unwrap_or_default(),
+        v["jitterBufferDelayMs"]
+    );
 }
 
 /// Runs the Chromium WHEP client; returns its JSON.
