@@ -8,7 +8,7 @@
 #   ttff     time to first frame of a new viewer (N page loads)
 #   viewers  engine CPU and RSS per WebRTC viewer at 6 Mb/s, with Rust WHEP load clients
 #            (bench/webrtc/whepload: rtc sans-IO peers that count SRTP packets, no decryption),
-#            plus the engine's own once-a-second stats (busy time per engine task, packets sent,
+#            plus the engine's own once-a-second stats (busy time per WebRTC shard, packets sent,
 #            send errors, lagging sessions) read from its log
 #
 # Environment (all optional):
@@ -20,7 +20,7 @@
 #   BENCH_WARMUP, BENCH_MEASURE   seconds per viewers step (default 5 and 10)
 #   BENCH_TTFF_RUNS           default 5
 #   WHEPLOAD_DECRYPT=1        load clients also decrypt SRTP (costs them CPU)
-#   ONAIR_WEBRTC_ENGINES=N    engine tasks in the server (default: one per core)
+#   ONAIR_WEBRTC_SHARDS=N     WebRTC shards (tasks) in the server (default: one per core)
 #   ONAIR_WEBRTC_GSO=0        no UDP GSO (one sendto per packet)
 set -euo pipefail
 
@@ -158,7 +158,7 @@ prepare() {
   say "OnAir WebRTC benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
   say "machine: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores, $(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo) MB RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), Linux $(uname -r), $(/usr/bin/chromium --version 2>/dev/null | head -1)"
   say "pinning: $([[ ${BENCH_PIN:-1} == 1 ]] && echo 'engine on CPU 0; publisher, Chromium and load clients on CPU 1' || echo none)"
-  say "WebRTC engine tasks: ${ONAIR_WEBRTC_ENGINES:-one per core}; UDP GSO: $([[ ${ONAIR_WEBRTC_GSO:-1} == 0 ]] && echo off || echo on)"
+  say "WebRTC shards: ${ONAIR_WEBRTC_SHARDS:-one per core}; UDP GSO: $([[ ${ONAIR_WEBRTC_GSO:-1} == 0 ]] && echo off || echo on)"
   say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   say "raw results: $RUN"
 }
@@ -228,7 +228,7 @@ step_viewers() {
   say "== viewers: engine CPU/RSS per WebRTC viewer; stream 1080p30 at ${kbps} kb/s (engine's figure); ${WARMUP}+${MEASURE} s per step"
   say "   clients: onair-whepload (rtc 0.21.1 offerer, recvonly video+audio, own UDP socket each, SRTP $([[ ${WHEPLOAD_DECRYPT:-0} == 1 ]] && echo decrypted || echo 'counted, not decrypted'))"
   say "   ok = clients receiving >= 90 % of the stream's bitrate; cpu% of one core; per-viewer figures are above the 0-viewer step"
-  say "   rcv_drop = UDP datagrams the kernel dropped at full client sockets (client too slow); eng_busy% = each engine task's busy time; kpkt/s, snd_err, lagged = engine's own counters"
+  say "   rcv_drop = UDP datagrams the kernel dropped at full client sockets (client too slow); eng_busy% = each WebRTC shard's busy time; kpkt/s, snd_err, lagged (media units a shard missed) = engine's own counters"
   local dec=()
   [[ ${WHEPLOAD_DECRYPT:-0} == 1 ]] && dec=(--decrypt)
   "${CLIENT_CPUS[@]}" "$WHEPLOAD" --url "$ENGINE_URL/live/bench/whep" --pid "$ENGINE_PID" --steps "$STEPS" \

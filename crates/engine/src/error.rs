@@ -4,6 +4,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use onair_webrtc::WhepError;
 
 use crate::control::ControlError;
 use crate::hub::ServeError;
@@ -26,9 +27,9 @@ pub enum ApiError {
     WebrtcDisabled,
     #[error("no such WHEP session")]
     NoWhepSession,
-    /// An offer the WebRTC server did not answer, with the status it maps to.
-    #[error("{source}")]
-    Whep { status: StatusCode, source: onair_webrtc::WhepError },
+    /// An offer the WebRTC server did not answer.
+    #[error(transparent)]
+    Whep(#[from] WhepError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("the control API only answers on this machine (loopback)")]
@@ -51,7 +52,13 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Whep { status, .. } => *status,
+            ApiError::Whep(e) => match e {
+                WhepError::BadOffer(_) | WhepError::Incompatible(_) => StatusCode::BAD_REQUEST,
+                WhepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                WhepError::Offline => StatusCode::NOT_FOUND,
+                WhepError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Control(e) => match e {
                 ControlError::BadStream(_) | ControlError::BadInput(_) => StatusCode::BAD_REQUEST,
                 ControlError::NoChat(_) => StatusCode::CONFLICT,
@@ -89,6 +96,10 @@ mod tests {
             (ApiError::Serve(ServeError::Offline("x".into())), 404, "stream \"x\" is offline\n"),
             (ApiError::Serve(ServeError::Timeout), 503, "the requested part did not appear in time\n"),
             (ApiError::Control(ControlError::NoChat("off".into())), 409, "chat is not available: off\n"),
+            (ApiError::Whep(WhepError::Incompatible("no H.264".into())), 400, "incompatible offer: no H.264\n"),
+            (ApiError::Whep(WhepError::TooLarge { bytes: 9, limit: 8 }), 413, "the offer is 9 bytes, more than 8\n"),
+            (ApiError::Whep(WhepError::Offline), 404, "the stream is offline\n"),
+            (ApiError::Whep(WhepError::Unavailable), 503, "the WebRTC server is not running\n"),
             (
                 ApiError::BadToken,
                 401,

@@ -243,10 +243,7 @@ async fn whep_offer(
     let offline = || ApiError::Serve(crate::hub::ServeError::Offline(name.clone()));
     let stream = st.registry.get(&name).ok_or_else(offline)?;
     let (tracks, media) = stream.webrtc_feed().ok_or_else(offline)?;
-    let answer = server.answer(&name, offer, &tracks, media).await.map_err(|e| ApiError::Whep {
-        status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        source: e,
-    })?;
+    let answer = server.answer(&name, offer, &tracks, media).await?;
     let mut res = (
         StatusCode::CREATED,
         [

@@ -4,27 +4,28 @@
 //! # Contract
 //!
 //! * [`WebrtcServer::start`] binds the UDP port (and the TCP port, if configured) and spawns
-//!   **one engine task per core** (`ONAIR_WEBRTC_ENGINES` overrides;
-//!   [`WebrtcServer::start_with_engines`]), each owning the peer connections of the sessions it
-//!   was given (new sessions go to the engine with the fewest); socket reader tasks route every
-//!   packet to its session's engine (see [`demux`]). [`WebrtcServer`] is a cheap `Clone` handle.
-//!   [`WebrtcServer::stats`] reads the engines' counters (packets sent, send errors, time busy).
+//!   **one shard per core** (`ONAIR_WEBRTC_SHARDS` overrides;
+//!   [`WebrtcServer::start_with_shards`]), each owning the peer connections of the sessions it
+//!   was given (new sessions go to the shard with the fewest); socket reader tasks route every
+//!   packet to its session's shard through one routing table. [`WebrtcServer`] is a cheap
+//!   `Clone` handle. [`WebrtcServer::stats`] reads the shards' counters (packets sent, send
+//!   errors, drops, time busy).
 //! * [`WebrtcServer::answer`] takes a WHEP offer (recvonly audio and/or video) for a stream, the
 //!   stream's [`StreamTracks`] and a `tokio::sync::broadcast::Receiver<Arc<Sample>>` of its
 //!   media, and returns an [`Answer`] (session id + SDP answer, all candidates included: no
-//!   trickle needed). Errors: [`WhepError::BadOffer`] (HTTP 400: unparsable or unusable SDP),
-//!   [`WhepError::Incompatible`] (HTTP 400: no offered H.264 profile can decode the stream, or
-//!   nothing the stream has was asked for), [`WhepError::Unavailable`] (503),
-//!   [`WhepError::Internal`] (500). [`WhepError::status`] maps them.
-//! * Media: a session starts video at the next keyframe (SPS/PPS in front of every IDR,
-//!   Annex-B → RFC 6184 STAP-A/FU-A), video RTP timestamp = pts (dts + cts, ms) × 90, Opus
-//!   RTP timestamp = pts × 48 kept continuous; both derive from the publish's ms timeline, and
-//!   the server's own RTCP sender reports map that timeline (not the packets' send times) to one
-//!   wall clock, so players keep the tracks in sync even when audio leaves later (transcoding).
-//!   A session whose receiver lags (`RecvError::Lagged`) drops video until the next keyframe:
-//!   nothing is buffered per session beyond the broadcast channel, and a slow session never
-//!   slows the others.
-//! * A session ends — and its demux entries go — on [`WebrtcServer::close`] (WHEP `DELETE`),
+//!   trickle needed), or a [`WhepError`] saying what went wrong (bad offer, incompatible codecs,
+//!   offer too large, stream offline, server stopped, internal); the caller picks the HTTP
+//!   status.
+//! * Media: each stream's samples are made into RTP payloads **once** (SPS/PPS in front of every
+//!   IDR, Annex-B → RFC 6184 STAP-A/FU-A), and every session stamps its own header on them (SSRC,
+//!   payload type, sequence number, timestamp offset) before SRTP. A session starts video at the
+//!   next keyframe; video RTP timestamp = pts (dts + cts, ms) × 90, Opus RTP timestamp = pts × 48
+//!   kept continuous; both derive from the publish's ms timeline, and the server's own RTCP
+//!   sender reports map that timeline (not the packets' send times) to one wall clock, so
+//!   players keep the tracks in sync even when audio leaves later (transcoding). A shard that
+//!   falls behind misses units (counted) and its sessions' video waits for the next keyframe:
+//!   nothing is buffered per session, and a slow shard never slows the others.
+//! * A session ends — and its routing entries go — on [`WebrtcServer::close`] (WHEP `DELETE`),
 //!   when ICE or DTLS fails, when the player closes (DTLS close_notify) or stops answering
 //!   (no ICE traffic for 5 s → disconnected, 15 s more → failed), when it does not connect
 //!   within 30 s, and when the stream ends (the broadcast channel closes).
@@ -39,6 +40,13 @@
 //!   decoder that contains High); an OpenH264-only player (Constrained Baseline) gets
 //!   [`WhepError::Incompatible`] for a Main or High stream and should fall back to HLS.
 //!
+//! # Modules
+//!
+//! `server` (the API handle), `peer` (offer → plan → peer connection), `routes` (the one
+//! routing table), `shard` (the sans-IO shard loop) driven by `shard_task`, `net` (sockets, GSO),
+//! `feed` (one feeder per stream), [`packetize`] (payloads once, headers per session), `report`
+//! (RTCP sender reports), [`demux`], [`negotiate`], `config`.
+//!
 //! # Single-port demultiplexing
 //!
 //! Each session gets its own ICE username fragment. A datagram from a known remote address goes
@@ -50,15 +58,22 @@
 
 mod config;
 pub mod demux;
+mod feed;
 pub mod negotiate;
+mod net;
 pub mod packetize;
+mod peer;
+mod report;
+mod routes;
 mod server;
 mod shard;
+mod shard_task;
 
 use bytes::Bytes;
 
 pub use config::{IceServer, WebrtcConfig, turn_rest_credentials};
 pub use negotiate::{ProfileLevelId, h264_fmtp};
+pub use peer::MAX_OFFER_BYTES;
 pub use server::WebrtcServer;
 
 /// What a stream offers to WebRTC players.
@@ -84,18 +99,20 @@ pub enum Sample {
 /// Counters of the WebRTC server ([`WebrtcServer::stats`]), cumulative since it started.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WebrtcStats {
-    /// One entry per engine task.
-    pub engines: Vec<EngineStats>,
+    /// One entry per shard.
+    pub shards: Vec<ShardStats>,
     /// Packets that belonged to no session (dropped).
     pub unrouted: u64,
+    /// Samples the stream feeders skipped because they fell behind the hub's broadcast.
+    pub lagged_samples: u64,
     /// `SO_SNDBUF` / `SO_RCVBUF` the kernel granted on the UDP socket, bytes.
     pub udp_send_buffer: usize,
     pub udp_recv_buffer: usize,
 }
 
-/// Counters of one engine task.
+/// Counters of one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct EngineStats {
+pub struct ShardStats {
     /// Sessions it owns now.
     pub sessions: usize,
     /// UDP datagrams handed to the kernel, and their bytes.
@@ -103,17 +120,19 @@ pub struct EngineStats {
     pub bytes_sent: u64,
     /// UDP sends that failed (ENOBUFS, unreachable, …): those packets are lost.
     pub send_errors: u64,
-    /// Times the UDP send buffer was full and the engine waited for room.
+    /// Times the UDP send buffer was full and the shard waited for room.
     pub send_blocked: u64,
     /// Successful send system calls (fewer than `packets_sent` when UDP GSO batches them).
     pub send_calls: u64,
     /// Packets dropped because an ICE-TCP connection's queue was full.
     pub tcp_dropped: u64,
-    /// RTP packets its sessions' feeders handed to it.
+    /// RTP packets its sessions sent (before SRTP).
     pub rtp_in: u64,
-    /// Samples its sessions skipped because it was behind (lagging broadcast receivers).
-    pub lagged_samples: u64,
-    /// Time the engine task spent working rather than waiting.
+    /// Media units (frames, audio packets) it missed because its queue was full.
+    pub media_dropped: u64,
+    /// Datagrams from players dropped because its queue was full.
+    pub net_dropped: u64,
+    /// Time the shard task spent working rather than waiting.
     pub busy: std::time::Duration,
 }
 
@@ -126,33 +145,28 @@ pub struct Answer {
     pub sdp: String,
 }
 
-/// Why an offer was not answered.
+/// Why an offer was not answered: what went wrong, for the caller to map to a status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WhepError {
-    /// The offer cannot be parsed or used (HTTP 400).
+    /// The offer cannot be parsed or used (not SDP, no ICE credentials or fingerprint, …).
     #[error("bad offer: {0}")]
     BadOffer(String),
     /// Nothing in the offer can carry this stream: no H.264 profile that decodes it, no Opus
-    /// when only audio was asked for, … (HTTP 400; a player should fall back to HLS).
+    /// when only audio was asked for, … (a player should fall back to HLS).
     #[error("incompatible offer: {0}")]
     Incompatible(String),
-    /// The WebRTC server has stopped (HTTP 503).
+    /// The offer is longer than [`MAX_OFFER_BYTES`].
+    #[error("the offer is {bytes} bytes, more than {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+    /// The stream's media has ended (its broadcast channel is closed).
+    #[error("the stream is offline")]
+    Offline,
+    /// The WebRTC server has stopped.
     #[error("the WebRTC server is not running")]
     Unavailable,
-    /// A failure inside the WebRTC stack (HTTP 500).
+    /// A failure inside the WebRTC stack.
     #[error("WebRTC: {0}")]
     Internal(String),
-}
-
-impl WhepError {
-    /// The HTTP status a WHEP endpoint answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            WhepError::BadOffer(_) | WhepError::Incompatible(_) => 400,
-            WhepError::Unavailable => 503,
-            WhepError::Internal(_) => 500,
-        }
-    }
 }
 
 /// Why the server could not start.

@@ -387,8 +387,9 @@ fn engine_log(path: &str, from: u64) -> EngineLog {
         let _ = f.seek(std::io::SeekFrom::Start(from));
         let _ = f.read_to_string(&mut text);
     }
-    // "engine 0: 100 sessions, busy 48 %, sent 31000 pkt/s 300.1 Mb/s in 4000 calls/s, rtp in …,
-    //  send errors 0, send blocked 0, tcp dropped 0, lagged samples 0, unrouted 0"
+    // "shard 0: 100 sessions, busy 48 %, sent 31000 pkt/s 300.1 Mb/s in 4000 calls/s, rtp in …,
+    //  send errors 0, send blocked 0, tcp dropped 0, media dropped 0, net dropped 0, unrouted 0"
+    // (before the server was split into shards: "engine 0: …, lagged samples 0, unrouted 0")
     let num = |line: &str, key: &str| -> Option<f64> {
         let rest = &line[line.find(key)? + key.len()..];
         let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
@@ -398,7 +399,7 @@ fn engine_log(path: &str, from: u64) -> EngineLog {
     let mut per_engine_lines = Vec::<usize>::new();
     let mut out = EngineLog::default();
     for line in text.lines().filter(|l| l.contains("onair_webrtc::stats")) {
-        let Some(engine) = num(line, "engine ").map(|e| e as usize) else { continue };
+        let Some(engine) = num(line, "shard ").or_else(|| num(line, "engine ")).map(|e| e as usize) else { continue };
         if busy.len() <= engine {
             busy.resize(engine + 1, (0.0, 0));
             per_engine_lines.resize(engine + 1, 0);
@@ -410,7 +411,7 @@ fn engine_log(path: &str, from: u64) -> EngineLog {
         out.calls += num(line, "Mb/s in ").unwrap_or(0.0);
         out.send_errors += num(line, "send errors ").unwrap_or(0.0) as u64;
         out.send_blocked += num(line, "send blocked ").unwrap_or(0.0) as u64;
-        out.lagged += num(line, "lagged samples ").unwrap_or(0.0) as u64;
+        out.lagged += num(line, "media dropped ").or_else(|| num(line, "lagged samples ")).unwrap_or(0.0) as u64;
         out.lines += 1;
     }
     let seconds = per_engine_lines.iter().copied().max().unwrap_or(0).max(1) as f64;
