@@ -267,3 +267,60 @@ impl Feeder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::packetize::Kind;
+    use crate::packetize::tests::obs_capture;
+
+    /// One feeder for two shards: the shard whose queue is full misses units (counted) and is
+    /// told so with its next one; the other gets every unit, and both get the same payloads.
+    #[tokio::test]
+    async fn a_full_shard_misses_units_without_holding_up_the_other() {
+        let (avc, frames) = obs_capture();
+        let (tx0, mut rx0) = mpsc::channel(1);
+        let (tx1, mut rx1) = mpsc::channel(64);
+        let counters: Arc<[Arc<Counters>]> = vec![Arc::default(), Arc::default()].into();
+        let feeds = Feeds::new(vec![tx0, tx1].into(), counters.clone());
+        let (media, _) = broadcast::channel::<Arc<Sample>>(64);
+        let tracks = StreamTracks { video: Some(avc), audio: false };
+        let a = feeds.attach("live", 0, &tracks, media.subscribe()).await.unwrap();
+        let b = feeds.attach("live", 1, &tracks, media.subscribe()).await.unwrap();
+        assert_eq!(a.feed, b.feed, "one feeder per stream");
+        let unit = |m: Option<FeedMsg>| match m {
+            Some(FeedMsg::Media { gap, unit, .. }) => (gap, unit),
+            other => panic!("{other:?}"),
+        };
+        for f in &frames[..3] {
+            media.send(Arc::new(Sample::Video(f.clone()))).unwrap();
+        }
+        let mut got1 = Vec::new();
+        for _ in 0..3 {
+            got1.push(unit(tokio::time::timeout(Duration::from_secs(2), rx1.recv()).await.unwrap()));
+        }
+        assert!(got1.iter().all(|(gap, _)| !gap));
+        assert_eq!(got1[0].1.kind, Kind::Video { keyframe: true });
+        let (gap, first) = unit(rx0.recv().await);
+        assert!(!gap);
+        assert!(Arc::ptr_eq(&first, &got1[0].1), "the same unit, made once");
+        assert_eq!(counters[0].media_dropped.load(Relaxed), 2);
+        assert_eq!(counters[1].media_dropped.load(Relaxed), 0);
+        // Shard 0 has room again: its next unit says it missed some.
+        media.send(Arc::new(Sample::Video(frames[3].clone()))).unwrap();
+        let (gap, _) = unit(tokio::time::timeout(Duration::from_secs(2), rx0.recv()).await.unwrap());
+        assert!(gap);
+        let (gap, _) = unit(rx1.recv().await);
+        assert!(!gap);
+        // The stream ends: each shard with sessions of it is told.
+        drop(media);
+        assert!(matches!(rx0.recv().await, Some(FeedMsg::Ended { .. })));
+        assert!(matches!(rx1.recv().await, Some(FeedMsg::Ended { .. })));
+        // A new publish (another channel) gets a feeder of its own.
+        let (again, _) = broadcast::channel::<Arc<Sample>>(8);
+        let c = feeds.attach("live", 0, &tracks, again.subscribe()).await.unwrap();
+        assert_ne!(c.feed, a.feed);
+    }
+}
