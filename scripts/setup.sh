@@ -43,6 +43,10 @@ if [ $want_test = 1 ]; then
   # aiortc, the first, goes into a venv like Synapse.
   for p in gstreamer1.0-plugins-bad gstreamer1.0-nice gstreamer1.0-plugins-good gstreamer1.0-libav \
     python3-gst-1.0 gir1.2-gst-plugins-bad-1.0; do need_pkg "$p"; done
+  # The browser engines besides Chromium (tests/tests/engines.rs): Firefox ESR, and WebKitGTK's
+  # MiniBrowser driven by WebKitWebDriver (it plays LL-HLS through gstreamer1.0-libav, above).
+  need firefox-esr firefox-esr
+  need WebKitWebDriver webkit2gtk-driver
   # A real OBS for the one-click setup tests, headless under Xvfb.
   need obs obs-studio
   need xvfb-run xvfb

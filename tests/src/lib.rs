@@ -327,6 +327,38 @@ pub async fn browser_script(script: &str, url: &str, args: &[&str]) -> Result<se
     Ok(v)
 }
 
+/// Runs `tests/browser/engines.mjs` on `url` in `engine` (`firefox`: Firefox ESR over WebDriver
+/// BiDi; `webkit`: WebKitGTK's MiniBrowser through WebKitWebDriver under its own Xvfb) with
+/// `args`; returns the JSON line it printed last. A missing browser fails, never skips.
+pub async fn engine_play(engine: &str, url: &str, args: &[&str]) -> Result<serde_json::Value> {
+    match engine {
+        "firefox" => drop(require_tool("firefox-esr")),
+        "webkit" => {
+            require_tool("WebKitWebDriver");
+            require_tool("Xvfb");
+        }
+        other => bail!("no browser engine {other}"),
+    }
+    let node = require_tool("node");
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/puppeteer-core").exists() {
+        bail!("tests/browser/node_modules is missing puppeteer-core: run scripts/setup.sh --test");
+    }
+    let out = Command::new(node)
+        .arg(dir.join("engines.mjs"))
+        .arg(url)
+        .args(["--engine", engine])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line)
+        .with_context(|| format!("engines.mjs printed no JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// A `tests/browser/` script that keeps one browser open and takes JSON commands on stdin, one
 /// per line, answering each with one JSON line (`{"ok": true, …}` or `{"ok": false, "reason"}`);
 /// `{"op": "close"}` ends it. Used by chat.mjs and app.mjs.

@@ -33,10 +33,15 @@
 //! keyframe (only for streams with no keyframes for that long, or whose video stalled).
 //!
 //! **Parts** are one `moof` (one `traf` per track with samples) + one `mdat`, holding the samples
-//! of both tracks completed while the part was open. Video drives them: a part closes when one
-//! more frame of the predicted duration (the longer of the last two) would exceed
-//! `part_target_ms`, so at ordinary frame rates (≥ 10 fps) parts last 0.7–1.0 × the part target
-//! and never exceed it. A part also closes at a segment boundary, and before a keyframe inside a
+//! of both tracks completed while the part was open. Video drives them: a part closes at a clean
+//! cut (the next frame is presented after every frame so far) when one more run between clean
+//! cuts of the predicted duration (the longer of the last two) would exceed `part_target_ms`, so
+//! at ordinary frame rates (≥ 10 fps) parts last 0.7–1.0 × the part target and never exceed it.
+//! Without B-frames every cut is clean and a run is one frame; with B-frames a run is a
+//! reference frame and the B-frames shown before it (`P B B`), which stay in one part: each
+//! part is presented after the one before it, with no hole for the next part to fill. (Only a
+//! run longer than predicted is cut inside, where even one more frame would exceed the
+//! target.) A part also closes at a segment boundary, and before a keyframe inside a
 //! segment (a scene cut) unless the part already starts with one (all-intra video): so a part is
 //! `INDEPENDENT=YES` exactly when it starts with a keyframe, and every keyframe is in such a
 //! part. The last part of a segment may be short. Audio-only parts close the same way

@@ -130,6 +130,15 @@ pub struct Packager {
     held_audio: Option<Held>,
     /// The last two video sample durations (ticks), to predict the next one.
     video_durations: [u32; 2],
+    /// The latest presentation time (ticks, `(dts + cts) × 90`) of the video samples so far.
+    video_max_pts: i64,
+    /// Ticks of video since the last clean cut (a point after which every frame is presented
+    /// after every frame before it: not between a reference frame and the B-frames shown
+    /// before it).
+    video_run_ticks: u64,
+    /// The last two runs between clean cuts (ticks), to predict the next one: a B-frame group
+    /// (`P B B`, 3 frames) or, without B-frames, one frame.
+    video_runs: [u64; 2],
     open: OpenPart,
     /// Complete segments, oldest first, then possibly the one in progress.
     segments: VecDeque<Segment>,
@@ -151,6 +160,18 @@ fn ticks_to_us(ticks: u64, timescale: u32) -> u64 {
 fn ms_to_ticks(ms: u64, timescale: u32) -> u64 {
     let t = u128::from(ms) * u128::from(timescale) / 1000;
     u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+/// A frame's presentation time in video ticks: `(dts + cts) × 90`.
+fn presentation_ticks(frame: &Frame) -> i64 {
+    i64::try_from(frame.dts).unwrap_or(i64::MAX).saturating_add(i64::from(frame.cts)).saturating_mul(90)
+}
+
+/// The video frame after the one being completed.
+struct Following {
+    keyframe: bool,
+    /// Its presentation time, see [`presentation_ticks`].
+    pts: i64,
 }
 
 fn clamp_u32(v: u64) -> u32 {
@@ -182,6 +203,9 @@ impl Packager {
             held_video: None,
             held_audio: None,
             video_durations: [0; 2],
+            video_max_pts: i64::MIN,
+            video_run_ticks: 0,
+            video_runs: [0; 2],
             open: OpenPart::default(),
             segments: VecDeque::new(),
             next_msn: 0,
@@ -246,7 +270,7 @@ impl Packager {
             }
             if let Some(h) = self.held_video.take() {
                 let duration = self.predicted_video_duration();
-                self.complete_video(h, duration, false);
+                self.complete_video(h, duration, None);
             }
             self.close_part();
             if self.in_progress().is_some() {
@@ -452,7 +476,7 @@ impl Packager {
             return;
         }
         let t = ms_to_ticks(frame.dts, VIDEO_TIMESCALE);
-        let next_is_key = frame.keyframe;
+        let following = Following { keyframe: frame.keyframe, pts: presentation_ticks(&frame) };
         let time = match self.held_video.take() {
             None => t,
             Some(h) => {
@@ -460,7 +484,7 @@ impl Packager {
                 let duration = clamp_u32(t.saturating_sub(h.time).max(1));
                 let next = h.time.saturating_add(u64::from(duration));
                 self.video_durations = [self.video_durations[1], duration];
-                self.complete_video(h, duration, next_is_key);
+                self.complete_video(h, duration, Some(following));
                 next
             }
         };
@@ -495,10 +519,9 @@ impl Packager {
         self.held_audio = Some(Held { frame, wall_ms, time });
     }
 
-    /// A video sample whose duration is now known. `next_is_key`: the frame after it is a
-    /// keyframe (it will close the part anyway, so the part stays open for the audio until
-    /// then).
-    fn complete_video(&mut self, h: Held, duration: u32, next_is_key: bool) {
+    /// A video sample whose duration is now known; `following` describes the frame after it
+    /// (None at the end of the stream).
+    fn complete_video(&mut self, h: Held, duration: u32, following: Option<Following>) {
         let key = h.frame.keyframe;
         if key {
             if self.keyframe_closes_segment() {
@@ -509,11 +532,8 @@ impl Packager {
             }
         }
         self.open_segment(h.wall_ms, true);
-        let composition = i64::try_from(h.frame.dts)
-            .unwrap_or(i64::MAX)
-            .saturating_add(i64::from(h.frame.cts))
-            .saturating_mul(90)
-            .saturating_sub(i64::try_from(h.time).unwrap_or(i64::MAX));
+        let pts = presentation_ticks(&h.frame);
+        let composition = pts.saturating_sub(i64::try_from(h.time).unwrap_or(i64::MAX));
         let sample = Sample {
             duration,
             flags: if key { SYNC_SAMPLE_FLAGS } else { NON_SYNC_SAMPLE_FLAGS },
@@ -525,11 +545,28 @@ impl Packager {
         }
         self.open.video.push(sample);
         self.open.video_ticks = self.open.video_ticks.saturating_add(u64::from(duration));
-        // Close when another sample of the predicted duration would overshoot the target,
-        // unless the next frame is a keyframe that will close the part anyway: then the part
-        // stays open for the audio arriving until then.
-        let predicted = u64::from(self.predicted_video_duration().max(duration));
-        let full = self.open.video_ticks.saturating_add(predicted) > self.part_target_ticks(VIDEO_TIMESCALE);
+        self.video_max_pts = self.video_max_pts.max(pts);
+        self.video_run_ticks = self.video_run_ticks.saturating_add(u64::from(duration));
+        // A cut here is clean when the next frame is presented after everything so far. With
+        // B-frames it is not after a reference frame (`P`) whose B-frames (shown before it) come
+        // next: a part ending there would leave a hole in its presentation range that the next
+        // part fills, and an MSE implementation that forgets the highest presentation time
+        // between appends (WebKit's) then deletes the `P` as overlapped, and every frame
+        // depending on it up to the next keyframe: the picture stops.
+        let clean = following.as_ref().is_none_or(|f| f.pts > self.video_max_pts);
+        if clean {
+            self.video_runs = [self.video_runs[1], self.video_run_ticks];
+            self.video_run_ticks = 0;
+        }
+        let target = self.part_target_ticks(VIDEO_TIMESCALE);
+        let frame = u64::from(self.predicted_video_duration().max(duration));
+        // At a clean cut, close when the next run (as long as the longer of the last two) would
+        // overshoot the target; elsewhere only when even the next frame would (a run longer than
+        // predicted: the target is a hard limit).
+        let next = if clean { frame.max(self.video_runs[0]).max(self.video_runs[1]) } else { frame };
+        let full = self.open.video_ticks.saturating_add(next) > target;
+        // A keyframe next closes the part anyway: then it stays open for the audio until then.
+        let next_is_key = following.is_some_and(|f| f.keyframe);
         if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part())) {
             self.close_part_on_size();
         }
@@ -854,6 +891,75 @@ mod tests {
         // Parts only for the last three target durations (and the segment in progress).
         assert!(!ll.contains("sess/55.0.m4s"), "{ll}");
         assert!(ll.contains("sess/56.0.m4s"), "{ll}");
+    }
+
+    /// 30 fps video as x264 with 2 B-frames encodes it (decode order `I P B B P B B …`, closed
+    /// GOPs of `gop` frames, a composition delay of 2 frames) and 48 kHz AAC, timestamps in
+    /// whole milliseconds as RTMP carries them, for `secs` seconds.
+    fn b_frame_timeline(secs: u64, gop: u64) -> Vec<Frame> {
+        let ms = |frame: u64| (frame * 100 + 1) / 3; // rounded to the nearest millisecond
+        let mut frames = Vec::new();
+        let (mut v, mut a) = (0u64, 0u64);
+        while ms(v) < secs * 1000 || a * 64 / 3 < secs * 1000 {
+            let ad = a * 64 / 3;
+            if ms(v) <= ad {
+                let k = v % gop;
+                // Display index within the GOP: I, then groups P(+3) B(+1) B(+2).
+                let shown = if k == 0 { 0 } else { 3 * ((k - 1) / 3) + [3, 1, 2][((k - 1) % 3) as usize] };
+                let pts = ms(v - k + shown + 2);
+                frames.push(video(ms(v), (pts - ms(v)) as i32, k == 0, (v % 251) as u8));
+                v += 1;
+            } else {
+                frames.push(audio(ad));
+                a += 1;
+            }
+        }
+        frames
+    }
+
+    /// Presentation times (ticks) of each part's video samples, over `msns`, in order.
+    fn part_presentation_times(p: &Packager, msns: std::ops::Range<u64>) -> Vec<Vec<i64>> {
+        let mut out = Vec::new();
+        for msn in msns {
+            for (trafs, _) in parts_of(p, msn) {
+                let v = trafs.iter().find(|t| t.track_id == VIDEO_TRACK_ID).unwrap();
+                let mut dts = v.base_decode_time as i64;
+                let mut pts = Vec::new();
+                for s in &v.samples {
+                    pts.push(dts + i64::from(s.3));
+                    dts += i64::from(s.0);
+                }
+                out.push(pts);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn b_frame_parts_do_not_split_a_group() {
+        // GOPs of 64 frames (1 + 21 groups of P B B): segments of 2.133 s.
+        let mut p = packager();
+        feed(&mut p, b_frame_timeline(12, 64));
+        p.finish();
+        let parts = part_presentation_times(&p, 0..6);
+        assert!(parts.len() >= 6 * 6, "{} parts", parts.len());
+        // Every part is presented after the one before it: no part ends with a P frame whose
+        // B-frames (shown before it) are in the next part.
+        for (i, pair) in parts.windows(2).enumerate() {
+            let before = pair[0].iter().max().unwrap();
+            let after = pair[1].iter().min().unwrap();
+            assert!(after > before, "part {} ends at {before}, part {} starts at {after}", i, i + 1);
+        }
+        // Whole groups of 3 frames still fill the parts: 0.7–1.0 × the part target except the
+        // last part of a segment.
+        for seg in p.snapshot().segments.iter() {
+            for (i, part) in seg.parts.iter().enumerate() {
+                assert!(part.duration_us <= 334_000, "{}", part.duration_us);
+                if i + 1 < seg.parts.len() {
+                    assert!(part.duration_us >= 234_000, "{}", part.duration_us);
+                }
+            }
+        }
     }
 
     #[test]

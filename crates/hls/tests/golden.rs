@@ -1,5 +1,8 @@
-//! Golden test: the real OBS 29 capture of `onair-media` (8 s, x264 High 640x360 at 30 fps with
-//! an IDR every 2 s plus a scene-cut IDR at 7.5 s, AAC-LC 48 kHz stereo), packaged end to end.
+//! Golden tests: the real OBS 29 capture of `onair-media` (8 s, x264 High 640x360 at 30 fps with
+//! an IDR every 2 s plus a scene-cut IDR at 7.5 s, AAC-LC 48 kHz stereo, no B-frames), and an
+//! ffmpeg capture with B-frames (`tests/data/ffmpeg-x264-bf2-320x180p30-aac48k.flv`: 3 s, x264
+//! High 320x180 at 30 fps, 2 B-frames as OBS's x264 default, an IDR every second, AAC-LC 48 kHz),
+//! packaged end to end and read back by `ffprobe` (required: a missing one fails the test).
 
 use std::process::Command;
 
@@ -9,6 +12,7 @@ use onair_media::flv::{FlvTag, read_flv};
 use onair_media::{AacConfig, AudioTag, AvcConfig, Frame, Track, VideoTag, parse_audio_tag, parse_video_tag};
 
 const FILE: &[u8] = include_bytes!("../../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv");
+const BFRAMES: &[u8] = include_bytes!("data/ffmpeg-x264-bf2-320x180p30-aac48k.flv");
 const T0: u64 = 1_795_599_000_000; // 2026-11-25T09:30:00.000Z
 
 struct Packaged {
@@ -21,12 +25,12 @@ struct Packaged {
     keyframes_ms: Vec<u64>,
 }
 
-fn package() -> Packaged {
+fn package(file: &[u8]) -> Packaged {
     let mut p = Packager::new(HlsConfig::default(), "golden");
     let (mut avc, mut aac) = (None, None);
     let (mut video_frames, mut audio_frames) = (0, 0);
     let mut keyframes_ms = Vec::new();
-    for tag in read_flv(FILE).expect("the golden file reads") {
+    for tag in read_flv(file).expect("the golden file reads") {
         let dts = u64::from(tag.timestamp_ms);
         let frame = match tag.tag_type {
             FlvTag::VIDEO => match parse_video_tag(tag.body).expect("video tag") {
@@ -116,7 +120,7 @@ fn count_samples(mut data: &[u8]) -> (usize, usize) {
 
 #[test]
 fn golden_obs29_package() {
-    let g = package();
+    let g = package(FILE);
     let p = &g.packager;
     assert_eq!(g.video_frames, 240);
     assert_eq!(g.keyframes_ms.len(), 5, "IDRs at 0, 2, 4, 6 s and a scene cut at 7.5 s");
@@ -180,7 +184,92 @@ fn golden_obs29_package() {
     assert_eq!(last.msn, segs.last().unwrap().msn);
     assert_eq!(p.blocking_reload(last.msn + 1, Some(0)), Reload::Ready, "ended: no waiting");
 
-    ffprobe_check(p, &init, &media, g.video_frames, g.audio_frames);
+    ffprobe_check(p, &init, &media, (640, 360, 2), g.video_frames, g.audio_frames);
+}
+
+/// The video samples of one part: (decode time, duration, composition offset) in 90 kHz ticks.
+fn video_samples(part: &[u8]) -> Vec<(i64, i64, i64)> {
+    fn be32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+    }
+    fn boxes(mut b: &[u8]) -> Vec<([u8; 4], &[u8])> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let size = be32(b, 0) as usize;
+            out.push((<[u8; 4]>::try_from(&b[4..8]).unwrap(), &b[8..size]));
+            b = &b[size..];
+        }
+        out
+    }
+    let mut samples = Vec::new();
+    for (kind, moof) in boxes(part) {
+        if &kind != b"moof" {
+            continue;
+        }
+        for (_, traf) in boxes(moof).into_iter().filter(|(k, _)| k == b"traf") {
+            let kids = boxes(traf);
+            let find = |k: &[u8; 4]| kids.iter().find(|(kind, _)| kind == k).unwrap().1;
+            if be32(find(b"tfhd"), 4) != 1 {
+                continue;
+            }
+            let tfdt = find(b"tfdt");
+            assert_eq!(tfdt[0], 1, "tfdt version 1");
+            let mut dts = i64::from(be32(tfdt, 4)) << 32 | i64::from(be32(tfdt, 8));
+            let trun = find(b"trun");
+            assert_eq!(be32(trun, 0) & 0xFF_FFFF, 0x00_0F01, "duration, size, flags and offset per sample");
+            for i in 0..be32(trun, 4) as usize {
+                let at = 12 + 16 * i;
+                let duration = i64::from(be32(trun, at));
+                // Signed in trun version 1.
+                let offset = i64::from(be32(trun, at + 12) as i32);
+                samples.push((dts, duration, offset));
+                dts += duration;
+            }
+        }
+    }
+    samples
+}
+
+#[test]
+fn golden_bframes_package() {
+    let g = package(BFRAMES);
+    let p = &g.packager;
+    assert_eq!(g.video_frames, 90);
+    assert_eq!(g.keyframes_ms, vec![0, 1000, 2000]);
+    let snap = p.snapshot();
+    let segs = &snap.segments;
+    assert_eq!(segs.len(), 3, "one segment per IDR");
+
+    // Parts hold whole groups of B-frames: each part is presented after the one before it, so
+    // no part leaves a hole in presentation order for the next one to fill (WebKit's MSE then
+    // deletes the frame before the hole, and everything depending on it up to the next IDR).
+    let mut parts = Vec::new();
+    let mut media = Vec::new();
+    for seg in segs {
+        let Lookup::Ready(bytes) = p.segment(seg.msn) else { panic!("segment {}", seg.msn) };
+        for (i, part) in bytes.iter().enumerate() {
+            let samples = video_samples(part);
+            assert!(!samples.is_empty(), "video in every part");
+            assert!(seg.parts[i].duration_us <= 334_000, "{}", seg.parts[i].duration_us);
+            parts.push(samples);
+            media.extend_from_slice(part);
+        }
+    }
+    for (i, pair) in parts.windows(2).enumerate() {
+        let last_shown = pair[0].iter().map(|&(dts, _, off)| dts + off).max().unwrap();
+        let first_shown = pair[1].iter().map(|&(dts, _, off)| dts + off).min().unwrap();
+        assert!(first_shown > last_shown, "part {} is shown up to {last_shown}, part {} from {first_shown}", i, i + 1);
+        // Decode times run on across parts.
+        let (dts, duration, _) = *pair[0].last().unwrap();
+        assert_eq!(pair[1][0].0, dts + duration, "tfdt of part {}", i + 1);
+    }
+    // The composition offsets are those of the source: pts = (dts + cts) × 90.
+    let all: Vec<_> = parts.concat();
+    assert_eq!(all.len(), 90);
+    assert_eq!(all[0], (0, 3060, 67 * 90), "the IDR: shown 2 frames after it is decoded");
+
+    let init = p.init_segment().unwrap();
+    ffprobe_check(p, &init, &media, (320, 180, 1), g.video_frames, g.audio_frames);
 }
 
 #[test]
@@ -226,11 +315,19 @@ fn golden_live_edge() {
     assert_eq!(plain.matches("#EXTINF:").count(), 2);
 }
 
-/// If `ffprobe` is installed, it must read the stream back as H.264 640x360 + AAC 48 kHz with
-/// every frame: init + media as one fragmented MP4, and through both playlists (ffmpeg's HLS
-/// demuxer, with the resources laid out as the URIs say).
-fn ffprobe_check(p: &Packager, init: &Bytes, media: &[u8], video_frames: usize, audio_frames: usize) {
-    let dir = std::env::temp_dir().join(format!("onair-hls-golden-{}", std::process::id()));
+/// `ffprobe` must read the stream back as H.264 of `format` (width, height, audio channels) + AAC
+/// 48 kHz with every frame:
+/// init + media as one fragmented MP4, and through both playlists (ffmpeg's HLS demuxer, with
+/// the resources laid out as the URIs say).
+fn ffprobe_check(
+    p: &Packager,
+    init: &Bytes,
+    media: &[u8],
+    format: (u32, u32, u32),
+    video_frames: usize,
+    audio_frames: usize,
+) {
+    let dir = std::env::temp_dir().join(format!("onair-hls-golden-{}-{}x{}", std::process::id(), format.0, format.1));
     let session = dir.join("golden");
     std::fs::create_dir_all(&session).unwrap();
     let mp4 = dir.join("stream.mp4");
@@ -260,21 +357,24 @@ fn ffprobe_check(p: &Packager, init: &Bytes, media: &[u8], video_frames: usize, 
         [mp4, dir.join("playlist.m3u8"), dir.join("llhls.m3u8")].iter().map(|f| (f.clone(), probe(f))).collect();
     let _ = std::fs::remove_dir_all(&dir);
     for (input, out) in results {
-        let Ok(out) = out else {
-            eprintln!("ffprobe not installed: skipping the ffprobe check");
-            return;
-        };
+        let out = out.unwrap_or_else(|e| panic!("ffprobe must be installed (scripts/setup.sh --test): {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let what = input.display();
         assert!(out.status.success(), "ffprobe {what} failed: {stderr}");
         assert!(stderr.trim().is_empty(), "ffprobe {what} complained: {stderr}");
         assert!(
-            stdout.contains(&format!("codec_name=h264|width=640|height=360|nb_read_frames={video_frames}")),
+            stdout.contains(&format!(
+                "codec_name=h264|width={}|height={}|nb_read_frames={video_frames}",
+                format.0, format.1
+            )),
             "{what}: {stdout}"
         );
         assert!(
-            stdout.contains(&format!("codec_name=aac|sample_rate=48000|channels=2|nb_read_frames={audio_frames}")),
+            stdout.contains(&format!(
+                "codec_name=aac|sample_rate=48000|channels={}|nb_read_frames={audio_frames}",
+                format.2
+            )),
             "{what}: {stdout}"
         );
     }
