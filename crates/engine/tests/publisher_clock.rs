@@ -44,7 +44,7 @@ struct Outcome {
 }
 
 fn tag_value(line: &str, key: &str) -> Option<f64> {
-    line.split([':', ',']).skip_while(|f| !f.starts_with(key)).next()?.split('=').nth(1)?.parse().ok()
+    line.split([':', ',']).find(|f| f.starts_with(key))?.split('=').nth(1)?.parse().ok()
 }
 
 /// Publishes 32 s of media with the publisher's timestamp for media time `t` given by `clock`;
@@ -106,6 +106,7 @@ fn like_a_steady_clock(o: &Outcome) {
     assert!(o.end.msn >= 14, "{o:?}");
     assert!(o.longest_segment_s <= 2.6, "{o:?}");
     assert!(o.longest_part_s <= 0.334, "{o:?}");
+    assert!(o.largest_part_bytes < 100_000, "{o:?}");
 }
 
 #[test]
@@ -125,6 +126,7 @@ fn clock_that_stalls_for_three_seconds() {
     // part as long as the stall (above PART-TARGET), with the stall's frames in it. Bounded by
     // the stall, not more; a clock frozen for good would grow that part without bound.
     assert!(o.longest_part_s <= 3.0 + 0.334 && o.longest_segment_s <= 3.0 + 2.6, "{o:?}");
+    assert!(o.largest_part_bytes < 300_000, "about 3 s of 640x360 video: {o:?}");
 }
 
 #[test]
