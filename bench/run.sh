@@ -437,13 +437,15 @@ http {
 EOF
 }
 
-load_result() { # load_result LABEL FIELD — from the summary line
-  grep '"summary":true' "$RUN/load.jsonl" | grep "\"server\":\"$1\"" | json_field "$2"
+summary_result() { # summary_result STEP LABEL FIELD — from STEP's summary line for server LABEL
+  grep '"summary":true' "$RUN/$1.jsonl" | grep "\"server\":\"$2\"" | json_field "$3"
 }
+load_result() { summary_result load "$@"; }
 
-step_load() {
+# The engine live with the bench stream, its copy on disk, and nginx serving that copy; sets
+# NGINX_PIDS (nginx and its workers, '+'-joined) for the CPU accounting.
+start_engine_and_nginx() {
   need nginx "apt-get install nginx-light"
-  check_quiet load
   start_engine
   publish_file bench
   wait_live bench
@@ -453,9 +455,14 @@ step_load() {
   start nginx "${SERVER_CPUS[@]}" nginx -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
   local nginx_pid=$LAST_PID
   wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
+  NGINX_PIDS=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+}
+
+step_load() {
+  check_quiet load
+  start_engine_and_nginx
   sleep 3
-  local nginx_pids targets
-  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  local nginx_pids=$NGINX_PIDS targets
   targets="engine,blocking,$ENGINE_URL/live/bench/llhls.m3u8,$ENGINE_PID"
   if [[ ${BENCH_ENGINE_POLL:-1} == 1 ]]; then
     targets+=" engine-poll,poll,$ENGINE_URL/live/bench/llhls.m3u8,$ENGINE_PID"
@@ -505,25 +512,13 @@ step_load() {
 # ---------------------------------------------------------------------------------------------
 # fanout: CPU-seconds per GiB, 50 keep-alive clients fetching the newest segment, vs nginx
 
-fanout_result() { # fanout_result LABEL FIELD — from the summary line
-  grep '"summary":true' "$RUN/fanout.jsonl" | grep "\"server\":\"$1\"" | json_field "$2"
-}
+fanout_result() { summary_result fanout "$@"; }
 
 step_fanout() {
-  need nginx "apt-get install nginx-light"
   check_quiet fanout
-  start_engine
-  publish_file bench
-  wait_live bench
-  start mirror "${CLIENT_CPUS[@]}" "$LOADGEN" mirror --url "$ENGINE_URL/live/bench/llhls.m3u8" --root "$RUN/www"
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
-  nginx_conf
-  start nginx "${SERVER_CPUS[@]}" nginx -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
-  local nginx_pid=$LAST_PID
-  wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
+  start_engine_and_nginx
   sleep 5 # a few complete segments on both
-  local nginx_pids clients=${BENCH_FANOUT_CLIENTS:-50} seconds=${BENCH_FANOUT_SECONDS:-10} rounds=${BENCH_FANOUT_ROUNDS:-3}
-  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  local nginx_pids=$NGINX_PIDS clients=${BENCH_FANOUT_CLIENTS:-50} seconds=${BENCH_FANOUT_SECONDS:-10} rounds=${BENCH_FANOUT_ROUNDS:-3}
   log "fanout: $clients clients fetching the newest segment, ${seconds} s per turn, $rounds turns each, engine and nginx alternating"
   local l0 l1
   l0=$(cut -d' ' -f1-3 /proc/loadavg)
