@@ -52,6 +52,75 @@ pub struct Config {
     pub hls: HlsSettings,
     pub webrtc: WebrtcSettings,
     pub matrix: MatrixSettings,
+    pub limits: LimitsSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Bounds on what untrusted clients can make OnAir hold (see `[limits]` in `onair.toml`).
+/// Defaults are sized for a home PC; a client over a limit is refused before anything is
+/// allocated for it, with a status code and one log line naming the limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// WebRTC (WHEP) sessions in total, per stream, per client IP, and still connecting.
+    pub webrtc_sessions: usize,
+    pub webrtc_sessions_per_stream: usize,
+    pub webrtc_sessions_per_ip: usize,
+    pub webrtc_connecting: usize,
+    /// ICE-TCP connections open at once.
+    pub ice_tcp_connections: usize,
+    /// RTMP connections that have not published with a valid key yet: in total and per IP, and
+    /// how long one may take to get there (handshake, connect, publish) before it is closed.
+    pub rtmp_pending: usize,
+    pub rtmp_pending_per_ip: usize,
+    pub rtmp_auth_timeout_s: u64,
+    /// HTTP connections open at once, requests being answered at once.
+    pub http_connections: usize,
+    pub http_in_flight: usize,
+    /// Time a client has to send a request's headers / its body.
+    pub http_header_timeout_s: u64,
+    pub http_body_timeout_s: u64,
+    /// Blocking playlist reloads (and preload-hint requests) one client IP may hold open at once.
+    pub reload_waiters_per_ip: usize,
+    /// Seconds a client refused because a server-wide limit is full is asked to wait
+    /// (`Retry-After`).
+    pub retry_after_s: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            webrtc_sessions: 200,
+            webrtc_sessions_per_stream: 200,
+            webrtc_sessions_per_ip: 8,
+            webrtc_connecting: 32,
+            ice_tcp_connections: 128,
+            rtmp_pending: 16,
+            rtmp_pending_per_ip: 4,
+            rtmp_auth_timeout_s: 10,
+            http_connections: 1024,
+            http_in_flight: 512,
+            http_header_timeout_s: 10,
+            http_body_timeout_s: 10,
+            reload_waiters_per_ip: 64,
+            retry_after_s: 10,
+        }
+    }
+}
+
+/// Prometheus metrics at `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// Answer `/metrics` only to clients on this machine (loopback).
+    pub loopback_only: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true, loopback_only: false }
+    }
 }
 
 /// Chat and titles through Matrix. Empty `homeserver`: no chat, titles kept by OnAir itself.
@@ -169,6 +238,8 @@ impl Default for Config {
             hls: HlsSettings::default(),
             webrtc: WebrtcSettings::default(),
             matrix: MatrixSettings::default(),
+            limits: LimitsSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod net;
 pub mod obs;
 pub mod rtmp;
