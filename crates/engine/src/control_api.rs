@@ -256,6 +256,7 @@ mod tests {
             ice: Default::default(),
             control: crate::control::tests::control(&registry),
             control_token: "sesame".into(),
+            refusals: Default::default(),
         };
         (crate::http::router(state), registry)
     }

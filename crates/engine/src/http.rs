@@ -28,6 +28,7 @@ use crate::control::Control;
 use crate::control_api::ControlApiState;
 use crate::error::ApiError;
 use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
+use crate::limits::Refusals;
 use crate::status::StreamStatus;
 use crate::ui;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub control: Arc<Control>,
     /// The bearer token of the control API.
     pub control_token: Arc<str>,
+    /// Clients refused by a limit, by reason.
+    pub refusals: Arc<Refusals>,
 }
 
 /// The ICE servers players get in WHEP `Link` headers.
@@ -330,6 +333,7 @@ mod tests {
             ice: Arc::new(IceSettings::default()),
             control: crate::control::tests::control(&registry),
             control_token: "test-token".into(),
+            refusals: Default::default(),
         };
         (router(state), registry)
     }

@@ -94,6 +94,7 @@ pub struct Engine {
     rtmp_addr: SocketAddr,
     registry: Arc<Registry>,
     control: Arc<Control>,
+    refusals: Arc<limits::Refusals>,
     config: Config,
     signing_key: SigningKey,
     urls: startup::PublicUrls,
@@ -123,6 +124,7 @@ impl Engine {
         let rtmp_addr = rtmp.local_addr().expect("bound");
         let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr);
         let registry = Registry::new(config.hls.packager_config());
+        let refusals = Arc::new(limits::Refusals::default());
         registry.set_require_go_live(config.require_go_live);
         let (shutdown, _) = watch::channel(false);
 
@@ -181,6 +183,7 @@ impl Engine {
             ice: Arc::new(ice),
             control: control.clone(),
             control_token: endpoint.token.into(),
+            refusals: refusals.clone(),
         });
         let mut stop = shutdown.subscribe();
         let http_task = tokio::spawn(async move {
@@ -199,6 +202,7 @@ impl Engine {
             rtmp_addr,
             registry,
             control,
+            refusals,
             config,
             signing_key,
             urls,
@@ -218,6 +222,11 @@ impl Engine {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Clients refused by the limits of `[limits]`, by reason.
+    pub fn refusals(&self) -> &Arc<limits::Refusals> {
+        &self.refusals
     }
 
     /// Go live / End stream, titles, chat, engine events.
