@@ -207,9 +207,8 @@ impl Rig {
                 }
             }
             while let Some(TaggedRTCMessage { message, .. }) = self.player.poll_read() {
-                match message {
-                    RTCMessage::RtpPacket(_, packet) => self.rtp.push(packet),
-                    _ => {}
+                if let RTCMessage::RtpPacket(_, packet) = message {
+                    self.rtp.push(packet);
                 }
             }
             while let Some(event) = self.player.poll_event() {
