@@ -204,3 +204,39 @@ async fn page_reconnects_over_webrtc_when_the_stream_restarts() {
     second.stop().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_webrtc_limit_whep_is_503_and_the_page_plays_llhls() {
+    // No WebRTC session allowed at all: every offer is over the `webrtc_sessions` limit.
+    let mut config = Config::default();
+    config.limits.webrtc_sessions = 0;
+    config.limits.retry_after_s = 7;
+    let server = TestServer::start_with(config).await;
+    let publisher = Publisher::start(&server.signed_url("full"), &Source::small());
+    wait_live(&server, "full", Duration::from_secs(15)).await;
+    let refused = || {
+        let stats = server.engine.webrtc().unwrap().stats();
+        stats.refused.iter().find(|(l, _)| *l == "webrtc_sessions").map(|(_, n)| *n).unwrap()
+    };
+    // The limit is checked before the offer is even read: any body gets the 503.
+    let r = request_with("POST", &server.url("/live/full/whep"), &[("Content-Type", "application/sdp")], b"v=0\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert!(r.text().contains("webrtc_sessions limit (0)"), "{}", r.text());
+    assert_eq!(r.text().lines().count(), 1, "one line: {}", r.text());
+    assert_eq!(refused(), 1);
+    // The page tries WebRTC, is refused, and plays LL-HLS.
+    let played =
+        browser_play(&server.url("/full"), &["--expect-transport", "llhls", "--expect-width", "320"]).await.unwrap();
+    assert_eq!(played["ok"], true, "{played}");
+    let transports: Vec<&str> = played["transports"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+    assert_eq!(transports.first(), Some(&"webrtc"), "WebRTC was tried first: {played}");
+    assert_eq!(transports.last(), Some(&"llhls"), "{played}");
+    assert!(refused() >= 2, "the page's offer was refused by the limit");
+    assert_eq!(server.engine.webrtc().unwrap().total_sessions(), 0);
+    assert_eq!(server.engine.webrtc().unwrap().stats().connecting, 0);
+    publisher.stop().await;
+    server.shutdown().await;
+}

@@ -88,6 +88,19 @@ describe('TransportPolicy: the transport of the next session', () => {
     expect(p.next(true)).toBe('hls');
   });
 
+  it('auto: a WHEP 503 (the server at a WebRTC limit) plays LL-HLS until the stream restarts', () => {
+    // whep.ts reports any answer but 201 as kind 'http' (status 503, the reason in the message).
+    const p = new TransportPolicy('auto');
+    expect(p.next(true)).toBe('webrtc');
+    expect(p.webRtcFailed(failed('http', { learnedIceServers: null }))).toBe('llhls');
+    expect(p.webRtcBlocked).toBe(true);
+    expect(p.next(true)).toBe('hls');
+    p.endLivePeriod();
+    expect(p.next(true)).toBe('webrtc');
+    // Forced WebRTC waits for the retry delay instead.
+    expect(new TransportPolicy('webrtc').webRtcFailed(failed('http'))).toBe('retry');
+  });
+
   it('forced WebRTC in a browser without it gives up instead of retrying', () => {
     expect(new TransportPolicy('webrtc').webRtcFailed(failed('unsupported', { usedIceServers: null }))).toBe(
       'unsupported',

@@ -1,6 +1,7 @@
 //! The one error type of the engine's HTTP routes: each variant knows its status code, and its
 //! response ([`IntoResponse`]) is that code with the reason as a plain-text body, after one log
 //! line naming the status and the reason (debug for what clients get wrong, warn for our failures).
+//! A WHEP offer refused by a WebRTC limit is `503` with `Retry-After`.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +59,7 @@ impl ApiError {
                 WhepError::BadOffer(_) | WhepError::Incompatible(_) => StatusCode::BAD_REQUEST,
                 WhepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 WhepError::Offline => StatusCode::NOT_FOUND,
-                WhepError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                WhepError::Unavailable | WhepError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Control(e) => match e {
@@ -83,7 +84,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), %reason, "HTTP request refused");
         }
-        (status, [(header::CACHE_CONTROL, "no-cache")], format!("{reason}\n")).into_response()
+        let mut res = (status, [(header::CACHE_CONTROL, "no-cache")], format!("{reason}\n")).into_response();
+        if let ApiError::Whep(WhepError::Busy { retry_after_s, .. }) = self {
+            res.headers_mut().insert(header::RETRY_AFTER, retry_after_s.into());
+        }
+        res
     }
 }
 
@@ -103,15 +108,23 @@ mod tests {
             (ApiError::Whep(WhepError::Offline), 404, "the stream is offline\n"),
             (ApiError::Whep(WhepError::Unavailable), 503, "the WebRTC server is not running\n"),
             (
+                ApiError::Whep(WhepError::Busy { limit: "webrtc_sessions_per_ip", max: 8, retry_after_s: 10 }),
+                503,
+                "too many WebRTC sessions: the webrtc_sessions_per_ip limit (8) is reached; play HLS or retry in 10 s\n",
+            ),
+            (
                 ApiError::BadToken,
                 401,
                 "missing or wrong control token (a running engine writes it to control.json in its data dir)\n",
             ),
         ];
         for (e, code, body) in cases {
+            let busy = matches!(e, ApiError::Whep(WhepError::Busy { .. }));
             let res = e.into_response();
             assert_eq!(res.status().as_u16(), code);
             assert_eq!(res.headers()["cache-control"], "no-cache");
+            // Only a refusal by a limit says when to come back.
+            assert_eq!(res.headers().get("retry-after").map(|v| v.to_str().unwrap()), busy.then_some("10"));
             assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), body.as_bytes());
         }
     }

@@ -249,6 +249,7 @@ async fn metrics(
 async fn whep_offer(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -263,8 +264,11 @@ async fn whep_offer(
     let offer = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
     let offline = || ApiError::Serve(crate::hub::ServeError::Offline(name.clone()));
     let stream = st.registry.get(&name).ok_or_else(offline)?;
+    // The WebRTC limits first, before the stream's broadcast receiver exists.
+    let client = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip());
+    let reservation = server.reserve(&name, client)?;
     let (tracks, media) = stream.webrtc_feed().ok_or_else(offline)?;
-    let answer = server.answer(&name, offer, &tracks, media).await?;
+    let answer = server.answer(reservation, offer, &tracks, media).await?;
     let mut res = (
         StatusCode::CREATED,
         [

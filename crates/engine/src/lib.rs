@@ -137,12 +137,21 @@ impl Engine {
         let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, shutdown.subscribe()));
 
         let webrtc = if config.webrtc.enabled {
-            let w = &config.webrtc;
+            let (w, l) = (&config.webrtc, &config.limits);
             let server = onair_webrtc::WebrtcServer::start(onair_webrtc::WebrtcConfig {
                 udp: w.udp,
                 tcp: w.ice_tcp.then_some(w.tcp),
                 public_ips: w.public_ips.iter().filter_map(|ip| ip.parse().ok()).collect(),
                 ice_servers: Vec::new(),
+                limits: onair_webrtc::WebrtcLimits {
+                    sessions: l.webrtc_sessions,
+                    sessions_per_stream: l.webrtc_sessions_per_stream,
+                    sessions_per_ip: l.webrtc_sessions_per_ip,
+                    connecting: l.webrtc_connecting,
+                    ice_tcp_connections: l.ice_tcp_connections,
+                    retry_after: std::time::Duration::from_secs(l.retry_after_s),
+                    ..Default::default()
+                },
             })
             .await?;
             info!(udp = %server.udp_addr(), tcp = ?server.tcp_addr(), "WebRTC (WHEP) ready");

@@ -8,6 +8,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
+use crate::admission::WebrtcLimits;
+
 /// Where the WebRTC media lives and what players are told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcConfig {
@@ -27,6 +29,8 @@ pub struct WebrtcConfig {
     pub public_ips: Vec<IpAddr>,
     /// STUN/TURN servers handed to players (the server itself only uses host candidates).
     pub ice_servers: Vec<IceServer>,
+    /// How many sessions and ICE-TCP connections players may make the server hold.
+    pub limits: WebrtcLimits,
 }
 
 impl Default for WebrtcConfig {
@@ -36,6 +40,7 @@ impl Default for WebrtcConfig {
             tcp: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8189))),
             public_ips: Vec::new(),
             ice_servers: Vec::new(),
+            limits: WebrtcLimits::default(),
         }
     }
 }

@@ -10,12 +10,23 @@
 //!   packet to its session's shard through one routing table. [`WebrtcServer`] is a cheap
 //!   `Clone` handle. [`WebrtcServer::stats`] reads the shards' counters (packets sent, send
 //!   errors, drops, time busy).
-//! * [`WebrtcServer::answer`] takes a WHEP offer (recvonly audio and/or video) for a stream, the
-//!   stream's [`StreamTracks`] and a `tokio::sync::broadcast::Receiver<Arc<Sample>>` of its
+//! * **Limits first** ([`WebrtcLimits`] in [`WebrtcConfig::limits`]): an offer starts with
+//!   [`WebrtcServer::reserve`] for a stream and the player's IP, which checks the sessions in
+//!   total, per stream, per client IP (IPv6: per /64) and still connecting, and counts the new
+//!   one under one short lock (concurrent offers cannot overshoot) — before the caller makes a
+//!   broadcast receiver and before any certificate, task or buffer exists. Over a limit it is
+//!   [`WhepError::Busy`] naming the limit (to become `503` + `Retry-After`; the player then plays
+//!   HLS). The [`Reservation`] lives as long as the session; a session still not connected
+//!   [`WebrtcLimits::connect_timeout`] after its offer is removed. ICE-TCP connections beyond
+//!   [`WebrtcLimits::ice_tcp_connections`] are closed as they are accepted. Refusals are
+//!   counted by limit in [`WebrtcStats::refused`].
+//! * [`WebrtcServer::answer`] takes a reservation, a WHEP offer (recvonly audio and/or video),
+//!   the stream's [`StreamTracks`] and a `tokio::sync::broadcast::Receiver<Arc<Sample>>` of its
 //!   media, and returns an [`Answer`] (session id + SDP answer, all candidates included: no
 //!   trickle needed), or a [`WhepError`] saying what went wrong (bad offer, incompatible codecs,
 //!   offer too large, stream offline, server stopped, internal); the caller picks the HTTP
-//!   status.
+//!   status. Its work runs in a task of its own: a caller that gives up (the HTTP client went
+//!   away) leaves a whole session behind, which ends at the connect deadline, never half a one.
 //! * Media: each stream's samples are made into RTP payloads **once** (SPS/PPS in front of every
 //!   IDR, Annex-B → RFC 6184 STAP-A/FU-A), and every session stamps its own header on them (SSRC,
 //!   payload type, sequence number, timestamp offset) before SRTP. A session starts video at the
@@ -23,13 +34,15 @@
 //!   kept continuous; both derive from the publish's ms timeline, and the server's own RTCP
 //!   sender reports map that timeline (not the packets' send times) to one wall clock, so
 //!   players keep the tracks in sync even when audio leaves later (transcoding). A shard that
-//!   falls behind misses units (counted) and its sessions' video waits for the next keyframe:
+//!   falls behind misses units (counted) and its sessions' video waits for the next keyframe
+//!   (the frames skipped meanwhile are counted per session in [`WebrtcStats::frames_skipped`]):
 //!   nothing is buffered per session, and a slow shard never slows the others.
 //! * A session ends — and its routing entries go — on [`WebrtcServer::close`] (WHEP `DELETE`),
 //!   when ICE or DTLS fails, when the player closes (DTLS close_notify) or stops answering
 //!   (no ICE traffic for 5 s → disconnected, 15 s more → failed), when it does not connect
-//!   within 30 s, and when the stream ends (the broadcast channel closes).
-//!   [`WebrtcServer::sessions`] and [`WebrtcServer::total_sessions`] count the live ones.
+//!   in time ([`WebrtcLimits::connect_timeout`], 10 s by default), and when the stream ends (the
+//!   broadcast channel closes). [`WebrtcServer::sessions`] and [`WebrtcServer::total_sessions`]
+//!   count the live ones (from their reservation on).
 //! * [`WebrtcServer::shutdown`] closes every session (sending DTLS close_notify) and frees the
 //!   ports.
 //! * No trickle ICE is needed either way: the answer carries every server candidate, and the
@@ -42,7 +55,7 @@
 //!
 //! # Modules
 //!
-//! `server` (the API handle), `peer` (offer → plan → peer connection), `routes` (the one
+//! `server` (the API handle), `admission` (the limits and their counts), `peer` (offer → plan → peer connection), `routes` (the one
 //! routing table), `shard` (the sans-IO shard loop) driven by `shard_task`, `net` (sockets, GSO),
 //! `feed` (one feeder per stream), [`packetize`] (payloads once, headers per session), `report`
 //! (RTCP sender reports), [`demux`], [`negotiate`], `config`.
@@ -56,6 +69,7 @@
 //! configured public IPs for NAT 1:1); players may use STUN/TURN servers from
 //! [`WebrtcConfig::ice_servers`] ([`turn_rest_credentials`] makes coturn REST credentials).
 
+mod admission;
 mod config;
 pub mod demux;
 mod feed;
@@ -71,6 +85,7 @@ mod shard_task;
 
 use bytes::Bytes;
 
+pub use admission::{Reservation, WebrtcLimits};
 pub use config::{IceServer, WebrtcConfig, turn_rest_credentials};
 pub use negotiate::{ProfileLevelId, h264_fmtp};
 pub use peer::MAX_OFFER_BYTES;
@@ -108,6 +123,17 @@ pub struct WebrtcStats {
     /// `SO_SNDBUF` / `SO_RCVBUF` the kernel granted on the UDP socket, bytes.
     pub udp_send_buffer: usize,
     pub udp_recv_buffer: usize,
+    /// Players refused by each limit: (label, count), every limit listed, labels
+    /// `webrtc_sessions`, `webrtc_sessions_per_stream`, `webrtc_sessions_per_ip`,
+    /// `webrtc_connecting`, `ice_tcp_connections` (the engine's `[limits]` keys).
+    pub refused: Vec<(&'static str, u64)>,
+    /// Sessions now not yet connected (their offer being answered, or ICE/DTLS not up yet).
+    pub connecting: usize,
+    /// ICE-TCP connections open now.
+    pub ice_tcp_connections: usize,
+    /// Video frames not sent to a session because it had fallen behind (missed units) and was
+    /// skipped to the next keyframe, summed over sessions.
+    pub frames_skipped: u64,
 }
 
 /// Counters of one shard.
@@ -164,6 +190,11 @@ pub enum WhepError {
     /// The WebRTC server has stopped.
     #[error("the WebRTC server is not running")]
     Unavailable,
+    /// A limit on sessions is reached (`limit` is its label, e.g. `webrtc_sessions_per_ip`, and
+    /// `max` its value): nothing was made for this offer. The player may retry after
+    /// `retry_after_s` seconds or play HLS.
+    #[error("too many WebRTC sessions: the {limit} limit ({max}) is reached; play HLS or retry in {retry_after_s} s")]
+    Busy { limit: &'static str, max: usize, retry_after_s: u64 },
     /// A failure inside the WebRTC stack.
     #[error("WebRTC: {0}")]
     Internal(String),

@@ -1,7 +1,9 @@
 //! Socket I/O: binding the UDP and ICE-TCP sockets, the reader tasks that look every packet up
 //! in the routing table and hand it to its shard (never waiting on a full shard: that shard's
-//! packet is dropped and counted), the ICE-TCP connection tasks, and the send path (batches of
-//! datagrams, runs to one player in one `sendmsg` with UDP GSO on Linux).
+//! packet is dropped and counted), the ICE-TCP accept loop (at most
+//! [`crate::WebrtcLimits::ice_tcp_connections`] open: one more is closed as it is accepted,
+//! before any task or buffer) and connection tasks, and the send path (batches of datagrams,
+//! runs to one player in one `sendmsg` with UDP GSO on Linux).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,9 +16,10 @@ use rtc::shared::TransportProtocol;
 use rtc::shared::tcp_framing::{TcpFrameDecoder, frame_packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, trace, warn};
 
+use crate::admission::{Admission, Limit};
 use crate::demux::is_stun;
 use crate::routes::SharedRoutes;
 use crate::shard::Counters;
@@ -122,14 +125,40 @@ pub(crate) async fn udp_read(
     }
 }
 
-pub(crate) async fn tcp_accept(listener: TcpListener, shards: Arc<[mpsc::Sender<NetIn>]>, routes: Arc<SharedRoutes>) {
+/// Accepts ICE-TCP connections while `slots` has a permit for each (one per open connection);
+/// one beyond that is closed at once and counted as refused by `ice_tcp_connections`, with a
+/// warning at most every 10 s.
+pub(crate) async fn tcp_accept(
+    listener: TcpListener,
+    shards: Arc<[mpsc::Sender<NetIn>]>,
+    routes: Arc<SharedRoutes>,
+    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
+) {
     let next = AtomicU64::new(0);
+    let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let conn = next.fetch_add(1, Relaxed);
-                tokio::spawn(tcp_conn(conn, stream, shards.clone(), routes.clone()));
-            }
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let conn = next.fetch_add(1, Relaxed);
+                    tokio::spawn(tcp_conn(conn, stream, shards.clone(), routes.clone(), permit));
+                }
+                Err(_) => {
+                    drop(stream);
+                    admission.refuse(Limit::IceTcpConnections);
+                    let max = admission.limits.ice_tcp_connections;
+                    debug!(
+                        "WebRTC: ICE-TCP connection from {peer} refused: the ice_tcp_connections limit ({max}) is reached"
+                    );
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warning = Some(Instant::now());
+                        warn!(
+                            "WebRTC: refusing ICE-TCP connections (e.g. from {peer}): the ice_tcp_connections limit ({max}) is reached"
+                        );
+                    }
+                }
+            },
             Err(e) => {
                 debug!("WebRTC: ICE-TCP accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -143,8 +172,15 @@ pub(crate) async fn tcp_accept(listener: TcpListener, shards: Arc<[mpsc::Sender<
 
 /// One ICE-TCP connection: its first packet naming one of our ufrags (an ICE check) decides
 /// the session (and shard) it belongs to; one that names none within [`TCP_IDENTIFY_TIMEOUT`]
-/// is closed. It ends when the shard drops its writer (the session ended) or the player closes.
-async fn tcp_conn(conn: u64, stream: TcpStream, shards: Arc<[mpsc::Sender<NetIn>]>, routes: Arc<SharedRoutes>) {
+/// is closed. It ends when the shard drops its writer (the session ended) or the player closes,
+/// and then gives back its `_slot`.
+async fn tcp_conn(
+    conn: u64,
+    stream: TcpStream,
+    shards: Arc<[mpsc::Sender<NetIn>]>,
+    routes: Arc<SharedRoutes>,
+    _slot: OwnedSemaphorePermit,
+) {
     let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return };
     let local = unmap(local);
     let _ = stream.set_nodelay(true);

@@ -187,30 +187,41 @@ impl RtpStream {
 }
 
 /// One session's outgoing track: its RTP header state and, for video, whether it has started
-/// (at a keyframe).
+/// (at a keyframe) and whether it fell behind (missed units: skipped to the next keyframe).
 #[derive(Debug, Clone)]
 pub struct TrackOut {
     pub rtp: RtpStream,
     video: bool,
     waiting_for_keyframe: bool,
+    /// Waiting because units were missed (not because it has not started yet).
+    behind: bool,
 }
 
 impl TrackOut {
     pub fn video(rtp: RtpStream) -> TrackOut {
-        TrackOut { rtp, video: true, waiting_for_keyframe: true }
+        TrackOut { rtp, video: true, waiting_for_keyframe: true, behind: false }
     }
 
     pub fn audio(rtp: RtpStream) -> TrackOut {
-        TrackOut { rtp, video: false, waiting_for_keyframe: false }
+        TrackOut { rtp, video: false, waiting_for_keyframe: false, behind: false }
     }
 
     /// Video waits for the next keyframe (after missed units); audio just goes on.
     pub fn resync(&mut self) {
         self.waiting_for_keyframe = self.video;
+        self.behind = self.video;
     }
 
     pub fn waiting_for_keyframe(&self) -> bool {
         self.waiting_for_keyframe
+    }
+
+    /// Whether `unit` is a video frame this track skips because it fell behind ([`resync`]
+    /// until the next keyframe); frames before the first keyframe are not "skipped".
+    ///
+    /// [`resync`]: TrackOut::resync
+    pub fn skips(&self, unit: &MediaUnit) -> bool {
+        self.behind && unit.kind == Kind::Video { keyframe: false }
     }
 
     /// This session's packets of `unit` (shared payloads, own headers), handed to `out`; none
@@ -222,6 +233,7 @@ impl TrackOut {
                     return 0;
                 }
                 self.waiting_for_keyframe = false;
+                self.behind = false;
                 true
             }
             Kind::Audio => false,
@@ -350,13 +362,19 @@ pub(crate) mod tests {
         let mut track = TrackOut::video(RtpStream::new(96, 1));
         let keys: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect();
         assert!(keys.len() >= 2, "the capture has {} keyframes", keys.len());
-        let mut push = |i: usize, t: &mut TrackOut| t.packets(&v.push(&frames[i]).unwrap(), |_| {});
-        assert!(push(keys[0], &mut track) > 0);
-        assert!(push(keys[0] + 1, &mut track) > 0);
+        let units: Vec<MediaUnit> = frames.iter().map(|f| v.push(f).unwrap()).collect();
+        assert!(track.packets(&units[keys[0]], |_| {}) > 0);
+        assert!(track.packets(&units[keys[0] + 1], |_| {}) > 0);
+        assert!(!track.skips(&units[keys[0] + 2]));
         track.resync();
         assert!(track.waiting_for_keyframe());
-        assert_eq!(push(keys[0] + 2, &mut track), 0);
-        assert!(push(keys[1], &mut track) > 0);
+        assert!(track.skips(&units[keys[0] + 2]));
+        assert_eq!(track.packets(&units[keys[0] + 2], |_| {}), 0);
+        assert!(!track.skips(&units[keys[1]]), "a keyframe is never skipped");
+        assert!(track.packets(&units[keys[1]], |_| {}) > 0);
+        assert!(!track.skips(&units[keys[1] + 1]));
+        let fresh = TrackOut::video(RtpStream::new(96, 2));
+        assert!(!fresh.skips(&units[keys[0] + 1]), "not started is not behind");
         // Audio never waits.
         let mut audio = TrackOut::audio(RtpStream::new(111, 3));
         audio.resync();

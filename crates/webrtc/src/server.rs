@@ -1,7 +1,7 @@
 //! The API handle, [`WebrtcServer`]: starts the sockets, the socket tasks and the shards, and
-//! answers WHEP offers (peer set-up on a blocking thread, a place in the routing table and in
-//! the stream's feeder, then the peer goes to the least loaded shard), closes sessions and
-//! reads the counters.
+//! answers WHEP offers (a place under the limits first, then peer set-up on a blocking thread, a
+//! place in the routing table and in the stream's feeder, then the peer goes to the least loaded
+//! shard), closes sessions and reads the counters.
 //!
 //! ```text
 //!  UDP reader task(s) ─┐  routing table: ufrag/address  ┌▶ shard 0 ◀─ media units ─┐
@@ -10,24 +10,25 @@
 //!                                                            └─▶ sendmsg (GSO) / TCP   made once)
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::shared::TransportProtocol;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, Reservation};
 use crate::config::{IceServer, WebrtcConfig, advertised_ips, machine_ips};
 use crate::feed::{FeedMsg, Feeds};
 use crate::negotiate::ProfileLevelId;
 use crate::net::{NetIn, UdpBinding, UdpSender, bind_tcp, bind_udp, proto_name, tcp_accept, udp_read};
-use crate::peer::{IceCredentials, build_peer, plan, random_string};
+use crate::peer::{IceCredentials, Plan, build_peer, plan, random_string};
 use crate::routes::{SharedRoutes, shard_count};
-use crate::shard::{Counters, NewSession, Shard, StreamCounts};
+use crate::shard::{Counters, NewSession, Shard};
 use crate::shard_task::{IoTasks, ShardCommand, ShardTask};
 use crate::{Answer, Sample, StreamTracks, WebrtcError, WebrtcStats, WhepError};
 
@@ -59,7 +60,10 @@ struct Inner {
     ice_servers: Vec<IceServer>,
     /// Host candidates every answer carries: (`udp` | `tcp`, address).
     candidates: Vec<(TransportProtocol, SocketAddr)>,
-    counts: Arc<StreamCounts>,
+    /// The limits and the sessions counted under them.
+    admission: Arc<Admission>,
+    /// Places for ICE-TCP connections (one permit per open connection); `None` without ICE-TCP.
+    tcp_slots: Option<Arc<Semaphore>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -99,6 +103,7 @@ impl WebrtcServer {
         let nets: Arc<[mpsc::Sender<NetIn>]> = net_txs.into();
         let counters: Arc<[Arc<Counters>]> = (0..shards).map(|_| Arc::new(Counters::default())).collect();
         let routes = Arc::new(SharedRoutes::new(shards));
+        let admission = Arc::new(Admission::new(config.limits.clone()));
         let mut io_tasks = Vec::new();
 
         // UDP: one socket, or one per advertised machine address (same port) when bound to an
@@ -136,6 +141,7 @@ impl WebrtcServer {
 
         let mut tcp_advertised = Vec::new();
         let mut tcp_addr = None;
+        let mut tcp_slots = None;
         if let Some(addr) = config.tcp {
             let listener = bind_tcp(addr).map_err(|source| WebrtcError::BindTcp { addr, source })?;
             let local = listener.local_addr().unwrap_or(addr);
@@ -144,7 +150,9 @@ impl WebrtcServer {
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, local.port()))
                 .collect();
-            io_tasks.push(tokio::spawn(tcp_accept(listener, nets.clone(), routes.clone())));
+            let slots = Arc::new(Semaphore::new(config.limits.ice_tcp_connections.min(Semaphore::MAX_PERMITS)));
+            tcp_slots = Some(slots.clone());
+            io_tasks.push(tokio::spawn(tcp_accept(listener, nets.clone(), routes.clone(), slots, admission.clone())));
         }
 
         for (index, binding) in udp.iter().enumerate() {
@@ -165,7 +173,6 @@ impl WebrtcServer {
             udp_buffers.1 / 1024,
         );
 
-        let counts = Arc::new(StreamCounts::default());
         let io = Arc::new(IoTasks(io_tasks));
         let mut commands = Vec::with_capacity(shards);
         let mut tasks = Vec::with_capacity(shards);
@@ -176,8 +183,8 @@ impl WebrtcServer {
                 udp.iter().map(|b| b.advertised.clone()).collect(),
                 tcp_advertised.clone(),
                 routes.clone(),
-                counts.clone(),
                 counters[index].clone(),
+                config.limits.connect_timeout,
             );
             let task = ShardTask {
                 shard,
@@ -203,21 +210,28 @@ impl WebrtcServer {
                 tcp_addr,
                 ice_servers: config.ice_servers,
                 candidates,
-                counts,
+                admission,
+                tcp_slots,
                 tasks: Mutex::new(tasks),
             }),
         })
     }
 
-    /// Counters of every shard (cumulative since start) and the socket buffer sizes. Cheap:
-    /// a few relaxed atomic loads per shard.
+    /// Counters of every shard (cumulative since start), the socket buffer sizes, refusals by
+    /// limit and what is connecting now. Cheap: a few relaxed atomic loads per shard and one
+    /// short lock.
     pub fn stats(&self) -> WebrtcStats {
+        let max_tcp = self.inner.admission.limits.ice_tcp_connections.min(Semaphore::MAX_PERMITS);
         WebrtcStats {
             shards: self.inner.counters.iter().map(|c| c.snapshot()).collect(),
             unrouted: self.inner.routes.unrouted.load(Relaxed),
             lagged_samples: self.inner.feeds.lagged_samples.load(Relaxed),
             udp_send_buffer: self.inner.udp_buffers.0,
             udp_recv_buffer: self.inner.udp_buffers.1,
+            refused: self.inner.admission.refusals(),
+            connecting: self.inner.admission.connecting(),
+            ice_tcp_connections: self.inner.tcp_slots.as_ref().map_or(0, |s| max_tcp - s.available_permits()),
+            frames_skipped: self.inner.counters.iter().map(|c| c.frames_skipped.load(Relaxed)).sum(),
         }
     }
 
@@ -242,23 +256,58 @@ impl WebrtcServer {
         &self.inner.ice_servers
     }
 
-    /// WHEP: answers a recvonly offer for `stream`, whose media arrives on `media`.
+    /// The first step of a WHEP offer for `stream` from a player at `client`: a place under
+    /// [`WebrtcLimits`](crate::WebrtcLimits), or [`WhepError::Busy`] naming the limit that is
+    /// full (counted in [`WebrtcStats::refused`]). Cheap — one short lock, nothing built — so
+    /// call it before anything else is made for the offer (such as the stream's broadcast
+    /// receiver). Dropping the reservation gives the place back.
+    pub fn reserve(&self, stream: &str, client: IpAddr) -> Result<Reservation, WhepError> {
+        self.inner.admission.reserve(stream, client)
+    }
+
+    /// WHEP: answers a recvonly offer for the reservation's stream, whose media arrives on
+    /// `media`. The session keeps the reservation until it ends.
+    ///
+    /// The offer is read here; building the peer and handing it to a shard runs in a task of its
+    /// own, so a caller that gives up midway (its future dropped) leaves a complete session
+    /// (which ends at the connect deadline), never routes or feed subscriptions without one.
     pub async fn answer(
         &self,
-        stream: &str,
+        reservation: Reservation,
         offer_sdp: &str,
         tracks: &StreamTracks,
         media: broadcast::Receiver<Arc<Sample>>,
     ) -> Result<Answer, WhepError> {
+        if !reservation.of(&self.inner.admission) {
+            return Err(WhepError::Internal("the reservation is another server's".into()));
+        }
         let started = Instant::now();
         let plan = plan(offer_sdp, tracks)?;
         let offer =
             RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let server = self.clone();
+        let tracks = tracks.clone();
+        tokio::spawn(async move { server.set_up(reservation, plan, offer, tracks, media, started).await })
+            .await
+            .map_err(|e| WhepError::Internal(format!("answer task: {e}")))?
+    }
+
+    /// Builds the peer for a planned offer and hands it to the least-loaded shard.
+    async fn set_up(
+        self,
+        reservation: Reservation,
+        plan: Plan,
+        offer: RTCSessionDescription,
+        tracks: StreamTracks,
+        media: broadcast::Receiver<Arc<Sample>>,
+        started: Instant,
+    ) -> Result<Answer, WhepError> {
+        let stream = reservation.stream().to_owned();
         let credentials = IceCredentials::random();
         // Certificate, SDP parsing and writing: CPU work, kept off the async worker threads.
         let (plan, credentials, built) = {
             let candidates = self.inner.candidates.clone();
-            let stream = stream.to_owned();
+            let stream = stream.clone();
             tokio::task::spawn_blocking(move || {
                 let built = build_peer(offer, &plan, &credentials, &candidates, &stream, Instant::now());
                 (plan, credentials, built)
@@ -276,7 +325,7 @@ impl WebrtcServer {
                 .ok_or_else(|| WhepError::Internal("ICE ufrag or session id collision".into()))?;
             (shard, key)
         };
-        let attached = match self.inner.feeds.attach(stream, shard, tracks, media).await {
+        let attached = match self.inner.feeds.attach(&stream, shard, &tracks, media).await {
             Ok(attached) => attached,
             Err(e) => {
                 self.inner.routes.lock().remove_session(key);
@@ -286,7 +335,7 @@ impl WebrtcServer {
         let new = NewSession {
             key,
             id: session_id.clone(),
-            stream: stream.to_owned(),
+            reservation,
             pc: built.pc,
             video: built.video,
             audio: built.audio,
@@ -326,14 +375,14 @@ impl WebrtcServer {
         replied.await.unwrap_or(false)
     }
 
-    /// Live sessions of a stream.
+    /// Live sessions of a stream (connected or connecting, from their reservation on).
     pub fn sessions(&self, stream: &str) -> usize {
-        self.inner.counts.of(stream)
+        self.inner.admission.of_stream(stream)
     }
 
-    /// Live sessions of all streams.
+    /// Live sessions of all streams (connected or connecting, from their reservation on).
     pub fn total_sessions(&self) -> usize {
-        self.inner.counts.total()
+        self.inner.admission.total()
     }
 
     /// Closes every session and frees the ports. Other clones of this handle stop working.

@@ -9,8 +9,10 @@
 //! After any input to a peer it drains that peer: `poll_read` (player RTCP is consumed by the
 //! interceptors), `poll_event` (state changes), `poll_write` (to the outbox), `poll_timeout`
 //! (into the shard's timer heap). A session ends — and leaves the routing table — on
-//! [`Shard::close`], when ICE or DTLS fails or closes, when it does not connect in time, and
-//! when its stream ends.
+//! [`Shard::close`], when ICE or DTLS fails or closes, when it does not connect in time (the
+//! connect deadline, checked once a second), and when its stream ends. A session carries its
+//! [`Reservation`] under the server's limits: it stops counting as connecting when it connects,
+//! and gives its place back when it ends.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -33,6 +35,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, trace};
 
 use crate::ShardStats;
+use crate::admission::Reservation;
 use crate::config::advertised_for;
 use crate::demux::is_stun;
 use crate::feed::{FeedMsg, Subscribers};
@@ -41,9 +44,6 @@ use crate::packetize::{Kind, MediaUnit, TrackOut};
 use crate::peer::Sender;
 use crate::report::{MediaAnchor, SrTrack};
 use crate::routes::{MAX_ADDRS, SharedRoutes};
-
-/// A session that has not connected by then is dropped.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cumulative counters of one shard, updated with relaxed atomics (read by the server's
 /// `stats()` and the shard's once-a-second stats log).
@@ -62,6 +62,9 @@ pub(crate) struct Counters {
     /// Datagrams the UDP readers dropped (the shard's queue was full).
     pub net_dropped: AtomicU64,
     pub busy_ns: AtomicU64,
+    /// Video frames its sessions did not send because they had missed units and were skipped to
+    /// the next keyframe (one per frame per session).
+    pub frames_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -82,35 +85,13 @@ impl Counters {
     }
 }
 
-/// Live sessions per stream, over all shards.
-#[derive(Debug, Default)]
-pub(crate) struct StreamCounts(std::sync::Mutex<HashMap<String, usize>>);
-
-impl StreamCounts {
-    fn add(&self, stream: &str, delta: isize) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(stream.to_owned()).or_default();
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            map.remove(stream);
-        }
-    }
-
-    pub fn of(&self, stream: &str) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(stream).copied().unwrap_or(0)
-    }
-
-    pub fn total(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
-    }
-}
-
 /// A built peer on its way to a shard.
 pub(crate) struct NewSession {
     /// The routing table's key for it.
     pub key: u64,
     pub id: String,
-    pub stream: String,
+    /// Its place under the limits (and its stream's name).
+    pub reservation: Reservation,
     pub pc: RTCPeerConnection,
     pub video: Option<Sender>,
     pub audio: Option<Sender>,
@@ -134,7 +115,8 @@ struct Track {
 
 struct Session {
     id: String,
-    stream: String,
+    /// Its place under the limits, given back when the session is dropped.
+    reservation: Reservation,
     pc: RTCPeerConnection,
     connected: bool,
     created: Instant,
@@ -168,8 +150,9 @@ pub(crate) struct Shard {
     udp_advertised: Vec<Vec<SocketAddr>>,
     tcp_advertised: Vec<SocketAddr>,
     routes: Arc<SharedRoutes>,
-    counts: Arc<StreamCounts>,
     stats: Arc<Counters>,
+    /// A session not connected this long after it was added is removed.
+    connect_timeout: Duration,
     /// By the routing table's key.
     sessions: HashMap<u64, Session>,
     /// Feed → its sessions here.
@@ -191,16 +174,16 @@ impl Shard {
         udp_advertised: Vec<Vec<SocketAddr>>,
         tcp_advertised: Vec<SocketAddr>,
         routes: Arc<SharedRoutes>,
-        counts: Arc<StreamCounts>,
         stats: Arc<Counters>,
+        connect_timeout: Duration,
     ) -> Shard {
         Shard {
             index,
             udp_advertised,
             tcp_advertised,
             routes,
-            counts,
             stats,
+            connect_timeout,
             sessions: HashMap::new(),
             feeds: HashMap::new(),
             tcp_conns: HashMap::new(),
@@ -245,14 +228,13 @@ impl Shard {
             out: out(s.rtp),
         };
         let probe = new.video.as_ref().or(new.audio.as_ref()).map(|s| s.id);
-        self.counts.add(&new.stream, 1);
         self.stats.sessions.fetch_add(1, Relaxed);
         self.feeds.entry(new.feed).or_default().push(key);
         self.sessions.insert(
             key,
             Session {
                 id: new.id,
-                stream: new.stream,
+                reservation: new.reservation,
                 pc: new.pc,
                 connected: false,
                 created: now,
@@ -389,6 +371,10 @@ impl Shard {
             Kind::Audio => audio.as_mut(),
         };
         let Some(track) = track else { return false };
+        if track.out.skips(unit) {
+            self.stats.frames_skipped.fetch_add(1, Relaxed);
+            return false;
+        }
         let n = track.out.packets(unit, |packet| {
             // The track id is not looked at on the way out; the packet is already this
             // sender's (SSRC, payload type).
@@ -433,17 +419,17 @@ impl Shard {
     }
 
     /// Once a second: sender reports (`wall` = the wall clock at `now`, since the Unix epoch)
-    /// and the connect time-out.
+    /// and the connect deadline.
     pub fn housekeeping(&mut self, now: Instant, wall: Duration) {
         self.sender_reports(now, wall);
         let stale: Vec<u64> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+            .filter(|(_, s)| !s.connected && now.saturating_duration_since(s.created) > self.connect_timeout)
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
-            self.remove(now, key, "did not connect within 30 s");
+            self.remove(now, key, "did not connect before the connect deadline");
         }
     }
 
@@ -486,10 +472,11 @@ impl Shard {
                             info!(
                                 "WebRTC: session {} of {:?} connected in {} ms",
                                 session.id,
-                                session.stream,
+                                session.reservation.stream(),
                                 now.saturating_duration_since(session.created).as_millis()
                             );
                             session.connected = true;
+                            session.reservation.connected();
                             self.events.push_back(ShardEvent::Connected { key });
                         }
                         RTCPeerConnectionState::Failed => end = Some("the connection failed"),
@@ -559,13 +546,12 @@ impl Shard {
             }
         }
         session.subscribers.remove(self.index);
-        self.counts.add(&session.stream, -1);
         self.stats.sessions.fetch_sub(1, Relaxed);
         self.events.push_back(ShardEvent::Ended { key, reason });
         info!(
             "WebRTC: session {} of {:?} ended after {} s, {} RTP packets: {reason}",
             session.id,
-            session.stream,
+            session.reservation.stream(),
             now.saturating_duration_since(session.created).as_secs(),
             session.packets_sent
         );

@@ -149,7 +149,7 @@ async fn whep_post(State(s): State<AppState>, UrlPath(stream): UrlPath<String>, 
     let Some(media) = s.tx.lock().unwrap().as_ref().map(|tx| tx.subscribe()) else {
         return (StatusCode::NOT_FOUND, "stream ended").into_response();
     };
-    match s.server.answer(&stream, &offer, &s.tracks, media).await {
+    match answer(&s.server, &stream, &offer, &s.tracks, media).await {
         Ok(answer) => {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, "application/sdp".parse().unwrap());
@@ -166,9 +166,21 @@ fn whep_status(e: &WhepError) -> StatusCode {
         WhepError::BadOffer(_) | WhepError::Incompatible(_) => StatusCode::BAD_REQUEST,
         WhepError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WhepError::Offline => StatusCode::NOT_FOUND,
-        WhepError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        WhepError::Unavailable | WhepError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// WHEP for a player on this machine: a place under the limits, then the answer.
+async fn answer(
+    server: &WebrtcServer,
+    stream: &str,
+    offer: &str,
+    tracks: &StreamTracks,
+    media: broadcast::Receiver<Arc<Sample>>,
+) -> Result<onair_webrtc::Answer, WhepError> {
+    let reservation = server.reserve(stream, std::net::Ipv4Addr::LOCALHOST.into())?;
+    server.answer(reservation, offer, tracks, media).await
 }
 
 async fn whep_delete(State(s): State<AppState>, UrlPath((_stream, id)): UrlPath<(String, String)>) -> StatusCode {
@@ -195,8 +207,7 @@ fn loopback_config() -> WebrtcConfig {
     WebrtcConfig {
         udp: "127.0.0.1:0".parse().unwrap(),
         tcp: Some("127.0.0.1:0".parse().unwrap()),
-        public_ips: vec![],
-        ice_servers: vec![],
+        ..WebrtcConfig::default()
     }
 }
 
@@ -543,7 +554,7 @@ async fn answers_carry_the_stream_profile() {
 
     // High stream, Safari-style offer: 64xxxx.
     let safari = offer_with_video(SAFARI_VIDEO_CODECS, "96 98");
-    let a = server.answer("s", &safari, &high_tracks, tx.subscribe()).await.unwrap();
+    let a = answer(&server, "s", &safari, &high_tracks, tx.subscribe()).await.unwrap();
     println!("answer to a Safari-style offer:\n{}", a.sdp);
     assert!(answer_profile(&a.sdp).starts_with("64"), "{}", a.sdp);
     assert!(a.sdp.contains("a=sendonly"), "{}", a.sdp);
@@ -557,7 +568,7 @@ async fn answers_carry_the_stream_profile() {
     let _ = std::fs::remove_file(&flv);
     assert_eq!(main.profile_idc, 77);
     let main_tracks = StreamTracks { video: Some(main), audio: false };
-    let b = server.answer("m", &chromium_offer(), &main_tracks, tx.subscribe()).await.unwrap();
+    let b = answer(&server, "m", &chromium_offer(), &main_tracks, tx.subscribe()).await.unwrap();
     assert!(answer_profile(&b.sdp).starts_with("4d"), "{}", b.sdp);
     // No audio in the stream: nothing is sent in the audio section.
     let audio_section = &b.sdp[b.sdp.find("m=audio").unwrap()..];
@@ -569,7 +580,7 @@ async fn answers_carry_the_stream_profile() {
         "a=rtpmap:126 H264/90000\r\na=fmtp:126 profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1\r\n",
         "126",
     );
-    let err = server.answer("s", &firefox, &high_tracks, tx.subscribe()).await.unwrap_err();
+    let err = answer(&server, "s", &firefox, &high_tracks, tx.subscribe()).await.unwrap_err();
     assert!(matches!(err, WhepError::Incompatible(_)), "{err}");
     assert_eq!(whep_status(&err), StatusCode::BAD_REQUEST);
     println!("{err}");
@@ -603,7 +614,7 @@ async fn malformed_offers_are_bad_offers() {
         ("data channel only", "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n".into()),
     ];
     for (what, sdp) in cases {
-        match server.answer("s", &sdp, &tracks, tx.subscribe()).await {
+        match answer(&server, "s", &sdp, &tracks, tx.subscribe()).await {
             Err(WhepError::BadOffer(reason)) => println!("{what}: BadOffer({reason})"),
             other => panic!("{what}: expected BadOffer, got {other:?}"),
         }

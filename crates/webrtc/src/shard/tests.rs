@@ -24,6 +24,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::*;
 use crate::StreamTracks;
+use crate::admission::{Admission, WebrtcLimits};
 use crate::feed::Subscribers;
 use crate::packetize::tests::obs_capture;
 use crate::packetize::{AudioTimeline, VideoPayloader};
@@ -85,6 +86,7 @@ fn player(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
 /// A shard with one session and its player, wired through the routing table.
 struct Rig {
     now: Instant,
+    admission: Arc<Admission>,
     routes: Arc<SharedRoutes>,
     subscribers: Arc<Subscribers>,
     shard: Shard,
@@ -128,11 +130,20 @@ impl Rig {
         let key = routes.lock().add_session(0, "session-1", &credentials.ufrag).unwrap();
         let subscribers = Arc::new(Subscribers::new(1));
         subscribers.add(0);
-        let mut shard = Shard::new(0, vec![vec![server_addr]], vec![], routes.clone(), Arc::default(), Arc::default());
+        let admission = Arc::new(Admission::new(WebrtcLimits::default()));
+        let reservation = admission.reserve("live", player_addr.ip()).unwrap();
+        let mut shard = Shard::new(
+            0,
+            vec![vec![server_addr]],
+            vec![],
+            routes.clone(),
+            Arc::default(),
+            WebrtcLimits::default().connect_timeout,
+        );
         let new = NewSession {
             key,
             id: "session-1".into(),
-            stream: "live".into(),
+            reservation,
             pc: built.pc,
             video: built.video,
             audio: built.audio,
@@ -142,6 +153,7 @@ impl Rig {
         shard.add(now, new);
         Rig {
             now,
+            admission,
             routes,
             subscribers,
             shard,
@@ -233,8 +245,18 @@ impl Rig {
     }
 
     fn feed(&mut self, unit: MediaUnit) {
-        self.shard.handle_feed(self.now, FeedMsg::Media { feed: FEED, gap: false, unit: Arc::new(unit) });
+        self.feed_after(false, unit);
+    }
+
+    /// A unit; `gap`: the shard missed units before it.
+    fn feed_after(&mut self, gap: bool, unit: MediaUnit) {
+        self.shard.handle_feed(self.now, FeedMsg::Media { feed: FEED, gap, unit: Arc::new(unit) });
         self.exchange();
+    }
+
+    /// (sessions, connecting) under the limits.
+    fn counted(&self) -> (usize, usize) {
+        (self.admission.total(), self.admission.connecting())
     }
 
     fn ended(&self) -> Option<&'static str> {
@@ -258,11 +280,13 @@ fn a_session_connects_gets_shared_payloads_and_leaves_the_table_on_close() {
     let keyframe = video.push(&frames[0]).unwrap();
 
     // Media before the connection is up is not sent.
+    assert_eq!(rig.counted(), (1, 1), "one session, connecting");
     rig.feed(keyframe.clone());
     assert!(rig.rtp.is_empty());
     // Routing: the player's first checks name our ufrag and teach the table its address; from
     // an address it never checked from, nothing (not even DTLS) finds the session.
     rig.connect();
+    assert_eq!(rig.counted(), (1, 0), "connected: no longer connecting");
     assert_eq!(rig.unrouted, 0);
     let dtls = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     assert_eq!(rig.routes.lock().route(&dtls, rig.player_addr).map(|t| t.key), Some(rig.key));
@@ -290,6 +314,7 @@ fn a_session_connects_gets_shared_payloads_and_leaves_the_table_on_close() {
     rig.exchange();
     assert_eq!(rig.ended(), Some("closed by the player (DTLS close_notify)"));
     assert_eq!(rig.shard.sessions(), 0);
+    assert_eq!(rig.counted(), (0, 0), "its place is given back");
     assert!(rig.routes.lock().is_empty());
     assert!(!rig.subscribers.on(0));
     // Media of the stream goes nowhere now.
@@ -315,19 +340,61 @@ fn a_vanished_player_fails_and_leaves_the_table() {
     let reason = rig.ended().expect("the session did not end in 30 s");
     assert!(reason.contains("failed"), "{reason}");
     assert!(rig.routes.lock().is_empty());
+    assert_eq!(rig.counted(), (0, 0));
     assert_eq!(rig.shard.sessions(), 0);
 }
 
 #[test]
 fn a_player_that_never_connects_times_out() {
     let mut rig = Rig::new();
-    // Nothing from the player at all.
+    let deadline = WebrtcLimits::default().connect_timeout;
+    assert_eq!(deadline, Duration::from_secs(10));
+    // Nothing from the player at all: the session holds its connecting place until the deadline.
     rig.player_alive = false;
-    rig.now += CONNECT_TIMEOUT + Duration::from_secs(1);
+    let start = rig.now;
+    rig.now = start + deadline - Duration::from_millis(500);
     rig.shard.housekeeping(rig.now, Duration::from_secs(1_800_000_000));
     rig.events.extend(std::iter::from_fn(|| rig.shard.poll_event()));
-    assert_eq!(rig.ended(), Some("did not connect within 30 s"));
+    assert_eq!(rig.ended(), None);
+    assert_eq!(rig.counted(), (1, 1));
+    rig.now = start + deadline + Duration::from_secs(1);
+    rig.shard.housekeeping(rig.now, Duration::from_secs(1_800_000_000));
+    rig.events.extend(std::iter::from_fn(|| rig.shard.poll_event()));
+    assert_eq!(rig.ended(), Some("did not connect before the connect deadline"));
     assert!(rig.routes.lock().is_empty());
+    assert_eq!(rig.counted(), (0, 0), "its place is given back");
+}
+
+/// A session whose shard missed units (the feeder flags the gap) skips video to the next
+/// keyframe, and every frame it skips is counted; audio goes on.
+#[test]
+fn a_session_behind_skips_to_the_next_keyframe_counted() {
+    let (avc, frames) = obs_capture();
+    let keys: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect();
+    let mut video = VideoPayloader::new(&avc);
+    let units: Vec<MediaUnit> = frames.iter().map(|f| video.push(f).unwrap()).collect();
+    let mut rig = Rig::new();
+    rig.connect();
+    let skipped = |rig: &Rig| rig.shard.stats.frames_skipped.load(Relaxed);
+    // Frames before the first keyframe are not "skipped": the session had not started.
+    rig.feed(units[keys[0] + 1].clone());
+    assert!(rig.rtp.is_empty());
+    assert_eq!(skipped(&rig), 0);
+    rig.feed(units[keys[1]].clone());
+    rig.feed(units[keys[1] + 1].clone());
+    assert!(!rig.rtp.is_empty());
+    rig.rtp.clear();
+    // Units were missed: the next ones up to the keyframe are skipped, one count each.
+    rig.feed_after(true, units[keys[1] + 5].clone());
+    for unit in &units[keys[1] + 6..keys[2]] {
+        rig.feed(unit.clone());
+    }
+    assert!(rig.rtp.is_empty());
+    assert_eq!(skipped(&rig), (keys[2] - keys[1] - 5) as u64);
+    rig.feed(units[keys[2]].clone());
+    assert!(!rig.rtp.is_empty(), "sends again from the keyframe");
+    rig.feed(units[keys[2] + 1].clone());
+    assert_eq!(skipped(&rig), (keys[2] - keys[1] - 5) as u64);
 }
 
 /// Audio and video captured at the same instant map to the same NTP time through the sender
