@@ -77,7 +77,10 @@ fn own_rss_bytes() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_agree_with_the_status_api() {
-    let server = TestServer::start().await;
+    // One WebRTC session per stream: a second offer is refused, and counted.
+    let mut config = Config::default();
+    config.limits.webrtc_sessions_per_stream = 1;
+    let server = TestServer::start_with(config).await;
     let stream = "m";
     // Before any stream: the families are there, every refusal reason at 0, no stream series.
     let (families, samples) = scrape(&server).await;
@@ -92,14 +95,18 @@ async fn metrics_agree_with_the_status_api() {
         "onair_sent_bytes",
         "onair_refusals",
         "onair_webrtc_sessions",
+        "onair_webrtc_sessions_connecting",
         "onair_webrtc_frames_skipped",
         "process_cpu_seconds",
         "process_resident_memory_bytes",
     ] {
         assert!(names.contains(&family), "no family {family} in {names:?}");
     }
-    let refusal_reasons = samples.keys().filter(|k| k.starts_with("onair_refusals_total{")).count();
-    assert!(refusal_reasons >= 7, "{samples:?}");
+    for reason in
+        ["http_connections", "rtmp_pending", "webrtc_sessions", "webrtc_sessions_per_ip", "ice_tcp_connections"]
+    {
+        assert_eq!(value(&samples, &format!("onair_refusals_total{{reason=\"{reason}\"}}")), 0.0);
+    }
     assert!(samples.iter().filter(|(k, _)| k.starts_with("onair_refusals_total{")).all(|(_, v)| *v == 0.0));
     assert!(!samples.keys().any(|k| k.contains("stream=")), "{samples:?}");
 
@@ -200,6 +207,21 @@ async fn metrics_agree_with_the_status_api() {
     assert!(value(&m2, "onair_sent_bytes_total{transport=\"webrtc\"}") > webrtc);
     assert!(value(&m2, "onair_sent_bytes_total{transport=\"hls\"}") >= hls_total);
     assert!(value(&m2, "onair_webrtc_frames_skipped_total") >= value(&m, "onair_webrtc_frames_skipped_total"));
+
+    // A second WebRTC session of the stream is over the limit: 503, counted by reason.
+    let offer = request_with(
+        "POST",
+        &server.url(&format!("/live/{stream}/whep")),
+        &[("Content-Type", "application/sdp")],
+        b"v=0\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(offer.status, 503, "{}", offer.text());
+    let (_, m2) = scrape(&server).await;
+    assert_eq!(value(&m2, "onair_refusals_total{reason=\"webrtc_sessions_per_stream\"}"), 1.0);
+    assert_eq!(value(&m2, "onair_refusals_total{reason=\"webrtc_sessions\"}"), 0.0);
+    assert_eq!(value(&m2, "onair_webrtc_sessions_connecting"), 0.0, "the viewer is connected");
 
     // The process figures are this test process's own (the engine runs in it).
     let cpu = value(&m, "process_cpu_seconds_total");

@@ -215,20 +215,36 @@ impl Collector for Scrape {
         family(
             e,
             "onair_refusals",
-            "Clients refused by a limit since start, by reason",
-            self.refusals.all().map(|(why, n)| ([("reason", why.label())], count(n))),
+            "Clients refused by a limit since start, by reason (named after its [limits] key)",
+            self.refusals
+                .all()
+                .map(|(why, n)| (why.label(), n))
+                .chain(stats.refused.iter().copied())
+                .map(|(reason, n)| ([("reason", reason)], count(n))),
         )?;
         single(
             e,
             "onair_webrtc_sessions",
-            "WebRTC sessions of all streams",
+            "WebRTC sessions of all streams, connected or connecting",
             ConstGauge::new(self.webrtc.as_ref().map_or(0, |w| w.total_sessions()) as i64),
         )?;
         single(
             e,
+            "onair_webrtc_sessions_connecting",
+            "WebRTC sessions not connected yet (offer being answered, ICE/DTLS not up)",
+            ConstGauge::new(stats.connecting as i64),
+        )?;
+        single(
+            e,
+            "onair_webrtc_ice_tcp_connections",
+            "ICE-TCP connections open",
+            ConstGauge::new(stats.ice_tcp_connections as i64),
+        )?;
+        single(
+            e,
             "onair_webrtc_frames_skipped",
-            "Media units (video frames, audio packets) WebRTC viewers missed because they fell behind",
-            count(stats.lagged_samples + stats.shards.iter().map(|s| s.media_dropped).sum::<u64>()),
+            "Video frames not sent to WebRTC viewers that fell behind (each skips to the next keyframe), all sessions",
+            count(stats.frames_skipped),
         )?;
         encode_process(e, &metrics_process::collector::collect())
     }
