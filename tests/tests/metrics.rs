@@ -264,11 +264,13 @@ async fn metrics_off_is_404_and_loopback_only_refuses_the_lan_address() {
     let lan = onair_engine::net::lan_ip();
     for loopback_only in [true, false] {
         init_logs();
-        let mut config = Config::default();
-        config.http = "0.0.0.0:0".parse().unwrap();
-        config.rtmp = "127.0.0.1:0".parse().unwrap();
+        let mut config = Config {
+            http: "0.0.0.0:0".parse().unwrap(),
+            rtmp: "127.0.0.1:0".parse().unwrap(),
+            data_dir: fresh_dir("metrics-data"),
+            ..Default::default()
+        };
         config.webrtc.enabled = false;
-        config.data_dir = fresh_dir("metrics-data");
         config.metrics.loopback_only = loopback_only;
         let engine = Engine::start(config, SigningKey::new(SECRET).into()).await.expect("engine starts");
         let port = engine.http_addr().port();

@@ -184,7 +184,7 @@ impl Collector for Scrape {
         family(
             e,
             "onair_stream_viewers",
-            "Viewers by transport: HLS players that loaded a playlist in the last 10 s (one per address and user agent), connected WebRTC sessions",
+            "Viewers by transport: HLS players that loaded a playlist in the last 10 s (one per address and user agent), WebRTC sessions (connecting or connected)",
             streams.iter().flat_map(|s| {
                 [("hls", s.viewers.hls), ("webrtc", s.viewers.webrtc)].map(|(transport, n)| {
                     ([("stream", s.name.as_str()), ("transport", transport)], ConstGauge::new(n as i64))
@@ -195,7 +195,7 @@ impl Collector for Scrape {
         family(
             e,
             "onair_stream_sent_bytes",
-            "Bytes of HLS playlists, init segments, parts and segments answered for the stream during its current publish",
+            "Bytes of HLS playlists, init segments, parts and segments answered for the stream (may restart from 0 after the stream ended)",
             streams.iter().map(|s| {
                 let n = hls.get(&s.name).map_or(0, |n| n.load(Relaxed));
                 ([("stream", s.name.as_str()), ("transport", "hls")], count(n))
