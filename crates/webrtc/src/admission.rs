@@ -7,7 +7,7 @@
 //! [`Reservation`] that the session carries for its whole life. Dropping it (the answer failed,
 //! the session ended) gives the place back; [`Reservation::connected`] moves it out of the
 //! "connecting" count once ICE and DTLS are up. Refusals are counted by limit
-//! ([`Limit::label`]). The counting itself ([`Counts`]) is plain bookkeeping, tested without
+//! ([`Limit::label`]) and warned about at most every 10 s (the caller logs each one). The counting itself ([`Counts`]) is plain bookkeeping, tested without
 //! tasks or sockets.
 //!
 //! Client IPs are counted per address for IPv4 and per /64 for IPv6 (one host or subscriber
@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
 
 use crate::WhepError;
 
@@ -205,11 +207,13 @@ pub(crate) struct Admission {
     pub limits: WebrtcLimits,
     counts: Mutex<Counts>,
     refused: [AtomicU64; Limit::ALL.len()],
+    /// When a refusal was last warned about.
+    last_warning: Mutex<Option<Instant>>,
 }
 
 impl Admission {
     pub fn new(limits: WebrtcLimits) -> Admission {
-        Admission { limits, counts: Mutex::default(), refused: Default::default() }
+        Admission { limits, counts: Mutex::default(), refused: Default::default(), last_warning: Mutex::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -225,6 +229,7 @@ impl Admission {
             Ok(()) => Ok(Reservation { admission: self.clone(), stream: stream.to_owned(), ip, connecting: true }),
             Err(limit) => {
                 self.refuse(limit);
+                self.warn(limit, client);
                 Err(WhepError::Busy {
                     limit: limit.label(),
                     max: limit.max(&self.limits),
@@ -237,6 +242,22 @@ impl Admission {
     /// Counts a refusal.
     pub fn refuse(&self, limit: Limit) {
         self.refused[limit as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A warning that offers are being refused, at most every 10 s.
+    fn warn(&self, limit: Limit, client: IpAddr) {
+        let now = Instant::now();
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+            return;
+        }
+        *last = Some(now);
+        let refused: u64 = self.refused.iter().map(|n| n.load(Relaxed)).sum();
+        warn!(
+            "WebRTC: refusing offers (e.g. from {client}): the {} limit ({}) is reached; {refused} refused since start",
+            limit.label(),
+            limit.max(&self.limits)
+        );
     }
 
     /// Refusals by limit label, every limit listed (in [`Limit::ALL`] order).
