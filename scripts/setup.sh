@@ -37,7 +37,8 @@ if [ $want_test = 1 ]; then
   need rpm rpm
   need import imagemagick
   need python3 python3
-  # Synapse (the Matrix homeserver of the chat tests) goes into a venv: Debian splits venv out.
+  # Synapse (the Matrix homeserver of the chat tests) and the Prometheus parser of the metrics
+  # test (tests/metrics/promparse.sh) go into venvs: Debian splits venv out.
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   # GStreamer webrtcbin, the second independent WHEP player of the interop tests (tests/whep/);
   # aiortc, the first, goes into a venv like Synapse.

@@ -35,6 +35,8 @@ pub enum ApiError {
     Control(#[from] ControlError),
     #[error("the control API only answers on this machine (loopback)")]
     NotLoopback,
+    #[error("/metrics only answers on this machine (metrics.loopback_only)")]
+    MetricsNotLoopback,
     #[error("missing or wrong control token (a running engine writes it to control.json in its data dir)")]
     BadToken,
     #[error("page missing from build")]
@@ -66,7 +68,7 @@ impl ApiError {
                 ControlError::Matrix(_) => StatusCode::BAD_GATEWAY,
                 ControlError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::NotLoopback => StatusCode::FORBIDDEN,
+            ApiError::NotLoopback | ApiError::MetricsNotLoopback => StatusCode::FORBIDDEN,
             ApiError::BadToken => StatusCode::UNAUTHORIZED,
             ApiError::PageMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }

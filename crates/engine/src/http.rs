@@ -29,6 +29,7 @@ use crate::control_api::ControlApiState;
 use crate::error::ApiError;
 use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
 use crate::limits::Refusals;
+use crate::metrics::Metrics;
 use crate::status::StreamStatus;
 use crate::ui;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub control_token: Arc<str>,
     /// Clients refused by a limit, by reason.
     pub refusals: Arc<Refusals>,
+    /// `/metrics` settings and the HLS bytes counted for it.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The ICE servers players get in WHEP `Link` headers.
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/streams", get(api_streams))
         .route("/api/streams/{stream}", get(api_stream))
+        .route("/metrics", get(metrics))
         .route("/live/{stream}/whep", post(whep_offer).patch(whep_patch).layer(DefaultBodyLimit::max(MAX_OFFER_BYTES)))
         .route("/live/{stream}/whep/{session}", delete(whep_delete).patch(whep_patch))
         .route("/live/{stream}/{file}", get(playlist))
@@ -159,6 +163,7 @@ async fn playlist(
         viewer: client_key(peer, &headers),
     };
     let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
+    st.metrics.count_hls(&st.registry, &name, body.len() as u64);
     Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
 }
 
@@ -169,6 +174,7 @@ async fn media(
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
+    st.metrics.count_hls(&st.registry, &name, body.iter().map(|b| b.len() as u64).sum());
     let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
         .into_response())
@@ -225,6 +231,18 @@ async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Res
         return Err(ApiError::BadRequest("invalid stream name".into()));
     }
     Ok(([(header::CACHE_CONTROL, NO_CACHE)], Json(st.control.stream_status(&name).await)).into_response())
+}
+
+/// Prometheus metrics ([`crate::metrics`]).
+async fn metrics(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, ApiError> {
+    let client = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let sources = crate::metrics::Sources { hub: &st.registry, webrtc: st.webrtc.as_ref(), refusals: &st.refusals };
+    let body = st.metrics.scrape(client, sources)?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body)
+        .into_response())
 }
 
 /// WHEP (RFC 9725): an SDP offer in, `201 Created` with the answer and the session's `Location`.
@@ -318,7 +336,7 @@ async fn asset(Path(path): Path<String>) -> Result<Response, ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The router through `oneshot`, no sockets; a stream fed from the real OBS capture.
 
     use super::*;
@@ -338,6 +356,7 @@ mod tests {
             control: crate::control::tests::control(&registry),
             control_token: "test-token".into(),
             refusals: Default::default(),
+            metrics: Default::default(),
         };
         (router(state), registry)
     }
@@ -350,7 +369,7 @@ mod tests {
     }
 
     /// Publishes the first `seconds` of the OBS capture into `name`.
-    fn publish_capture(registry: &Arc<Registry>, name: &str, seconds: u32) -> crate::hub::Publisher {
+    pub(crate) fn publish_capture(registry: &Arc<Registry>, name: &str, seconds: u32) -> crate::hub::Publisher {
         let file = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"

@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod net;
 pub mod obs;
 pub mod rtmp;
@@ -42,7 +43,7 @@ pub use secrets::SigningKey;
 pub fn is_valid_stream_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !matches!(name, "api" | "live" | "embed" | "assets" | "healthz")
+        && !matches!(name, "api" | "live" | "embed" | "assets" | "healthz" | "metrics")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +194,7 @@ impl Engine {
             control: control.clone(),
             control_token: endpoint.token.into(),
             refusals: refusals.clone(),
+            metrics: Arc::new(metrics::Metrics::new(config.metrics.clone())),
         });
         let mut stop = shutdown.subscribe();
         let http_task = tokio::spawn(async move {
@@ -308,7 +310,21 @@ mod tests {
         for ok in ["stream", "my-show_2", "A", &"x".repeat(64)] {
             assert!(super::is_valid_stream_name(ok), "{ok}");
         }
-        for bad in ["", "a/b", "a?b", "a b", "ü", "..", "api", "live", "embed", "assets", "healthz", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a/b",
+            "a?b",
+            "a b",
+            "ü",
+            "..",
+            "api",
+            "live",
+            "embed",
+            "assets",
+            "healthz",
+            "metrics",
+            &"x".repeat(65),
+        ] {
             assert!(!super::is_valid_stream_name(bad), "{bad}");
         }
     }
