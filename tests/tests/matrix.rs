@@ -230,11 +230,10 @@ async fn a_title_set_while_the_homeserver_is_down_reaches_the_room_when_it_is_ba
 
     let back = std::time::Instant::now();
     hs.resume();
-    wait_room_name(&reader, &room_id, "Set during the outage", Duration::from_secs(60)).await;
+    wait_room_name(&reader, &room_id, "Set during the outage", Duration::from_secs(30)).await;
     eprintln!("the room name followed {:.1} s after the homeserver came back", back.elapsed().as_secs_f64());
     // And OnAir's title was not overwritten by the older room name meanwhile.
     assert_eq!(control.title("outage"), "Set during the outage");
-    assert!(!logs().contains("the room name is newer than OnAir's title"), "nothing adopted");
     server.shutdown().await;
 }
 

@@ -505,7 +505,7 @@ impl Control {
                     warn!(homeserver = %config.homeserver, %reason, retry_in = ?wait, "Matrix homeserver unreachable");
                     self.set_state(MatrixState::Unreachable(reason));
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
+                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
                     warn!(error = %e, "Matrix chat is unavailable");
@@ -519,6 +519,8 @@ impl Control {
     async fn attach(self: &Arc<Self>, chat: Chat) {
         let chat = Arc::new(chat);
         info!(user = %chat.user_id(), homeserver = %chat.homeserver_url(), "Matrix chat ready");
+        // In place before the state says "connected", so whoever sees that state finds the chat.
+        *lock(&self.chat) = Some(chat.clone());
         let me = chat.user_id();
         let mut events = chat.subscribe();
         let mut status = chat.watch_status();
@@ -580,7 +582,6 @@ impl Control {
             }
         });
         chat.start_sync();
-        *lock(&self.chat) = Some(chat);
         lock(&self.chat_tasks).extend([forward_events, forward_status, reconcile]);
     }
 

@@ -36,8 +36,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one sync request waits for news. Short enough that a name set in another client
 /// arrives within seconds (it arrives as soon as it happens; this only bounds idle requests).
 const SYNC_WAIT: Duration = Duration::from_secs(25);
-/// Reconnect backoff: doubles from the first value up to the second.
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// Reconnect backoff: doubles from the first value up to the second. The cap bounds how long a
+/// homeserver that is back waits to be noticed (and pending titles to reach their rooms); one
+/// refused connection every 10 s costs nothing.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
 /// Messages kept for a slow subscriber before it starts missing some.
 const EVENT_BUFFER: usize = 512;
 
