@@ -39,6 +39,9 @@ pub const RECONNECT_GRACE: Duration = Duration::from_secs(60);
 const STATS_EVERY: Duration = Duration::from_secs(2);
 /// How long a status request waits for a stream's room to be found or created.
 const ENSURE_WAIT: Duration = Duration::from_secs(5);
+/// After titles could not all be reconciled (the homeserver went away mid-way), when to try again
+/// once it answers.
+const RECONCILE_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -574,8 +577,14 @@ impl Control {
                     break;
                 }
                 let (Some(control), Some(chat)) = (weak.upgrade(), weak_chat.upgrade()) else { break };
-                control.reconcile_all(&chat).await;
+                let done = control.reconcile_all(&chat).await;
                 drop((control, chat));
+                if !done {
+                    // The homeserver went away mid-way; the status may already say "connected"
+                    // again, so try again shortly rather than wait for the next outage.
+                    tokio::time::sleep(RECONCILE_RETRY).await;
+                    continue;
+                }
                 if status.wait_for(|s| *s != MatrixStatus::Connected).await.is_err() {
                     break;
                 }
@@ -586,8 +595,8 @@ impl Control {
     }
 
     /// Sets up the room of every known stream and brings its title and room name in step; stops
-    /// at the first sign that the homeserver is gone (the next reconnection tries again).
-    async fn reconcile_all(&self, chat: &Chat) {
+    /// at the first sign that the homeserver is gone. Answers whether it went through.
+    async fn reconcile_all(&self, chat: &Chat) -> bool {
         let mut known: Vec<String> = lock(&self.known).iter().cloned().collect();
         known.sort();
         for stream in known {
@@ -598,11 +607,12 @@ impl Control {
                     e @ ControlError::Matrix(onair_matrix::Error::Unreachable { .. } | onair_matrix::Error::LoggedOut),
                 ) => {
                     warn!(%stream, error = %e, "titles are reconciled when Matrix is back");
-                    return;
+                    return false;
                 }
                 Err(e) => warn!(%stream, error = %e, "cannot set up the stream's Matrix room"),
             }
         }
+        true
     }
 
     /// Stops using the current chat (if any) and answers it.

@@ -747,7 +747,10 @@ async fn sync_loop(client: Client, shared: Arc<Shared>) {
     let mut first = true;
     let mut backoff = BACKOFF.0;
     loop {
-        let wait = if first { Duration::ZERO } else { SYNC_WAIT };
+        // The first sync, and the first after a failure, answer at once: a homeserver that is back
+        // shows as connected (and what waited for it proceeds) without a long-poll's wait.
+        let connected = *shared.status.borrow() == MatrixStatus::Connected;
+        let wait = if first || !connected { Duration::ZERO } else { SYNC_WAIT };
         let settings = SyncSettings::new().timeout(wait).filter(sync_filter(first));
         match client.sync_once(settings).await {
             Ok(_) => {
