@@ -2,11 +2,10 @@
 //! against a real Synapse (tests/matrix/synapse.sh), with the page served by a real engine and,
 //! where the video matters, a real ffmpeg publisher.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use onair_engine::{Config, EngineEvent};
-use onair_synapse::{PASSWORD, Raw, Synapse, enc, synapse};
+use onair_synapse::{PASSWORD, Raw, Synapse, enc, own_synapse, synapse};
 use onair_tests::*;
 use serde_json::{Value, json};
 
@@ -92,49 +91,6 @@ async fn wait_engine_chat(events: &mut tokio::sync::broadcast::Receiver<EngineEv
 async fn set_title(server: &TestServer, stream: &str, title: &str) {
     server.control().set_title(stream, title).await.unwrap();
     assert_eq!(api(server, stream).await["title"], title, "OnAir keeps the title just set");
-}
-
-/// A room with what guests need: public, in the directory, world-readable history, guest
-/// access `can_join`; named `name`, aliased `#<alias_localpart>:<server>`.
-async fn create_room(owner: &Raw, alias_localpart: &str, name: &str) -> String {
-    let body = owner
-        .ok(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(json!({
-                "preset": "public_chat",
-                "visibility": "public",
-                "room_alias_name": alias_localpart,
-                "name": name,
-                "initial_state": [
-                    {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "world_readable"}},
-                    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}},
-                ],
-            })),
-        )
-        .await;
-    body["room_id"].as_str().expect("room_id").to_owned()
-}
-
-/// A Synapse of this test alone (stopped and resumed by it, or configured differently).
-fn own_synapse(tag: &str, no_guests: bool) -> Synapse {
-    let dir = std::env::temp_dir().join(format!("onair-synapse-{}-{tag}", std::process::id()));
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(repo_root().join("tests/matrix/synapse.sh")).arg("start").arg(&dir).arg(std::process::id().to_string());
-    if no_guests {
-        cmd.env("ONAIR_SYNAPSE_NO_GUESTS", "1");
-    }
-    let out = cmd.output().expect("run tests/matrix/synapse.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "synapse.sh start failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let field = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key} in synapse.sh output:\n{stdout}"))
-            .to_owned()
-    };
-    Synapse { base_url: field("BASE_URL"), server_name: field("SERVER_NAME"), dir: PathBuf::from(field("DIR")) }
 }
 
 /// The bodies of a room's newest messages with their senders, oldest first.
@@ -411,8 +367,8 @@ async fn an_alias_that_does_not_resolve_falls_back_to_the_room_directory() {
     // The stream's room exists under another alias (an older setup), named after the stream; a
     // room whose name only contains that is not taken.
     let owner = Raw::login(&hs.base_url, &hs.new_user("dirowner"), PASSWORD).await;
-    create_room(&owner, "decoy_dirshow", "dirshow (old)").await;
-    let room = create_room(&owner, "elsewhere_dirshow", "dirshow").await;
+    owner.create_room("decoy_dirshow", "dirshow (old)").await;
+    let room = owner.create_room("elsewhere_dirshow", "dirshow").await;
     owner.send_text(&room, "found through the directory").await;
     // OnAir's own login fails (wrong password): it can tell pages the homeserver and the alias
     // it expects, not a room id, and that alias does not resolve.

@@ -1,12 +1,13 @@
 //! The streamer's side of chat and titles (issue 4) through a running engine, against a real
 //! Synapse (tests/matrix/synapse.sh) and real ffmpeg publishers: the room a stream gets, titles
-//! both ways, chat both ways as engine events, live/ended notices, Go live / End stream, and a
-//! homeserver that does not answer.
+//! both ways, chat both ways as engine events, live/ended notices, Go live / End stream, a
+//! homeserver that does not answer, and titles that are never lost (issue 10).
 
+use std::path::Path;
 use std::time::Duration;
 
 use onair_engine::{Config, EndReason, EngineEvent};
-use onair_synapse::{PASSWORD, Raw, synapse};
+use onair_synapse::{PASSWORD, Raw, Synapse, own_synapse, synapse};
 use onair_tests::*;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -181,5 +182,125 @@ async fn an_unreachable_homeserver_is_reported_and_the_stream_still_plays() {
     wait_live(&server, "solo", Duration::from_secs(20)).await;
     ffprobe(&server.url("/live/solo/llhls.m3u8")).await.expect("ffprobe reads the stream");
     publisher.stop().await;
+    server.shutdown().await;
+}
+
+// ---------- titles are never lost (issue 10) ----------
+
+/// An engine logged in to `hs` as `user`, `stream` its default stream, its state in `data_dir`.
+async fn engine_on(hs: &Synapse, user: &str, stream: &str, data_dir: &Path) -> TestServer {
+    let mut config = Config { default_stream: stream.into(), data_dir: data_dir.into(), ..Config::default() };
+    config.matrix.homeserver = hs.base_url.clone();
+    config.matrix.user = user.into();
+    TestServer::start_matrix(config, PASSWORD).await
+}
+
+/// Waits until the room `room_id` is named `name` (read as another client of the streamer).
+async fn wait_room_name(reader: &Raw, room_id: &str, name: &str, within: Duration) {
+    wait_for(&format!("the room name {name:?}"), within, || async {
+        (reader.room_name(room_id).await == name).then_some(())
+    })
+    .await
+}
+
+fn api_title(v: &Value) -> String {
+    v["title"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_title_set_while_the_homeserver_is_down_reaches_the_room_when_it_is_back() {
+    let hs = own_synapse("titles-down", false);
+    let user = hs.new_user("outage");
+    let server = engine_on(&hs, &user, "outage", &fresh_dir("data")).await;
+    let control = server.control();
+    let room_id = room_status(&server, "outage").await["chat"]["room_id"].as_str().unwrap().to_owned();
+    control.set_title("outage", "Before the outage").await.unwrap();
+    let reader = Raw::login(&hs.base_url, &user, PASSWORD).await;
+    assert_eq!(reader.room_name(&room_id).await, "Before the outage");
+
+    hs.stop();
+    wait_for("Matrix to be reported unreachable", Duration::from_secs(30), || {
+        let state = control.matrix_state().to_string();
+        async move { state.starts_with("unreachable").then_some(()) }
+    })
+    .await;
+    control.set_title("outage", "Set during the outage").await.expect("accepted: kept until Matrix is back");
+    let v = get(&server.url("/api/streams/outage")).await.unwrap().json();
+    assert_eq!(api_title(&v), "Set during the outage");
+
+    let back = std::time::Instant::now();
+    hs.resume();
+    wait_room_name(&reader, &room_id, "Set during the outage", Duration::from_secs(30)).await;
+    eprintln!("the room name followed {:.1} s after the homeserver came back", back.elapsed().as_secs_f64());
+    // And OnAir's title was not overwritten by the older room name meanwhile.
+    assert_eq!(control.title("outage"), "Set during the outage");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_title_set_in_the_first_moment_after_start_reaches_the_room() {
+    let hs = synapse();
+    let user = hs.new_user("early");
+    // The stream's room exists already, under an older name (from an earlier run, say).
+    let owner = Raw::login(&hs.base_url, &user, PASSWORD).await;
+    let room_id = owner.create_room("onair_early", "An older name").await;
+
+    let server = engine_on(hs, &user, "early", &fresh_dir("data")).await;
+    let control = server.control();
+    assert_ne!(control.matrix_state().to_string(), "connected", "the Matrix session is not ready yet");
+    control.set_title("early", "Set in the first moment").await.unwrap();
+
+    // The room is found (not created), and gets the new title.
+    let v = room_status(&server, "early").await;
+    assert_eq!(v["chat"]["room_id"], room_id.as_str());
+    wait_room_name(&owner, &room_id, "Set in the first moment", Duration::from_secs(20)).await;
+    assert_eq!(api_title(&get(&server.url("/api/streams/early")).await.unwrap().json()), "Set in the first moment");
+    assert_eq!(control.title("early"), "Set in the first moment");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_room_renamed_while_onair_is_stopped_is_adopted_only_if_newer() {
+    let hs = own_synapse("titles-offline", false);
+    let user = hs.new_user("offline");
+    let data = fresh_dir("data");
+    let other = Raw::login(&hs.base_url, &user, PASSWORD).await;
+
+    // A first run: the room gets OnAir's title.
+    let server = engine_on(&hs, &user, "away", &data).await;
+    let room_id = room_status(&server, "away").await["chat"]["room_id"].as_str().unwrap().to_owned();
+    server.control().set_title("away", "OnAir's first title").await.unwrap();
+    assert_eq!(other.room_name(&room_id).await, "OnAir's first title");
+    server.shutdown().await;
+
+    // Renamed elsewhere while OnAir is stopped: newer than OnAir's title, so adopted at start.
+    other.set_name(&room_id, "Renamed while OnAir was off").await;
+    let server = engine_on(&hs, &user, "away", &data).await;
+    let control = server.control();
+    wait_for("the newer room name to be adopted", Duration::from_secs(30), || {
+        let title = control.title("away");
+        async move { (title == "Renamed while OnAir was off").then_some(()) }
+    })
+    .await;
+    assert_eq!(other.room_name(&room_id).await, "Renamed while OnAir was off", "the room keeps its name");
+    assert_eq!(api_title(&get(&server.url("/api/streams/away")).await.unwrap().json()), "Renamed while OnAir was off");
+    server.shutdown().await;
+
+    // Renamed elsewhere, then OnAir's title set later while the homeserver is down (and OnAir
+    // stopped before it came back): the room's name is older, so OnAir's title wins at start.
+    other.set_name(&room_id, "An older rename").await;
+    hs.stop();
+    let server = engine_on(&hs, &user, "away", &data).await;
+    server.control().set_title("away", "Set while the homeserver was down").await.unwrap();
+    server.shutdown().await;
+    hs.resume();
+    let server = engine_on(&hs, &user, "away", &data).await;
+    wait_room_name(&other, &room_id, "Set while the homeserver was down", Duration::from_secs(30)).await;
+    let control = server.control();
+    assert_eq!(control.title("away"), "Set while the homeserver was down");
+    assert_eq!(
+        api_title(&get(&server.url("/api/streams/away")).await.unwrap().json()),
+        "Set while the homeserver was down"
+    );
     server.shutdown().await;
 }

@@ -2,16 +2,20 @@
 //! Matrix, and the engine events front ends listen to. The tray app calls it in-process; `onair`
 //! commands reach it through the loopback control API ([`crate::control_api`]).
 //!
-//! Titles: without Matrix they are OnAir's own (kept in `<data_dir>/titles.json`); with Matrix the
-//! title of a stream is its room's name, both ways. Chat: the streamer's Matrix account
-//! (onair-matrix) restores its session from the OS keyring, or logs in once with a password.
+//! Titles are kept by OnAir (`<data_dir>/titles.json`, each with when it was set); with Matrix the
+//! title of a stream is also its room's name, both ways, and the newer of the two wins
+//! ([`titles::reconcile`]): a title set while Matrix is not ready or unreachable reaches the room
+//! when it is back. Chat: the streamer's Matrix account (onair-matrix) restores its session from
+//! the OS keyring, or logs in once with a password.
+
+mod titles;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use onair_matrix::{Chat, ChatEvent, MatrixStatus, SessionStore, StoreError};
+use onair_matrix::{Chat, ChatEvent, MatrixStatus, RoomName, SessionStore, StoreError};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +26,7 @@ use crate::events::{EndReason, EngineEvent};
 use crate::hub::Registry;
 use crate::secrets::SecretStore;
 use crate::status::{ChatInfo, StreamStatus};
+use titles::{Reconcile, Title};
 
 /// Longest title accepted (Matrix room names have no hard limit; players show one line).
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -34,6 +39,9 @@ pub const RECONNECT_GRACE: Duration = Duration::from_secs(60);
 const STATS_EVERY: Duration = Duration::from_secs(2);
 /// How long a status request waits for a stream's room to be found or created.
 const ENSURE_WAIT: Duration = Duration::from_secs(5);
+/// After titles could not all be reconciled (the homeserver went away mid-way), when to try again
+/// once it answers.
+const RECONCILE_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -135,8 +143,8 @@ pub struct Control {
     default_stream: String,
     viewer_base: String,
     titles_path: PathBuf,
-    /// Current titles by stream (the room names, with Matrix).
-    titles: Mutex<HashMap<String, String>>,
+    /// Current titles by stream, with when they were set (see [`titles`]).
+    titles: Mutex<HashMap<String, Title>>,
     /// Streams the streamer has used (rooms are found or created only for these, so a visitor
     /// cannot make the engine create rooms for made-up names).
     known: Mutex<HashSet<String>>,
@@ -147,8 +155,8 @@ pub struct Control {
     chat_tasks: Mutex<Vec<JoinHandle<()>>>,
     state: watch::Sender<MatrixState>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Title changes and room set-up one at a time, so a room name read during set-up cannot
-    /// overwrite a title set meanwhile.
+    /// Title changes and room set-up one at a time, so a room name read while titles are
+    /// reconciled cannot overwrite a title set meanwhile.
     titling: tokio::sync::Mutex<()>,
 }
 
@@ -161,7 +169,7 @@ impl Control {
     /// a tokio runtime. `password` logs in when the keyring holds no session yet.
     pub fn start(setup: ControlSetup, password: Option<String>) -> Arc<Control> {
         let titles_path = setup.data_dir.join("titles.json");
-        let titles = load_titles(&titles_path);
+        let titles = titles::load(&titles_path);
         let mut known: HashSet<String> = titles.keys().cloned().collect();
         known.insert(setup.default_stream.clone());
         let state = if setup.matrix.enabled() { MatrixState::Connecting } else { MatrixState::Off };
@@ -241,14 +249,19 @@ impl Control {
         self.registry.is_armed(stream)
     }
 
-    /// The stream's title: the room name with Matrix, else OnAir's own; the stream name when
-    /// none is set.
+    /// The stream's title (the room name, with Matrix); the stream name when none is set.
     pub fn title(&self, stream: &str) -> String {
-        lock(&self.titles).get(stream).cloned().unwrap_or_else(|| stream.to_owned())
+        lock(&self.titles)
+            .get(stream)
+            .map(|t| t.title.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| stream.to_owned())
     }
 
-    /// Sets the title (the room name, with Matrix). Without a working Matrix connection the
-    /// title is kept by OnAir and the error says why the room name was not set.
+    /// Sets the title (empty: back to the stream name), and with Matrix the room name. The title
+    /// is kept (across restarts too) whatever Matrix does: while the session is not ready or the
+    /// homeserver is unreachable, the room name follows once it is back (unless the room is
+    /// renamed later still). An error means the homeserver refused the name.
     pub async fn set_title(&self, stream: &str, title: &str) -> Result<(), ControlError> {
         check_stream(stream)?;
         let title = title.trim();
@@ -257,12 +270,25 @@ impl Control {
         }
         self.remember(stream);
         let _one_at_a_time = self.titling.lock().await;
-        self.store_title(stream, title);
-        if let Some(chat) = self.chat() {
-            self.ensure_locked(&chat, stream).await?;
-            chat.set_title(stream, title).await?;
+        self.keep_title(stream, Title { title: title.to_owned(), set_ms: now_ms() });
+        let Some(chat) = self.chat() else {
+            info!(%stream, matrix = %self.matrix_state(), "title kept; the room name follows when Matrix is connected");
+            return Ok(());
+        };
+        // Set now, it is newer than any name the room has: no need to compare.
+        let name_if_created = if title.is_empty() { stream } else { title };
+        let result = match chat.ensure_room_named(stream, name_if_created).await {
+            Ok(room) if room.created => Ok(()),
+            Ok(_) => chat.set_title(stream, title).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e @ (onair_matrix::Error::Unreachable { .. } | onair_matrix::Error::LoggedOut)) => {
+                warn!(%stream, error = %e, "title kept; the room name follows when Matrix is back");
+                Ok(())
+            }
+            other => other.map_err(ControlError::from),
         }
-        Ok(())
     }
 
     /// Sends a chat message as the streamer.
@@ -424,21 +450,35 @@ impl Control {
         lock(&self.known).insert(stream.to_owned());
     }
 
-    /// Records a title; answers whether it changed (and then tells the front ends).
-    fn store_title(&self, stream: &str, title: &str) -> bool {
-        let mut titles = lock(&self.titles);
-        let changed = if title.is_empty() {
-            titles.remove(stream).is_some()
-        } else {
-            titles.insert(stream.to_owned(), title.to_owned()).as_deref() != Some(title)
-        };
-        if changed {
-            save_titles(&self.titles_path, &titles);
-            drop(titles);
-            let shown = self.title(stream);
+    /// Records and saves a title; tells the front ends when the title shown changed.
+    fn keep_title(&self, stream: &str, title: Title) {
+        let before = self.title(stream);
+        {
+            let mut titles = lock(&self.titles);
+            titles.insert(stream.to_owned(), title);
+            titles::save(&self.titles_path, &titles);
+        }
+        let shown = self.title(stream);
+        if shown != before {
             self.registry.emit(EngineEvent::Title { stream: stream.into(), title: shown });
         }
-        changed
+    }
+
+    /// The room was renamed in another client while OnAir is connected: adopted if newer than
+    /// OnAir's title. (An older one is a change OnAir's title already superseded; if that title
+    /// has not reached the room yet, the next reconciliation puts it there.)
+    fn room_renamed(&self, stream: &str, name: RoomName) {
+        let own = lock(&self.titles).get(stream).cloned();
+        match titles::reconcile(own.as_ref(), Some(&name)) {
+            Reconcile::Adopt(title) => {
+                info!(%stream, title = %title.title, "the room name changed in another Matrix client");
+                self.keep_title(stream, title);
+            }
+            Reconcile::Push(_) => {
+                info!(%stream, name = %name.name, "a room name older than OnAir's title is not adopted");
+            }
+            Reconcile::Keep => {}
+        }
     }
 
     /// Restores the session from the keyring, else logs in with `password`; while the homeserver
@@ -468,7 +508,7 @@ impl Control {
                     warn!(homeserver = %config.homeserver, %reason, retry_in = ?wait, "Matrix homeserver unreachable");
                     self.set_state(MatrixState::Unreachable(reason));
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
+                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
                     warn!(error = %e, "Matrix chat is unavailable");
@@ -482,6 +522,8 @@ impl Control {
     async fn attach(self: &Arc<Self>, chat: Chat) {
         let chat = Arc::new(chat);
         info!(user = %chat.user_id(), homeserver = %chat.homeserver_url(), "Matrix chat ready");
+        // In place before the state says "connected", so whoever sees that state finds the chat.
+        *lock(&self.chat) = Some(chat.clone());
         let me = chat.user_id();
         let mut events = chat.subscribe();
         let mut status = chat.watch_status();
@@ -503,9 +545,8 @@ impl Control {
                             mentions_me,
                         });
                     }
-                    Ok(ChatEvent::TitleChanged { stream, title }) => {
-                        info!(%stream, %title, "the room name changed in another Matrix client");
-                        control.store_title(&stream, &title);
+                    Ok(ChatEvent::TitleChanged { stream, title, ts_ms }) => {
+                        control.room_renamed(&stream, RoomName { name: title, ts_ms: Some(ts_ms) });
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "chat events were dropped"),
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -524,15 +565,54 @@ impl Control {
                 }
             }
         });
+        // Each time the homeserver answers again (the first time included), the known streams'
+        // rooms are set up and their titles reconciled: what was set meanwhile reaches the room.
+        let weak = Arc::downgrade(self);
+        let mut status = chat.watch_status();
+        // Weak: logging out needs the only reference to the chat.
+        let weak_chat = Arc::downgrade(&chat);
+        let reconcile = tokio::spawn(async move {
+            loop {
+                if status.wait_for(|s| *s == MatrixStatus::Connected).await.is_err() {
+                    break;
+                }
+                let (Some(control), Some(chat)) = (weak.upgrade(), weak_chat.upgrade()) else { break };
+                let done = control.reconcile_all(&chat).await;
+                drop((control, chat));
+                if !done {
+                    // The homeserver went away mid-way; the status may already say "connected"
+                    // again, so try again shortly rather than wait for the next outage.
+                    tokio::time::sleep(RECONCILE_RETRY).await;
+                    continue;
+                }
+                if status.wait_for(|s| *s != MatrixStatus::Connected).await.is_err() {
+                    break;
+                }
+            }
+        });
         chat.start_sync();
-        *lock(&self.chat) = Some(chat.clone());
-        lock(&self.chat_tasks).extend([forward_events, forward_status]);
-        let known: Vec<String> = lock(&self.known).iter().cloned().collect();
+        lock(&self.chat_tasks).extend([forward_events, forward_status, reconcile]);
+    }
+
+    /// Sets up the room of every known stream and brings its title and room name in step; stops
+    /// at the first sign that the homeserver is gone. Answers whether it went through.
+    async fn reconcile_all(&self, chat: &Chat) -> bool {
+        let mut known: Vec<String> = lock(&self.known).iter().cloned().collect();
+        known.sort();
         for stream in known {
-            if let Err(e) = self.ensure(&chat, &stream).await {
-                warn!(%stream, error = %e, "cannot set up the stream's Matrix room");
+            let _one_at_a_time = self.titling.lock().await;
+            match self.reconcile_locked(chat, &stream).await {
+                Ok(()) => {}
+                Err(
+                    e @ ControlError::Matrix(onair_matrix::Error::Unreachable { .. } | onair_matrix::Error::LoggedOut),
+                ) => {
+                    warn!(%stream, error = %e, "titles are reconciled when Matrix is back");
+                    return false;
+                }
+                Err(e) => warn!(%stream, error = %e, "cannot set up the stream's Matrix room"),
             }
         }
+        true
     }
 
     /// Stops using the current chat (if any) and answers it.
@@ -547,30 +627,43 @@ impl Control {
         chat
     }
 
-    /// Finds or creates the stream's room and reconciles titles: an existing room's name wins
-    /// (it may have been renamed while OnAir was not running); a room created now, or one without
-    /// a name, gets OnAir's title.
+    /// Finds or creates the stream's room (once per session) and reconciles its title.
     async fn ensure(&self, chat: &Chat, stream: &str) -> Result<(), ControlError> {
         let _one_at_a_time = self.titling.lock().await;
-        self.ensure_locked(chat, stream).await
-    }
-
-    async fn ensure_locked(&self, chat: &Chat, stream: &str) -> Result<(), ControlError> {
         if chat.room(stream).is_some() {
             return Ok(());
         }
-        let info = chat.ensure_room(stream).await?;
+        self.reconcile_locked(chat, stream).await
+    }
+
+    /// Finds or creates the stream's room (a room created now is named with OnAir's title) and
+    /// brings title and room name in step: the newer wins ([`titles::reconcile`]). Call with
+    /// `titling` held.
+    async fn reconcile_locked(&self, chat: &Chat, stream: &str) -> Result<(), ControlError> {
         let own = lock(&self.titles).get(stream).cloned();
-        let name = if info.created { None } else { chat.title(stream).await? };
-        match (name, own) {
-            (Some(name), _) => {
-                self.store_title(stream, &name);
+        let name_if_created = own.as_ref().map(|t| t.title.as_str()).filter(|t| !t.is_empty()).unwrap_or(stream);
+        if chat.ensure_room_named(stream, name_if_created).await?.created {
+            return Ok(());
+        }
+        let name = chat.title(stream).await?;
+        match titles::reconcile(own.as_ref(), name.as_ref()) {
+            Reconcile::Keep => {}
+            Reconcile::Adopt(title) => {
+                info!(%stream, title = %title.title, "the room name is newer than OnAir's title: adopted");
+                self.keep_title(stream, title);
             }
-            (None, Some(own)) => chat.set_title(stream, &own).await?,
-            (None, None) => {}
+            Reconcile::Push(title) => {
+                info!(%stream, %title, "OnAir's title is newer than the room name: the room is renamed");
+                chat.set_title(stream, &title).await?;
+            }
         }
         Ok(())
     }
+}
+
+/// Now, in milliseconds since the Unix epoch (the clock titles are dated with).
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn check_stream(stream: &str) -> Result<(), ControlError> {
@@ -589,30 +682,6 @@ fn mentions(body: &str, me: &str) -> bool {
                 let after = body[i + m.len()..].chars().next();
                 !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
             }))
-}
-
-fn load_titles(path: &std::path::Path) -> HashMap<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            warn!(path = %path.display(), error = %e, "ignoring unreadable titles file");
-            HashMap::new()
-        }),
-        Err(_) => HashMap::new(),
-    }
-}
-
-fn save_titles(path: &std::path::Path, titles: &HashMap<String, String>) {
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(titles).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        warn!(path = %path.display(), error = %e, "cannot save titles");
-    }
 }
 
 /// The engine's secret store as onair-matrix's session store. Keyring calls block (D-Bus), so
@@ -812,18 +881,5 @@ pub(crate) mod tests {
         assert_eq!(p.on_end("s", EndReason::EndedByStreamer, t0), Some(Notice::Ended));
         assert_eq!(p.on_live("s"), Some(Notice::Live));
         assert_eq!(p.on_end("s", EndReason::Finished, t0), Some(Notice::Ended));
-    }
-
-    #[test]
-    fn titles_survive_a_restart() {
-        let dir = std::env::temp_dir().join(format!("onair-titles-{}", std::process::id()));
-        let path = dir.join("titles.json");
-        let mut t = HashMap::new();
-        t.insert("show".to_string(), "Friday night 🎮".to_string());
-        save_titles(&path, &t);
-        assert_eq!(load_titles(&path), t);
-        std::fs::write(&path, "not json").unwrap();
-        assert!(load_titles(&path).is_empty(), "a broken file is ignored, not fatal");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -11,6 +11,7 @@ use matrix_sdk::ruma::api::client::alias::get_alias;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
 use matrix_sdk::ruma::api::client::message::{get_message_events, send_message_event};
 use matrix_sdk::ruma::api::client::room::{Visibility, create_room};
+use matrix_sdk::ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat;
 use matrix_sdk::ruma::api::client::state::{get_state_event_for_key, send_state_event};
 use matrix_sdk::ruma::api::client::sync::sync_events;
 use matrix_sdk::ruma::api::error::ErrorKind;
@@ -35,8 +36,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one sync request waits for news. Short enough that a name set in another client
 /// arrives within seconds (it arrives as soon as it happens; this only bounds idle requests).
 const SYNC_WAIT: Duration = Duration::from_secs(25);
-/// Reconnect backoff: doubles from the first value up to the second.
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// Reconnect backoff: doubles from the first value up to the second. The cap bounds how long a
+/// homeserver that is back waits to be noticed (and pending titles to reach their rooms); one
+/// refused connection every 10 s costs nothing.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
 /// Messages kept for a slow subscriber before it starts missing some.
 const EVENT_BUFFER: usize = 512;
 
@@ -49,6 +52,17 @@ pub struct RoomInfo {
     pub alias: String,
     /// Whether this call created the room (rather than finding it).
     pub created: bool,
+}
+
+/// A room's name as the homeserver has it: the text of its latest `m.room.name` event and when
+/// that event was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomName {
+    /// Empty when the name was removed.
+    pub name: String,
+    /// The event's `origin_server_ts` (milliseconds since the Unix epoch, by the homeserver's
+    /// clock); `None` when the homeserver did not say (one that ignores `?format=event`).
+    pub ts_ms: Option<u64>,
 }
 
 /// What happens in the stream rooms, as OnAir sees it.
@@ -68,7 +82,12 @@ pub enum ChatEvent {
     },
     /// The room name changed in another Matrix client (changes made through [`Chat::set_title`]
     /// are not echoed back). An empty title means the name was removed.
-    TitleChanged { stream: String, title: String },
+    TitleChanged {
+        stream: String,
+        title: String,
+        /// When the name was changed: the event's `origin_server_ts` (ms since the Unix epoch).
+        ts_ms: u64,
+    },
 }
 
 /// The state of the connection to the homeserver.
@@ -196,7 +215,8 @@ impl Shared {
         let mut rooms = self.rooms.lock().expect("not poisoned");
         // The same name event can come twice (timeline, then room state), and old ones come with
         // the room state of a first sync: only news counts.
-        let Some(stream) = Self::news(&rooms, room_id, &ev.event_id, u64::from(ev.origin_server_ts.0)) else {
+        let ts_ms = u64::from(ev.origin_server_ts.0);
+        let Some(stream) = Self::news(&rooms, room_id, &ev.event_id, ts_ms) else {
             return;
         };
         let Some(room) = rooms.by_stream.get_mut(&stream) else { return };
@@ -209,7 +229,7 @@ impl Shared {
         }
         debug!(%stream, "the room name changed in another Matrix client");
         room.title = (!title.is_empty()).then(|| title.clone());
-        let _ = self.events.send(ChatEvent::TitleChanged { stream, title });
+        let _ = self.events.send(ChatEvent::TitleChanged { stream, title, ts_ms });
     }
 }
 
@@ -373,16 +393,21 @@ impl Chat {
     /// existing room (say, from Cactus Comments) is used as it is. Idempotent; a room already set
     /// up is answered from memory.
     pub async fn ensure_room(&self, stream: &str) -> Result<RoomInfo> {
+        self.ensure_room_named(stream, stream).await
+    }
+
+    /// [`Chat::ensure_room`], naming a room created now `name` rather than after the stream.
+    pub async fn ensure_room_named(&self, stream: &str, name: &str) -> Result<RoomInfo> {
         let _one_at_a_time = self.ensuring.lock().await;
         if let Some(info) = self.room(stream) {
             return Ok(RoomInfo { created: false, ..info });
         }
-        let result = self.ensure_room_inner(stream).await;
+        let result = self.ensure_room_inner(stream, name).await;
         self.shared.note(&result);
         result
     }
 
-    async fn ensure_room_inner(&self, stream: &str) -> Result<RoomInfo> {
+    async fn ensure_room_inner(&self, stream: &str, name: &str) -> Result<RoomInfo> {
         let alias_text = self.alias_for(stream)?;
         let alias = <&RoomAliasId>::try_from(alias_text.as_str())
             .map_err(|e| Error::Config(format!("{alias_text:?} is not a room alias: {e}")))?;
@@ -391,7 +416,7 @@ impl Chat {
                 self.join(alias, &room_id).await?;
                 (room_id, false)
             }
-            None => match self.create(stream, alias).await? {
+            None => match self.create(stream, name, alias).await? {
                 Some(room_id) => (room_id, true),
                 None => {
                     // Someone else created it in between.
@@ -404,7 +429,7 @@ impl Chat {
                 }
             },
         };
-        let title = self.fetch_title(&room_id).await?;
+        let title = self.fetch_name(&room_id).await?.map(|n| n.name).filter(|n| !n.is_empty());
         let watermark = self.newest_event(&room_id).await?;
         let info = RoomInfo { room_id: room_id.to_string(), alias: alias_text, created };
         let mut rooms = self.shared.rooms.lock().expect("not poisoned");
@@ -445,8 +470,8 @@ impl Chat {
         }
     }
 
-    /// `None` when the alias was taken meanwhile.
-    async fn create(&self, stream: &str, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
+    /// A room named `name`; `None` when the alias was taken meanwhile.
+    async fn create(&self, stream: &str, name: &str, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
         let own_server = self.client.user_id().map(|u| u.server_name().to_owned());
         if own_server.as_deref() != Some(alias.server_name()) {
             return Err(Error::Room {
@@ -461,7 +486,7 @@ impl Chat {
         loop {
             let mut request = create_room::v3::Request::new();
             request.room_alias_name = Some(alias.alias().to_owned());
-            request.name = Some(stream.to_owned());
+            request.name = Some(name.to_owned());
             request.preset = Some(create_room::v3::RoomPreset::PublicChat);
             request.visibility = visibility.clone();
             request.initial_state = vec![
@@ -495,28 +520,13 @@ impl Chat {
         }
     }
 
-    async fn fetch_title(&self, room_id: &OwnedRoomId) -> Result<Option<String>> {
-        let request =
+    /// The room's `m.room.name` event; `None` when the room never had a name.
+    async fn fetch_name(&self, room_id: &OwnedRoomId) -> Result<Option<RoomName>> {
+        let mut request =
             get_state_event_for_key::v3::Request::new(room_id.clone(), StateEventType::RoomName, String::new());
+        request.format = StateEventFormat::Event;
         match self.client.send(request).await {
-            Ok(r) => {
-                #[derive(Deserialize)]
-                struct Name {
-                    #[serde(default)]
-                    name: String,
-                }
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum EventOrContent {
-                    Event { content: Name },
-                    Content(Name),
-                }
-                let name = match serde_json::from_str::<EventOrContent>(r.event_or_content.get()) {
-                    Ok(EventOrContent::Event { content }) | Ok(EventOrContent::Content(content)) => content.name,
-                    Err(_) => String::new(),
-                };
-                Ok((!name.is_empty()).then_some(name))
-            }
+            Ok(r) => Ok(Some(parse_name(r.event_or_content.get()))),
             Err(e) if matches!(e.client_api_error_kind(), Some(ErrorKind::NotFound)) => Ok(None),
             Err(e) => Err(self.err("read the room name", &e)),
         }
@@ -569,10 +579,11 @@ impl Chat {
         rooms.by_stream.get_mut(stream).and_then(|r| std::mem::replace(&mut r.title, title))
     }
 
-    /// `stream`'s title: its room name as the homeserver has it now.
-    pub async fn title(&self, stream: &str) -> Result<Option<String>> {
+    /// `stream`'s title: its room name as the homeserver has it now, with when it was set; `None`
+    /// when the room never had a name.
+    pub async fn title(&self, stream: &str) -> Result<Option<RoomName>> {
         let room_id = self.room_id(stream).await?;
-        let result = self.fetch_title(&room_id).await;
+        let result = self.fetch_name(&room_id).await;
         self.shared.note(&result);
         result
     }
@@ -637,6 +648,29 @@ fn check_config(config: &MatrixConfig) -> Result<()> {
         return Err(Error::Config("no user set".into()));
     }
     Ok(())
+}
+
+/// A `GET /rooms/{id}/state/m.room.name/?format=event` answer: the whole event, or only its
+/// content from a homeserver that ignores `format` (then the time is unknown).
+fn parse_name(json: &str) -> RoomName {
+    #[derive(Deserialize)]
+    struct Content {
+        #[serde(default)]
+        name: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum EventOrContent {
+        Event { content: Content, origin_server_ts: u64 },
+        Content(Content),
+    }
+    match serde_json::from_str::<EventOrContent>(json) {
+        Ok(EventOrContent::Event { content, origin_server_ts }) => {
+            RoomName { name: content.name, ts_ms: Some(origin_server_ts) }
+        }
+        Ok(EventOrContent::Content(content)) => RoomName { name: content.name, ts_ms: None },
+        Err(_) => RoomName { name: String::new(), ts_ms: None },
+    }
 }
 
 /// `configured` is `@me:server` or `me`.
@@ -713,7 +747,10 @@ async fn sync_loop(client: Client, shared: Arc<Shared>) {
     let mut first = true;
     let mut backoff = BACKOFF.0;
     loop {
-        let wait = if first { Duration::ZERO } else { SYNC_WAIT };
+        // The first sync, and the first after a failure, answer at once: a homeserver that is back
+        // shows as connected (and what waited for it proceeds) without a long-poll's wait.
+        let connected = *shared.status.borrow() == MatrixStatus::Connected;
+        let wait = if first || !connected { Duration::ZERO } else { SYNC_WAIT };
         let settings = SyncSettings::new().timeout(wait).filter(sync_filter(first));
         match client.sync_once(settings).await {
             Ok(_) => {
@@ -735,5 +772,24 @@ async fn sync_loop(client: Client, shared: Arc<Shared>) {
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_name_with_its_time_or_without_one() {
+        let event = r#"{"type":"m.room.name","state_key":"","content":{"name":"Friday"},"origin_server_ts":1700000000123,
+                        "sender":"@me:x","event_id":"$e","room_id":"!r:x"}"#;
+        assert_eq!(parse_name(event), RoomName { name: "Friday".into(), ts_ms: Some(1_700_000_000_123) });
+        // A homeserver that ignores `?format=event` answers the content only.
+        assert_eq!(parse_name(r#"{"name":"Friday"}"#), RoomName { name: "Friday".into(), ts_ms: None });
+        // A removed name.
+        assert_eq!(
+            parse_name(r#"{"content":{},"origin_server_ts":5}"#),
+            RoomName { name: String::new(), ts_ms: Some(5) }
+        );
     }
 }

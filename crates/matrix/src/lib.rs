@@ -6,7 +6,8 @@
 //! [`SessionStore`], the OS keyring in OnAir) and [`Chat::restore`] it on later starts; ensure a
 //! room per stream ([`Chat::ensure_room`]: `#onair_<stream>:<server>`, or the Cactus Comments
 //! scheme, see [`MatrixConfig`]); keep the title and the room name in step ([`Chat::set_title`],
-//! [`ChatEvent::TitleChanged`]); post live notices; read and write chat ([`Chat::subscribe`],
+//! [`Chat::title`] and [`ChatEvent::TitleChanged`] with the name event's time, so the caller can
+//! let the newer title win); post live notices; read and write chat ([`Chat::subscribe`],
 //! [`Chat::send`]). Connection trouble shows in [`Chat::status`], never as a panic.
 
 mod chat;
@@ -14,7 +15,7 @@ mod config;
 mod error;
 mod store;
 
-pub use chat::{Chat, ChatEvent, MatrixStatus, RoomInfo};
+pub use chat::{Chat, ChatEvent, MatrixStatus, RoomInfo, RoomName};
 pub use config::{CACTUS_ALIAS_TEMPLATE, DEFAULT_ALIAS_TEMPLATE, MatrixConfig};
 pub use error::{Error, Result};
 pub use store::{MemoryStore, SESSION_ENTRY, SessionStore, StoreError};

@@ -120,15 +120,27 @@ async fn the_title_is_the_room_name_both_ways() {
     let other = Raw::login(&hs.base_url, &name, PASSWORD).await; // the streamer's own Element, say
     let (_, state) = other.state(&room.room_id, "m.room.name").await;
     assert_eq!(state["name"], "Friday night coding");
-    assert_eq!(chat.title("title").await.unwrap().as_deref(), Some("Friday night coding"));
+    let before = chat.title("title").await.unwrap().expect("a name");
+    assert_eq!(before.name, "Friday night coding");
+    let set_at = before.ts_ms.expect("the name event's time (`?format=event`)");
 
-    // Matrix → OnAir, within seconds; OnAir's own change above is not echoed back.
+    // Matrix → OnAir, within seconds, with the event's time; OnAir's own change above is not
+    // echoed back.
     let started = std::time::Instant::now();
     other.set_name(&room.room_id, "Renamed in Element").await;
     let ev = next_event(&mut events, SOON, |e| matches!(e, ChatEvent::TitleChanged { .. })).await;
-    assert_eq!(ev, Some(ChatEvent::TitleChanged { stream: "title".into(), title: "Renamed in Element".into() }));
+    let Some(ChatEvent::TitleChanged { stream, title, ts_ms }) = ev else { panic!("{ev:?}") };
+    assert_eq!((stream.as_str(), title.as_str()), ("title", "Renamed in Element"));
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert_eq!(chat.title("title").await.unwrap().as_deref(), Some("Renamed in Element"));
+    let now = chat.title("title").await.unwrap().expect("a name");
+    assert_eq!(now, onair_matrix::RoomName { name: "Renamed in Element".into(), ts_ms: Some(ts_ms) });
+    assert!(ts_ms >= set_at, "{ts_ms} < {set_at}");
+
+    // A room created for a title: named with it from the start.
+    let named = chat.ensure_room_named("titled", "Named at birth").await.expect("ensure_room_named");
+    assert!(named.created);
+    let (_, state) = other.state(&named.room_id, "m.room.name").await;
+    assert_eq!(state["name"], "Named at birth");
 }
 
 #[tokio::test]

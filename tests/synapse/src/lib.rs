@@ -23,7 +23,11 @@ fn script() -> PathBuf {
 }
 
 fn run_script(args: &[&str]) -> String {
-    let out = Command::new("bash").arg(script()).args(args).output().expect("run tests/matrix/synapse.sh");
+    run(Command::new("bash").arg(script()).args(args), args)
+}
+
+fn run(cmd: &mut Command, args: &[&str]) -> String {
+    let out = cmd.output().expect("run tests/matrix/synapse.sh");
     assert!(
         out.status.success(),
         "synapse.sh {args:?} failed:\n{}{}",
@@ -44,17 +48,35 @@ fn field(out: &str, key: &str) -> String {
 /// script's watchdog follows our pid: test binaries have no teardown hook).
 pub fn synapse() -> &'static Synapse {
     static SYNAPSE: OnceLock<Synapse> = OnceLock::new();
-    SYNAPSE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("onair-synapse-{}", std::process::id()));
+    SYNAPSE.get_or_init(|| Synapse::start("", false))
+}
+
+/// A Synapse of one test alone, to stop and resume (or configured differently: `no_guests`
+/// refuses guest accounts). Like [`synapse`], it stops when the test binary exits.
+pub fn own_synapse(tag: &str, no_guests: bool) -> Synapse {
+    Synapse::start(tag, no_guests)
+}
+
+impl Synapse {
+    fn start(tag: &str, no_guests: bool) -> Synapse {
+        let pid = std::process::id().to_string();
+        let dir =
+            std::env::temp_dir().join(format!("onair-synapse-{pid}{}{tag}", if tag.is_empty() { "" } else { "-" }));
+        let args = ["start", dir.to_str().expect("utf-8 path"), &pid];
+        let mut cmd = Command::new("bash");
+        cmd.arg(script()).args(args);
+        if no_guests {
+            cmd.env("ONAIR_SYNAPSE_NO_GUESTS", "1");
+        }
         let started = Instant::now();
-        let out = run_script(&["start", dir.to_str().expect("utf-8 path"), &std::process::id().to_string()]);
+        let out = run(&mut cmd, &args);
         eprintln!("Synapse ready in {:.1} s at {}", started.elapsed().as_secs_f64(), field(&out, "BASE_URL"));
         Synapse {
             base_url: field(&out, "BASE_URL"),
             server_name: field(&out, "SERVER_NAME"),
             dir: PathBuf::from(field(&out, "DIR")),
         }
-    })
+    }
 }
 
 impl Synapse {
@@ -201,6 +223,34 @@ impl Raw {
         let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room_id));
         let out = self.ok("PUT", &path, Some(json!({"msgtype": "m.text", "body": body}))).await;
         out["event_id"].as_str().expect("event_id").into()
+    }
+
+    /// A room with what guests need: public, in the directory, world-readable history, guest
+    /// access `can_join`; named `name`, aliased `#<alias_localpart>:<server>`. Answers its id.
+    pub async fn create_room(&self, alias_localpart: &str, name: &str) -> String {
+        let body = self
+            .ok(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(json!({
+                    "preset": "public_chat",
+                    "visibility": "public",
+                    "room_alias_name": alias_localpart,
+                    "name": name,
+                    "initial_state": [
+                        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "world_readable"}},
+                        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}},
+                    ],
+                })),
+            )
+            .await;
+        body["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// The room's name (empty when it has none).
+    pub async fn room_name(&self, room_id: &str) -> String {
+        let (_, state) = self.state(room_id, "m.room.name").await;
+        state["name"].as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn set_name(&self, room_id: &str, name: &str) {
