@@ -108,6 +108,30 @@ impl Default for LimitsSettings {
     }
 }
 
+impl LimitsSettings {
+    /// Every cap of the HTTP and RTMP servers lets at least one client in, and none is so large
+    /// it could not be a count of sockets.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let caps: [(&'static str, u64); 9] = [
+            ("limits.rtmp_pending", self.rtmp_pending as u64),
+            ("limits.rtmp_pending_per_ip", self.rtmp_pending_per_ip as u64),
+            ("limits.rtmp_auth_timeout_s", self.rtmp_auth_timeout_s),
+            ("limits.http_connections", self.http_connections as u64),
+            ("limits.http_in_flight", self.http_in_flight as u64),
+            ("limits.http_header_timeout_s", self.http_header_timeout_s),
+            ("limits.http_body_timeout_s", self.http_body_timeout_s),
+            ("limits.reload_waiters_per_ip", self.reload_waiters_per_ip as u64),
+            ("limits.retry_after_s", self.retry_after_s),
+        ];
+        for (key, value) in caps {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(ConfigError::Invalid { key, message: format!("{value}: use 1..=1000000") });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Prometheus metrics at `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -337,6 +361,7 @@ impl Config {
                 });
             }
         }
+        self.limits.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -502,5 +527,8 @@ mod tests {
         c.validate().unwrap();
         c.matrix.alias_template = "#comments_{site}_{stream}:{server}".into();
         assert!(c.validate().unwrap_err().to_string().contains("alias_template"), "no site set");
+        let mut c = Config::default();
+        c.limits.http_header_timeout_s = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("limits.http_header_timeout_s"));
     }
 }

@@ -257,6 +257,7 @@ mod tests {
             control: crate::control::tests::control(&registry),
             control_token: "sesame".into(),
             refusals: Default::default(),
+            reload_waiters: Default::default(),
         };
         (crate::http::router(state), registry)
     }

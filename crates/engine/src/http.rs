@@ -24,11 +24,12 @@ use bytes::Bytes;
 use onair_hls::Resource;
 use onair_webrtc::{IceServer, WebrtcServer};
 
+use crate::config::LimitsSettings;
 use crate::control::Control;
 use crate::control_api::ControlApiState;
 use crate::error::ApiError;
 use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
-use crate::limits::Refusals;
+use crate::limits::{Refusal, Refusals, Slot, Slots};
 use crate::status::StreamStatus;
 use crate::ui;
 
@@ -48,6 +49,53 @@ pub struct AppState {
     pub control_token: Arc<str>,
     /// Clients refused by a limit, by reason.
     pub refusals: Arc<Refusals>,
+    /// Playlist and media requests each client may have held at once.
+    pub reload_waiters: Arc<ReloadWaiters>,
+}
+
+/// Playlist and media requests (which may be held: blocking reloads, the preload-hinted part)
+/// one client network may have open at once (`limits.reload_waiters_per_ip`); over it, `503` with
+/// `Retry-After` — a status players retry (hls.js gives up on a 4xx such as 429). In total they are
+/// bounded by `limits.http_in_flight`, so the per-client map is too.
+#[derive(Debug)]
+pub struct ReloadWaiters {
+    slots: Arc<Slots>,
+    retry_after_s: u64,
+}
+
+impl ReloadWaiters {
+    pub fn new(limits: &LimitsSettings) -> Self {
+        ReloadWaiters {
+            slots: Slots::new(usize::MAX, limits.reload_waiters_per_ip),
+            retry_after_s: limits.retry_after_s,
+        }
+    }
+
+    /// A place for a request from `peer` (the unspecified address when the connection's is not
+    /// known, as in tests without sockets); or the answer that refuses it, counted.
+    #[allow(clippy::result_large_err)]
+    fn take(&self, peer: Option<Extension<ConnectInfo<SocketAddr>>>, refusals: &Refusals) -> Result<Slot, Response> {
+        let addr = peer.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |Extension(ConnectInfo(a))| a);
+        self.slots.try_take(addr.ip()).map_err(|_| {
+            let why = Refusal::ReloadWaiters;
+            match refusals.refuse(why, std::time::Instant::now()) {
+                Some(n) => tracing::info!(remote = %addr, refused = n, "HTTP request refused: {}", why.reason()),
+                None => tracing::debug!(remote = %addr, "HTTP request refused: {}", why.reason()),
+            }
+            crate::serve::busy(self.retry_after_s, why.reason())
+        })
+    }
+
+    /// Requests holding a place now.
+    pub fn in_use(&self) -> usize {
+        self.slots.in_use()
+    }
+}
+
+impl Default for ReloadWaiters {
+    fn default() -> Self {
+        ReloadWaiters::new(&LimitsSettings::default())
+    }
 }
 
 /// The ICE servers players get in WHEP `Link` headers.
@@ -152,12 +200,13 @@ async fn playlist(
         "playlist.m3u8" => PlaylistKind::Plain,
         _ => return Err(ApiError::NotFound),
     };
-    let req = PlaylistRequest {
-        kind,
-        msn: parse_u(&q, "_HLS_msn")?,
-        part: parse_u(&q, "_HLS_part")?,
-        viewer: client_key(peer, &headers),
+    let msn = parse_u(&q, "_HLS_msn")?;
+    let part = parse_u(&q, "_HLS_part")?;
+    let _slot = match st.reload_waiters.take(peer.clone(), &st.refusals) {
+        Ok(slot) => slot,
+        Err(busy) => return Ok(busy),
     };
+    let req = PlaylistRequest { kind, msn, part, viewer: client_key(peer, &headers) };
     let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
     Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
 }
@@ -166,8 +215,13 @@ async fn playlist(
 async fn media(
     State(st): State<AppState>,
     Path((name, session, file)): Path<(String, String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
+    let _slot = match st.reload_waiters.take(peer, &st.refusals) {
+        Ok(slot) => slot,
+        Err(busy) => return Ok(busy),
+    };
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
     let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
@@ -334,6 +388,7 @@ mod tests {
             control: crate::control::tests::control(&registry),
             control_token: "test-token".into(),
             refusals: Default::default(),
+            reload_waiters: Default::default(),
         };
         (router(state), registry)
     }
