@@ -380,6 +380,11 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> (Router, Arc<Registry>) {
+        let (state, registry) = state(&LimitsSettings::default());
+        (router(state), registry)
+    }
+
+    fn state(limits: &LimitsSettings) -> (AppState, Arc<Registry>) {
         let registry = Registry::new(HlsConfig::default());
         let state = AppState {
             registry: registry.clone(),
@@ -388,9 +393,9 @@ mod tests {
             control: crate::control::tests::control(&registry),
             control_token: "test-token".into(),
             refusals: Default::default(),
-            reload_waiters: Default::default(),
+            reload_waiters: Arc::new(ReloadWaiters::new(limits)),
         };
-        (router(state), registry)
+        (state, registry)
     }
 
     async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
@@ -560,5 +565,46 @@ mod tests {
             let (status, _, body) = call(&app, "GET", &format!("/live/obs/llhls.m3u8?{q}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn held_requests_per_client_are_capped_with_503_and_retry_after() {
+        let limits = LimitsSettings { reload_waiters_per_ip: 2, retry_after_s: 7, ..Default::default() };
+        let (st, registry) = state(&limits);
+        let (waiters, refusals) = (st.reload_waiters.clone(), st.refusals.clone());
+        let app = router(st);
+        let publisher = publish_capture(&registry, "obs", 3);
+        let pos = registry.get("obs").unwrap().figures(std::time::Instant::now()).unwrap().position.unwrap();
+        let next = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part + 1);
+        let from = |peer: &str, uri: &str| {
+            let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            let app = app.clone();
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                (res.status(), res.headers().clone())
+            }
+        };
+        let held: Vec<_> = (0..2).map(|i| tokio::spawn(from(&format!("192.0.2.1:{}", 1000 + i), &next))).collect();
+        let other = tokio::spawn(from("198.51.100.1:1000", &next));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(waiters.in_use(), 3);
+        // A third one from the same client: refused at once, in a way players retry.
+        let (status, headers) = from("192.0.2.1:2000", &next).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        // Media requests count too.
+        let (status, _) = from("192.0.2.1:2001", "/live/obs/abc/0.0.m4s").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refusals.get(Refusal::ReloadWaiters), 2);
+        drop(publisher);
+        for h in held.into_iter().chain([other]) {
+            let (status, _) = tokio::time::timeout(Duration::from_secs(2), h).await.unwrap().unwrap();
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        assert_eq!(waiters.in_use(), 0, "places are given back");
+        let _p = publish_capture(&registry, "obs", 1);
+        assert_eq!(from("192.0.2.1:3000", "/live/obs/llhls.m3u8").await.0, StatusCode::OK);
     }
 }
