@@ -69,21 +69,22 @@ pub struct LimitsSettings {
     pub webrtc_connecting: usize,
     /// ICE-TCP connections open at once.
     pub ice_tcp_connections: usize,
-    /// RTMP connections that have not published with a valid key yet: in total and per IP, and
-    /// how long one may take to get there (handshake, connect, publish) before it is closed.
+    /// RTMP connections that have not published with a valid key yet: in total and per IP (IPv4
+    /// address or IPv6 /64), and how long one may take to get there (handshake, connect, publish)
+    /// before it is closed.
     pub rtmp_pending: usize,
     pub rtmp_pending_per_ip: usize,
     pub rtmp_auth_timeout_s: u64,
-    /// HTTP connections open at once, requests being answered at once.
+    /// HTTP connections open at once, requests being answered at once (each over: 503).
     pub http_connections: usize,
     pub http_in_flight: usize,
-    /// Time a client has to send a request's headers / its body.
+    /// Time a client has to send a request's headers (also the idle keep-alive time) / its body.
     pub http_header_timeout_s: u64,
     pub http_body_timeout_s: u64,
-    /// Blocking playlist reloads (and preload-hint requests) one client IP may hold open at once.
+    /// Playlist and media requests (blocking reloads, preload-hinted parts are held) one client
+    /// IP may have open at once (over: 503).
     pub reload_waiters_per_ip: usize,
-    /// Seconds a client refused because a server-wide limit is full is asked to wait
-    /// (`Retry-After`).
+    /// Seconds a refused client is asked to wait (`Retry-After`).
     pub retry_after_s: u64,
 }
 
