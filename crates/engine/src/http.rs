@@ -72,18 +72,24 @@ impl ReloadWaiters {
     }
 
     /// A place for a request from `peer` (the unspecified address when the connection's is not
-    /// known, as in tests without sockets); or the answer that refuses it, counted.
-    #[allow(clippy::result_large_err)]
-    fn take(&self, peer: Option<Extension<ConnectInfo<SocketAddr>>>, refusals: &Refusals) -> Result<Slot, Response> {
+    /// known, as in tests without sockets); None when its client has no place left (counted and
+    /// logged; answer it [`ReloadWaiters::refused`]).
+    fn take(&self, peer: Option<Extension<ConnectInfo<SocketAddr>>>, refusals: &Refusals) -> Option<Slot> {
         let addr = peer.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |Extension(ConnectInfo(a))| a);
-        self.slots.try_take(addr.ip()).map_err(|_| {
+        let slot = self.slots.try_take(addr.ip()).ok();
+        if slot.is_none() {
             let why = Refusal::ReloadWaiters;
             match refusals.refuse(why, std::time::Instant::now()) {
                 Some(n) => tracing::info!(remote = %addr, refused = n, "HTTP request refused: {}", why.reason()),
                 None => tracing::debug!(remote = %addr, "HTTP request refused: {}", why.reason()),
             }
-            crate::serve::busy(self.retry_after_s, why.reason())
-        })
+        }
+        slot
+    }
+
+    /// The answer to a request [`ReloadWaiters::take`] found no place for.
+    fn refused(&self) -> Response {
+        crate::serve::busy(self.retry_after_s, Refusal::ReloadWaiters.reason())
     }
 
     /// Requests holding a place now.
@@ -202,10 +208,7 @@ async fn playlist(
     };
     let msn = parse_u(&q, "_HLS_msn")?;
     let part = parse_u(&q, "_HLS_part")?;
-    let _slot = match st.reload_waiters.take(peer.clone(), &st.refusals) {
-        Ok(slot) => slot,
-        Err(busy) => return Ok(busy),
-    };
+    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
     let req = PlaylistRequest { kind, msn, part, viewer: client_key(peer, &headers) };
     let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
     Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
@@ -218,10 +221,7 @@ async fn media(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
-    let _slot = match st.reload_waiters.take(peer, &st.refusals) {
-        Ok(slot) => slot,
-        Err(busy) => return Ok(busy),
-    };
+    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
     let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
