@@ -7,7 +7,7 @@
 //! - **Header timeout** (slowloris): a request's headers must arrive within
 //!   `http_header_timeout_s` of the connection waiting for them — which is also how long an idle
 //!   keep-alive connection stays open between requests. Players that keep a connection busy
-//!   (LL-HLS reloads every part) keep it.
+//!   (LL-HLS reloads every part) keep it. A head over 64 KiB is answered `431`.
 //! - **Body timeout**: a request's body must arrive within `http_body_timeout_s` of its headers,
 //!   else `408` and the connection is closed.
 //! - **In flight**: at most `http_in_flight` requests being answered at once (held blocking
@@ -43,6 +43,11 @@ use tracing::{debug, info, warn};
 
 use crate::config::LimitsSettings;
 use crate::limits::{Refusal, Refusals};
+
+/// A connection's read buffer at most (hyper's default is ~400 KiB): a request head larger than
+/// this is answered `431`. Real heads are a few hundred bytes; this bounds what a slow client
+/// sending huge headers can make each connection hold.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// The HTTP server's limits and what they hold now.
 pub struct HttpServer {
@@ -159,7 +164,11 @@ impl HttpServer {
             })
         };
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout).keep_alive(true);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(MAX_BUFFER)
+            .keep_alive(true);
         let conn = builder.serve_connection(TokioIo::new(socket), service);
         tokio::pin!(conn);
         let result = tokio::select! {
