@@ -415,11 +415,11 @@ pub async fn serve(
                     let slot = match limits.pending.try_take(remote.ip()) {
                         Ok(slot) => slot,
                         Err(full) => {
-                            drop(socket);
                             limits.refuse(match full {
                                 Full::Total => Refusal::RtmpPending,
                                 Full::PerIp => Refusal::RtmpPendingPerIp,
                             }, remote);
+                            drop(socket);
                             continue;
                         }
                     };
