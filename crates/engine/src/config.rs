@@ -69,21 +69,22 @@ pub struct LimitsSettings {
     pub webrtc_connecting: usize,
     /// ICE-TCP connections open at once.
     pub ice_tcp_connections: usize,
-    /// RTMP connections that have not published with a valid key yet: in total and per IP, and
-    /// how long one may take to get there (handshake, connect, publish) before it is closed.
+    /// RTMP connections that have not published with a valid key yet: in total and per IP (IPv4
+    /// address or IPv6 /64), and how long one may take to get there (handshake, connect, publish)
+    /// before it is closed.
     pub rtmp_pending: usize,
     pub rtmp_pending_per_ip: usize,
     pub rtmp_auth_timeout_s: u64,
-    /// HTTP connections open at once, requests being answered at once.
+    /// HTTP connections open at once, requests being answered at once (each over: 503).
     pub http_connections: usize,
     pub http_in_flight: usize,
-    /// Time a client has to send a request's headers / its body.
+    /// Time a client has to send a request's headers (also the idle keep-alive time) / its body.
     pub http_header_timeout_s: u64,
     pub http_body_timeout_s: u64,
-    /// Blocking playlist reloads (and preload-hint requests) one client IP may hold open at once.
+    /// Playlist and media requests (blocking reloads, preload-hinted parts are held) one client
+    /// IP may have open at once (over: 503).
     pub reload_waiters_per_ip: usize,
-    /// Seconds a client refused because a server-wide limit is full is asked to wait
-    /// (`Retry-After`).
+    /// Seconds a refused client is asked to wait (`Retry-After`).
     pub retry_after_s: u64,
 }
 
@@ -105,6 +106,30 @@ impl Default for LimitsSettings {
             reload_waiters_per_ip: 64,
             retry_after_s: 10,
         }
+    }
+}
+
+impl LimitsSettings {
+    /// Every cap of the HTTP and RTMP servers lets at least one client in, and none is so large
+    /// it could not be a count of sockets.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let caps: [(&'static str, u64); 9] = [
+            ("limits.rtmp_pending", self.rtmp_pending as u64),
+            ("limits.rtmp_pending_per_ip", self.rtmp_pending_per_ip as u64),
+            ("limits.rtmp_auth_timeout_s", self.rtmp_auth_timeout_s),
+            ("limits.http_connections", self.http_connections as u64),
+            ("limits.http_in_flight", self.http_in_flight as u64),
+            ("limits.http_header_timeout_s", self.http_header_timeout_s),
+            ("limits.http_body_timeout_s", self.http_body_timeout_s),
+            ("limits.reload_waiters_per_ip", self.reload_waiters_per_ip as u64),
+            ("limits.retry_after_s", self.retry_after_s),
+        ];
+        for (key, value) in caps {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(ConfigError::Invalid { key, message: format!("{value}: use 1..=1000000") });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -337,6 +362,7 @@ impl Config {
                 });
             }
         }
+        self.limits.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -502,5 +528,8 @@ mod tests {
         c.validate().unwrap();
         c.matrix.alias_template = "#comments_{site}_{stream}:{server}".into();
         assert!(c.validate().unwrap_err().to_string().contains("alias_template"), "no site set");
+        let mut c = Config::default();
+        c.limits.http_header_timeout_s = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("limits.http_header_timeout_s"));
     }
 }

@@ -258,6 +258,7 @@ mod tests {
             control_token: "sesame".into(),
             refusals: Default::default(),
             metrics: Default::default(),
+            reload_waiters: Default::default(),
         };
         (crate::http::router(state), registry)
     }

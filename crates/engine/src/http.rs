@@ -24,11 +24,12 @@ use bytes::Bytes;
 use onair_hls::Resource;
 use onair_webrtc::{IceServer, WebrtcServer};
 
+use crate::config::LimitsSettings;
 use crate::control::Control;
 use crate::control_api::ControlApiState;
 use crate::error::ApiError;
 use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
-use crate::limits::Refusals;
+use crate::limits::{Refusal, Refusals, Slot, Slots};
 use crate::metrics::Metrics;
 use crate::status::StreamStatus;
 use crate::ui;
@@ -51,6 +52,59 @@ pub struct AppState {
     pub refusals: Arc<Refusals>,
     /// `/metrics` settings and the HLS bytes counted for it.
     pub metrics: Arc<Metrics>,
+    /// Playlist and media requests each client may have held at once.
+    pub reload_waiters: Arc<ReloadWaiters>,
+}
+
+/// Playlist and media requests (which may be held: blocking reloads, the preload-hinted part)
+/// one client network may have open at once (`limits.reload_waiters_per_ip`); over it, `503` with
+/// `Retry-After` — a status players retry (hls.js gives up on a 4xx such as 429). In total they are
+/// bounded by `limits.http_in_flight`, so the per-client map is too.
+#[derive(Debug)]
+pub struct ReloadWaiters {
+    slots: Arc<Slots>,
+    retry_after_s: u64,
+}
+
+impl ReloadWaiters {
+    pub fn new(limits: &LimitsSettings) -> Self {
+        ReloadWaiters {
+            slots: Slots::new(usize::MAX, limits.reload_waiters_per_ip),
+            retry_after_s: limits.retry_after_s,
+        }
+    }
+
+    /// A place for a request from `peer` (the unspecified address when the connection's is not
+    /// known, as in tests without sockets); None when its client has no place left (counted and
+    /// logged; answer it [`ReloadWaiters::refused`]).
+    fn take(&self, peer: Option<Extension<ConnectInfo<SocketAddr>>>, refusals: &Refusals) -> Option<Slot> {
+        let addr = peer.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |Extension(ConnectInfo(a))| a);
+        let slot = self.slots.try_take(addr.ip()).ok();
+        if slot.is_none() {
+            let why = Refusal::ReloadWaiters;
+            match refusals.refuse(why, std::time::Instant::now()) {
+                Some(n) => tracing::info!(remote = %addr, refused = n, "HTTP request refused: {}", why.reason()),
+                None => tracing::debug!(remote = %addr, "HTTP request refused: {}", why.reason()),
+            }
+        }
+        slot
+    }
+
+    /// The answer to a request [`ReloadWaiters::take`] found no place for.
+    fn refused(&self) -> Response {
+        crate::serve::busy(self.retry_after_s, Refusal::ReloadWaiters.reason())
+    }
+
+    /// Requests holding a place now.
+    pub fn in_use(&self) -> usize {
+        self.slots.in_use()
+    }
+}
+
+impl Default for ReloadWaiters {
+    fn default() -> Self {
+        ReloadWaiters::new(&LimitsSettings::default())
+    }
 }
 
 /// The ICE servers players get in WHEP `Link` headers.
@@ -156,12 +210,10 @@ async fn playlist(
         "playlist.m3u8" => PlaylistKind::Plain,
         _ => return Err(ApiError::NotFound),
     };
-    let req = PlaylistRequest {
-        kind,
-        msn: parse_u(&q, "_HLS_msn")?,
-        part: parse_u(&q, "_HLS_part")?,
-        viewer: client_key(peer, &headers),
-    };
+    let msn = parse_u(&q, "_HLS_msn")?;
+    let part = parse_u(&q, "_HLS_part")?;
+    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
+    let req = PlaylistRequest { kind, msn, part, viewer: client_key(peer, &headers) };
     let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
     st.metrics.count_hls(&st.registry, &name, body.len() as u64);
     Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
@@ -171,8 +223,10 @@ async fn playlist(
 async fn media(
     State(st): State<AppState>,
     Path((name, session, file)): Path<(String, String, String)>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
+    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
     st.metrics.count_hls(&st.registry, &name, body.iter().map(|b| b.len() as u64).sum());
     let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
@@ -348,6 +402,11 @@ pub(crate) mod tests {
     use tower::ServiceExt;
 
     fn app() -> (Router, Arc<Registry>) {
+        let (state, registry) = state(&LimitsSettings::default());
+        (router(state), registry)
+    }
+
+    fn state(limits: &LimitsSettings) -> (AppState, Arc<Registry>) {
         let registry = Registry::new(HlsConfig::default());
         let state = AppState {
             registry: registry.clone(),
@@ -357,8 +416,9 @@ pub(crate) mod tests {
             control_token: "test-token".into(),
             refusals: Default::default(),
             metrics: Default::default(),
+            reload_waiters: Arc::new(ReloadWaiters::new(limits)),
         };
-        (router(state), registry)
+        (state, registry)
     }
 
     async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Bytes) {
@@ -528,5 +588,46 @@ pub(crate) mod tests {
             let (status, _, body) = call(&app, "GET", &format!("/live/obs/llhls.m3u8?{q}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn held_requests_per_client_are_capped_with_503_and_retry_after() {
+        let limits = LimitsSettings { reload_waiters_per_ip: 2, retry_after_s: 7, ..Default::default() };
+        let (st, registry) = state(&limits);
+        let (waiters, refusals) = (st.reload_waiters.clone(), st.refusals.clone());
+        let app = router(st);
+        let publisher = publish_capture(&registry, "obs", 3);
+        let pos = registry.get("obs").unwrap().figures(std::time::Instant::now()).unwrap().position.unwrap();
+        let next = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part + 1);
+        let from = |peer: &str, uri: &str| {
+            let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            let app = app.clone();
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                (res.status(), res.headers().clone())
+            }
+        };
+        let held: Vec<_> = (0..2).map(|i| tokio::spawn(from(&format!("192.0.2.1:{}", 1000 + i), &next))).collect();
+        let other = tokio::spawn(from("198.51.100.1:1000", &next));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(waiters.in_use(), 3);
+        // A third one from the same client: refused at once, in a way players retry.
+        let (status, headers) = from("192.0.2.1:2000", &next).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        // Media requests count too.
+        let (status, _) = from("192.0.2.1:2001", "/live/obs/abc/0.0.m4s").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refusals.get(Refusal::ReloadWaiters), 2);
+        drop(publisher);
+        for h in held.into_iter().chain([other]) {
+            let (status, _) = tokio::time::timeout(Duration::from_secs(2), h).await.unwrap().unwrap();
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        assert_eq!(waiters.in_use(), 0, "places are given back");
+        let _p = publish_capture(&registry, "obs", 1);
+        assert_eq!(from("192.0.2.1:3000", "/live/obs/llhls.m3u8").await.0, StatusCode::OK);
     }
 }

@@ -19,6 +19,7 @@ pub mod net;
 pub mod obs;
 pub mod rtmp;
 pub mod secrets;
+pub mod serve;
 pub mod startup;
 pub mod stats;
 pub mod status;
@@ -96,6 +97,8 @@ pub struct Engine {
     registry: Arc<Registry>,
     control: Arc<Control>,
     refusals: Arc<limits::Refusals>,
+    http_server: Arc<serve::HttpServer>,
+    rtmp_limits: rtmp::RtmpLimits,
     config: Config,
     signing_key: SigningKey,
     urls: startup::PublicUrls,
@@ -134,7 +137,8 @@ impl Engine {
             signing_key: signing_key.clone(),
             app: config.app.clone(),
         });
-        let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, shutdown.subscribe()));
+        let rtmp_limits = rtmp::RtmpLimits::new(&config.limits, refusals.clone());
+        let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, rtmp_limits.clone(), shutdown.subscribe()));
 
         let webrtc = if config.webrtc.enabled {
             let (w, l) = (&config.webrtc, &config.limits);
@@ -195,18 +199,10 @@ impl Engine {
             control_token: endpoint.token.into(),
             refusals: refusals.clone(),
             metrics: Arc::new(metrics::Metrics::new(config.metrics.clone())),
+            reload_waiters: Arc::new(http::ReloadWaiters::new(&config.limits)),
         });
-        let mut stop = shutdown.subscribe();
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let http_server = serve::HttpServer::new(&config.limits, refusals.clone());
+        let http_task = tokio::spawn(http_server.clone().serve(http, app, shutdown.subscribe()));
         info!(%http_addr, %rtmp_addr, "engine started");
         Ok(Engine {
             http_addr,
@@ -214,6 +210,8 @@ impl Engine {
             registry,
             control,
             refusals,
+            http_server,
+            rtmp_limits,
             config,
             signing_key,
             urls,
@@ -238,6 +236,21 @@ impl Engine {
     /// Clients refused by the limits of `[limits]`, by reason.
     pub fn refusals(&self) -> &Arc<limits::Refusals> {
         &self.refusals
+    }
+
+    /// HTTP connections open now (bounded by `limits.http_connections`).
+    pub fn http_connections(&self) -> usize {
+        self.http_server.connections()
+    }
+
+    /// HTTP requests being answered now (bounded by `limits.http_in_flight`).
+    pub fn http_in_flight(&self) -> usize {
+        self.http_server.in_flight()
+    }
+
+    /// RTMP connections that have not published yet (bounded by `limits.rtmp_pending`).
+    pub fn rtmp_pending(&self) -> usize {
+        self.rtmp_limits.pending.in_use()
     }
 
     /// Go live / End stream, titles, chat, engine events.

@@ -304,6 +304,7 @@ mod tests {
             control_token: "token".into(),
             refusals: refusals.clone(),
             metrics: Arc::new(Metrics::new(settings)),
+            reload_waiters: Default::default(),
         };
         (router(state), registry, refusals)
     }

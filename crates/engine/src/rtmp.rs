@@ -1,5 +1,8 @@
 //! RTMP ingest: a sans-IO [`Ingest`] state machine per connection (handshake, rml_rtmp session,
-//! signed-URL check, hub publisher) and the tokio server that drives it.
+//! signed-URL check, hub publisher) and the tokio server that drives it. The server bounds what
+//! an unauthenticated client can hold ([`RtmpLimits`]): connections that have not published yet
+//! are capped in total and per client network at accept (the excess is closed before any task or
+//! buffer exists for it), and one that has not published within the deadline is closed.
 //!
 //! Contract of [`Ingest`]: feed it every byte the client sends, in order, with
 //! [`Ingest::handle_input`] and the time they arrived ([`Now`]; the state machine reads no clock,
@@ -23,8 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::config::LimitsSettings;
 use crate::events::{EndReason, EngineEvent};
 use crate::hub::{HubError, Now, Publisher, Registry};
+use crate::limits::{Full, Refusal, Refusals, Slot, Slots};
 use crate::secrets::SigningKey;
 
 /// What every connection needs to know.
@@ -367,16 +372,62 @@ pub fn stream_name(stream_key: &str) -> &str {
     stream_key.split_once('?').map_or(stream_key, |(n, _)| n)
 }
 
-/// Accepts RTMP connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, mut shutdown: watch::Receiver<bool>) {
+/// Bounds on connections that have not published yet (`[limits]` `rtmp_*`): checked at accept,
+/// before a task or buffer exists for the connection.
+#[derive(Clone)]
+pub struct RtmpLimits {
+    /// Connections not yet publishing with a valid key, in total and per client network.
+    pub pending: Arc<Slots>,
+    /// Time from accept to an accepted publish.
+    pub auth_timeout: Duration,
+    pub refusals: Arc<Refusals>,
+}
+
+impl RtmpLimits {
+    pub fn new(limits: &LimitsSettings, refusals: Arc<Refusals>) -> Self {
+        RtmpLimits {
+            pending: Slots::new(limits.rtmp_pending, limits.rtmp_pending_per_ip),
+            auth_timeout: Duration::from_secs(limits.rtmp_auth_timeout_s),
+            refusals,
+        }
+    }
+
+    fn refuse(&self, why: Refusal, remote: SocketAddr) {
+        match self.refusals.refuse(why, std::time::Instant::now()) {
+            Some(n) => info!(%remote, refused = n, "RTMP connection closed: {}", why.reason()),
+            None => debug!(%remote, "RTMP connection closed: {}", why.reason()),
+        }
+    }
+}
+
+/// Accepts RTMP connections until `shutdown` turns true. A connection over the pending caps is
+/// closed at once.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<IngestContext>,
+    limits: RtmpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, remote)) => {
+                    let slot = match limits.pending.try_take(remote.ip()) {
+                        Ok(slot) => slot,
+                        Err(full) => {
+                            limits.refuse(match full {
+                                Full::Total => Refusal::RtmpPending,
+                                Full::PerIp => Refusal::RtmpPendingPerIp,
+                            }, remote);
+                            drop(socket);
+                            continue;
+                        }
+                    };
                     let ctx = ctx.clone();
+                    let limits = limits.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(socket, remote, ctx, shutdown).await {
+                        if let Err(e) = connection(socket, remote, ctx, slot, &limits, shutdown).await {
                             debug!(%remote, error = %e, "RTMP connection ended with an error");
                         }
                     });
@@ -394,12 +445,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, mut shutdown:
 /// How long a connection may stay silent (handshake included) before it is dropped.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// One connection; `pending` is its place among the connections not yet publishing, given back
+/// once a publish is accepted. Without an accepted publish by `limits.auth_timeout` it is closed.
 async fn connection(
     mut socket: TcpStream,
     remote: SocketAddr,
     ctx: Arc<IngestContext>,
+    pending: Slot,
+    limits: &RtmpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
+    let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+    let mut pending = Some(pending);
     let io = |e: std::io::Error| IngestError::Session(e.to_string());
     socket.set_nodelay(true).ok();
     let local = socket.local_addr().map_err(io)?;
@@ -411,6 +468,7 @@ async fn connection(
             tokio::time::Instant::now() + Duration::from_millis(wait)
         });
         let mut stop = ingest.stop_signal();
+        let auth = pending.as_ref().map(|_| auth_deadline);
         let read = tokio::select! {
             r = tokio::time::timeout(IDLE, socket.read(&mut buf)) => r,
             _ = async { match expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
@@ -430,6 +488,10 @@ async fn connection(
                 ingest.end_by_streamer();
                 break;
             }
+            _ = async { match auth { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                limits.refuse(Refusal::RtmpAuthTimeout, remote);
+                break;
+            }
             _ = shutdown.changed() => break,
         };
         let n = match read {
@@ -442,6 +504,10 @@ async fn connection(
             }
         };
         let result = ingest.handle_input(&buf[..n], Now::system());
+        if ingest.stream_name().is_some() {
+            // Publishing with a valid key: no longer pending.
+            pending = None;
+        }
         let out = ingest.take_output();
         if !out.is_empty() {
             socket.write_all(&out).await.map_err(io)?;
