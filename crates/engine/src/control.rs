@@ -279,7 +279,7 @@ impl Control {
         let name_if_created = if title.is_empty() { stream } else { title };
         let result = match chat.ensure_room_named(stream, name_if_created).await {
             Ok(room) if room.created => Ok(()),
-            Ok(_) => chat.set_title(stream, title).await,
+            Ok(_) => chat.set_title(stream, title).await.map(|set_ms| self.delivered(stream, title, set_ms)),
             Err(e) => Err(e),
         };
         match result {
@@ -461,6 +461,17 @@ impl Control {
         let shown = self.title(stream);
         if shown != before {
             self.registry.emit(EngineEvent::Title { stream: stream.into(), title: shown });
+        }
+    }
+
+    /// `title` became the room name at `set_ms` (by the homeserver's clock): from now on it is
+    /// compared with later names by that clock alone, whatever OnAir's clock says.
+    fn delivered(&self, stream: &str, title: &str, set_ms: Option<u64>) {
+        let Some(set_ms) = set_ms else { return };
+        let mut titles = lock(&self.titles);
+        if let Some(t) = titles.get_mut(stream).filter(|t| t.title == title && t.set_ms != set_ms) {
+            t.set_ms = set_ms;
+            titles::save(&self.titles_path, &titles);
         }
     }
 
@@ -654,7 +665,8 @@ impl Control {
             }
             Reconcile::Push(title) => {
                 info!(%stream, %title, "OnAir's title is newer than the room name: the room is renamed");
-                chat.set_title(stream, &title).await?;
+                let set_ms = chat.set_title(stream, &title).await?;
+                self.delivered(stream, &title, set_ms);
             }
         }
         Ok(())

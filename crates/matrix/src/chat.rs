@@ -10,7 +10,7 @@ use matrix_sdk::ruma::api::Direction;
 use matrix_sdk::ruma::api::client::alias::get_alias;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
 use matrix_sdk::ruma::api::client::message::{get_message_events, send_message_event};
-use matrix_sdk::ruma::api::client::room::{Visibility, create_room};
+use matrix_sdk::ruma::api::client::room::{Visibility, create_room, get_room_event};
 use matrix_sdk::ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat;
 use matrix_sdk::ruma::api::client::state::{get_state_event_for_key, send_state_event};
 use matrix_sdk::ruma::api::client::sync::sync_events;
@@ -551,21 +551,27 @@ impl Chat {
         }
     }
 
-    /// Sets `stream`'s title as its room name (`m.room.name`).
-    pub async fn set_title(&self, stream: &str, title: &str) -> Result<()> {
+    /// Sets `stream`'s title as its room name (`m.room.name`). Answers when the homeserver says
+    /// the name was set (the event's `origin_server_ts`), if it says.
+    pub async fn set_title(&self, stream: &str, title: &str) -> Result<Option<u64>> {
         let room_id = self.room_id(stream).await?;
         let previous = self.swap_title(stream, Some(title.to_owned()));
-        let request =
-            send_state_event::v3::Request::new(room_id, &EmptyStateKey, &RoomNameEventContent::new(title.to_owned()))
-                .map_err(|e| Error::Refused { action: "set the room name", reason: e.to_string() })?;
+        let request = send_state_event::v3::Request::new(
+            room_id.clone(),
+            &EmptyStateKey,
+            &RoomNameEventContent::new(title.to_owned()),
+        )
+        .map_err(|e| Error::Refused { action: "set the room name", reason: e.to_string() })?;
         let result = self.client.send(request).await.map_err(|e| self.err("set the room name", &e));
         self.shared.note(&result);
         match result {
             Ok(response) => {
                 if let Some(room) = self.shared.rooms.lock().expect("not poisoned").by_stream.get_mut(stream) {
-                    room.own_title_events.insert(response.event_id);
+                    room.own_title_events.insert(response.event_id.clone());
                 }
-                Ok(())
+                // The name is set; its time is a bonus (a failure here changes nothing).
+                let event = self.client.send(get_room_event::v3::Request::new(room_id, response.event_id)).await;
+                Ok(event.ok().and_then(|r| r.event.get_field::<u64>("origin_server_ts").ok().flatten()))
             }
             Err(e) => {
                 self.swap_title(stream, previous);

@@ -116,13 +116,14 @@ async fn the_title_is_the_room_name_both_ways() {
     chat.start_sync();
 
     // OnAir → Matrix.
-    chat.set_title("title", "Friday night coding").await.expect("set_title");
+    let set_at = chat.set_title("title", "Friday night coding").await.expect("set_title");
     let other = Raw::login(&hs.base_url, &name, PASSWORD).await; // the streamer's own Element, say
     let (_, state) = other.state(&room.room_id, "m.room.name").await;
     assert_eq!(state["name"], "Friday night coding");
     let before = chat.title("title").await.unwrap().expect("a name");
     assert_eq!(before.name, "Friday night coding");
-    let set_at = before.ts_ms.expect("the name event's time (`?format=event`)");
+    let set_at = set_at.expect("when the name was set, by the homeserver");
+    assert_eq!(before.ts_ms, Some(set_at), "the name event's time (`?format=event`)");
 
     // Matrix → OnAir, within seconds, with the event's time; OnAir's own change above is not
     // echoed back.

@@ -5,8 +5,10 @@
 //! Matrix session is not ready, or while the homeserver is unreachable, is kept (in
 //! `<data_dir>/titles.json`, so it survives a restart) and becomes the room name once Matrix is
 //! back. A room name changed in another client is adopted only if its `m.room.name` event is
-//! newer than OnAir's title. The two times come from two clocks (OnAir's machine, the
-//! homeserver): they are assumed to agree to within a few seconds, as NTP keeps them.
+//! newer than OnAir's title. Once a title has become the room name, its time is the name event's
+//! (the homeserver's clock), so later names are compared by one clock; only a title still waiting
+//! to reach the room is dated by OnAir's clock, which is then assumed to agree with the
+//! homeserver's to within seconds, as NTP keeps them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,9 +22,10 @@ use tracing::warn;
 pub struct Title {
     /// Empty: the title was removed (the stream name shows).
     pub title: String,
-    /// When it was set, in milliseconds since the Unix epoch: by OnAir's clock for a title the
-    /// streamer set, the room name event's `origin_server_ts` for one adopted from the room; 0 when
-    /// unknown (a file from before times were kept: any dated room name is newer).
+    /// When it was set, in milliseconds since the Unix epoch: the room name event's
+    /// `origin_server_ts` once it is the room name (or was adopted from the room), by OnAir's
+    /// clock before; 0 when unknown (a file from before times were kept: any dated room name is
+    /// newer).
     #[serde(default)]
     pub set_ms: u64,
 }
