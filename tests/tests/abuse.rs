@@ -175,7 +175,9 @@ async fn abuse_from_loopback_leaves_viewers_playing_and_is_released() {
     let accepted = offers.iter().filter(|(s, _)| *s == 201).count();
     let refused: Vec<_> = offers.iter().filter(|(s, _)| *s == 503).collect();
     assert_eq!(accepted + refused.len(), OFFERS, "only 201 or 503: {:?}", status_counts(&offers));
-    assert!(accepted <= config.limits.webrtc_sessions_per_ip, "{accepted} accepted from one address");
+    // Loopback has no per-IP limit (a reverse proxy on this machine would squeeze every viewer
+    // into it): the offers that never connect are bounded by the sessions still connecting.
+    assert!(accepted <= config.limits.webrtc_connecting, "{accepted} accepted while none of them connects");
     let retry = config.limits.retry_after_s.to_string();
     assert!(refused.iter().all(|(_, r)| r.as_deref() == Some(retry.as_str())), "Retry-After on every 503");
 
