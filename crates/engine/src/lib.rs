@@ -28,7 +28,6 @@ pub mod ui;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -114,16 +113,10 @@ impl Engine {
         if !config.webrtc.turn_urls.is_empty() && turn_secret.is_none() {
             return Err(EngineError::NoTurnSecret);
         }
-        let http = TcpListener::bind(config.http).await.map_err(|source| EngineError::Bind {
-            what: "HTTP",
-            addr: config.http,
-            source,
-        })?;
-        let rtmp = TcpListener::bind(config.rtmp).await.map_err(|source| EngineError::Bind {
-            what: "RTMP",
-            addr: config.rtmp,
-            source,
-        })?;
+        let http =
+            net::listen(config.http).map_err(|source| EngineError::Bind { what: "HTTP", addr: config.http, source })?;
+        let rtmp =
+            net::listen(config.rtmp).map_err(|source| EngineError::Bind { what: "RTMP", addr: config.rtmp, source })?;
         let http_addr = http.local_addr().expect("bound");
         let rtmp_addr = rtmp.local_addr().expect("bound");
         let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr);

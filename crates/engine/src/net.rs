@@ -1,6 +1,7 @@
 //! Addresses as people type them and as others reach this machine: [`HostPort`] is the one
 //! parser of `host[:port]` (IPv4, IPv6 bare or in brackets, host names), [`lan_ip`] the address
-//! of this machine on its network, [`reachable_host`] what to put in a link to a listener.
+//! of this machine on its network, [`reachable_host`] what to put in a link to a listener,
+//! [`listen`] a TCP listener with a backlog deep enough for a burst of clients.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -216,6 +217,24 @@ pub fn loopback_for(bound: SocketAddr) -> SocketAddr {
         other => other,
     };
     SocketAddr::new(ip, bound.port())
+}
+
+/// Connections the kernel completes and queues for a listener before it accepts them (capped by
+/// the system, e.g. `net.core.somaxconn`). Rust's and tokio's default is 128: a burst of clients
+/// (or an attacker's) overflows that queue, and the kernel then drops handshakes, so even
+/// well-behaved clients wait for SYN retransmits (1 s, 3 s, 7 s...). Limits are enforced once a
+/// connection is accepted, so accepting fast and from a deep queue is what keeps them cheap.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with a deep accept queue ([`LISTEN_BACKLOG`]).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do on Unix: a restarted server can bind while old connections linger in
+    // TIME_WAIT. (On Windows SO_REUSEADDR would let another process take the port.)
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! - **Connections**: at most `http_connections` open. Over the cap a connection is answered a
 //!   fixed `503` with `Retry-After` (written once, without waiting) and closed at once: no task, no
 //!   buffer.
-//! - **Header timeout** (slowloris): a request's headers must arrive within
-//!   `http_header_timeout_s` of the connection waiting for them — which is also how long an idle
-//!   keep-alive connection stays open between requests. Players that keep a connection busy
+//! - **Header timeout** (slowloris): a new connection's first byte must arrive within
+//!   `http_header_timeout_s`, and a request's headers within `http_header_timeout_s` of the
+//!   connection waiting for them — which is also how long an idle keep-alive connection stays
+//!   open between requests. Players that keep a connection busy
 //!   (LL-HLS reloads every part) keep it. A head over 64 KiB is answered `431`.
 //! - **Body timeout**: a request's body must arrive within `http_body_timeout_s` of its headers,
 //!   else `408` and the connection is closed.
@@ -151,6 +152,15 @@ impl HttpServer {
         mut shutdown: watch::Receiver<bool>,
     ) {
         socket.set_nodelay(true).ok();
+        // hyper's header timer starts with the first byte of a head: a connection that sends
+        // nothing at all is cut off here, after the same time.
+        tokio::select! {
+            first = tokio::time::timeout(self.header_timeout, socket.readable()) => if first.is_err() {
+                self.refuse(Refusal::HttpTimeout, remote);
+                return;
+            },
+            _ = stopped(&mut shutdown) => return,
+        }
         // Whether a request's headers arrived at all: a header timeout before the first one is a
         // refused client (slowloris, or a connection left idle); after it, an idle keep-alive
         // connection closing normally.
