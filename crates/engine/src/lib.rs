@@ -113,6 +113,7 @@ impl Engine {
         if !config.webrtc.turn_urls.is_empty() && turn_secret.is_none() {
             return Err(EngineError::NoTurnSecret);
         }
+        raise_open_files_limit(&config.limits);
         let http =
             net::listen(config.http).map_err(|source| EngineError::Bind { what: "HTTP", addr: config.http, source })?;
         let rtmp =
@@ -283,6 +284,23 @@ impl Engine {
             webrtc.shutdown().await;
         }
         info!("engine stopped");
+    }
+}
+
+/// Makes room for the file descriptors `[limits]` lets clients hold (connections of every kind)
+/// plus the engine's own: many desktops start programs with a soft limit of 1024, below the
+/// default `http_connections` alone. Raises the soft limit up to the hard one (a no-op where
+/// there is no such limit, as on Windows); says so in one line when that is not enough.
+fn raise_open_files_limit(limits: &config::LimitsSettings) {
+    let needed = (limits.http_connections + limits.rtmp_pending + limits.ice_tcp_connections + 512) as u64;
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(got) if got < needed => tracing::warn!(
+            limit = got,
+            needed,
+            "the open-files limit is below what [limits] allows: lower limits.http_connections or raise it (ulimit -n)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
 }
 
