@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # OnAir benchmark: 1080p30 at 6 Mb/s through `onair serve` on loopback.
 #
-#   bench/run.sh [all|cpu|latency|load|fanout]      (default: all; see bench/README.md)
+#   bench/run.sh [all|cpu|latency|load|fanout|abuse]  (default: all; see bench/README.md)
 #
 #   cpu      engine CPU and RSS while packaging one stream (and four), no viewers
 #   latency  LL-HLS glass-to-glass latency: wall clock burnt into the frames, read back in Chromium
 #   load     how many LL-HLS players the engine keeps fed, vs nginx serving the same bytes from disk
 #   fanout   CPU-seconds per GiB of 50 keep-alive clients fetching the newest segment, vs nginx
+#   abuse    engine CPU/RSS under the attack of tests/tests/abuse.rs while two viewers watch, and
+#            how long a new viewer waits for its first frame meanwhile
 #
 # Environment (all optional):
 #   ONAIR_BENCH_WORK      work dir (default /tmp/onair-bench): source clip, logs, results
@@ -535,15 +537,77 @@ step_fanout() {
   stop_all
 }
 
+# ---------------------------------------------------------------------------------------------
+# abuse: the attack of tests/tests/abuse.rs from outside the engine, with viewers watching
+
+ABUSE_SOURCE=$WORK/source-360p30-1M.flv
+
+step_abuse() {
+  [[ -x ${ONAIR_CHROMIUM:-/usr/bin/chromium} ]] || die "Chromium is missing (apt-get install chromium, or set ONAIR_CHROMIUM)"
+  if [[ ! -d $ROOT/tests/browser/node_modules/playwright-core ]]; then
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund) >"$RUN/npm.log" 2>&1 || die "npm ci failed, see $RUN/npm.log"
+  fi
+  if [[ ! -s $ABUSE_SOURCE ]]; then
+    ffmpeg -hide_banner -nostdin -loglevel error -y -f lavfi -i testsrc2=s=640x360:r=30 -f lavfi -i sine=f=440:r=48000 \
+      -t 60 -c:v libx264 -preset ultrafast -tune zerolatency -b:v 1M -g 60 -bf 0 -pix_fmt yuv420p -c:a aac -b:a 96k \
+      -f flv "$ABUSE_SOURCE.tmp" && mv "$ABUSE_SOURCE.tmp" "$ABUSE_SOURCE"
+  fi
+  check_quiet abuse
+  start_engine
+  local url
+  url=$(publish_url abuse)
+  start publish-abuse "${CLIENT_CPUS[@]}" ffmpeg -hide_banner -nostdin -loglevel warning -re -stream_loop -1 \
+    -i "$ABUSE_SOURCE" -c copy -f flv "$url"
+  wait_live abuse
+  local ready=$RUN/abuse-ready
+  log "abuse: two viewers (WebRTC, LL-HLS) watched for 45 s; the attack starts once both play"
+  start watch "${CLIENT_CPUS[@]}" node "$ROOT/tests/browser/watch.mjs" "$ENGINE_URL/abuse?transport=webrtc" \
+    "$ENGINE_URL/abuse?transport=llhls" --duration 45000 --stall-ms 1500 --ready-file "$ready"
+  local watch_pid=$LAST_PID i
+  for ((i = 0; i < 600 && ! -e $ready; i++)); do sleep 0.1; done
+  [[ -e $ready ]] || die "the viewers did not play within 60 s (see $RUN/watch.log)"
+  sleep 2
+  local rss0 t0 c0 t1 c1 peak=0 r
+  rss0=$(rss_kb "$ENGINE_PID")
+  t0=$(now_s)
+  c0=$(cpu_ticks "$ENGINE_PID")
+  start newcomer "${CLIENT_CPUS[@]}" node "$ROOT/tests/browser/play.mjs" "$ENGINE_URL/abuse" --min-advance 1 --timeout 60000
+  local newcomer_pid=$LAST_PID
+  start attack "${CLIENT_CPUS[@]}" node "$HERE/abuse.mjs" "$ENGINE_URL" "127.0.0.1:$RTMP_PORT" abuse
+  local attack_pid=$LAST_PID
+  while kill -0 "$attack_pid" 2>/dev/null; do
+    r=$(rss_kb "$ENGINE_PID")
+    ((r > peak)) && peak=$r
+    sleep 0.2
+  done
+  c1=$(cpu_ticks "$ENGINE_PID")
+  t1=$(now_s)
+  wait "$newcomer_pid" || true
+  wait "$watch_pid" || true
+  local secs attack newcomer watched
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  attack=$(tail -n 1 "$RUN/attack.log")
+  newcomer=$(grep '^{' "$RUN/newcomer.log" | tail -n 1)
+  watched=$(grep '^{' "$RUN/watch.log" | tail -n 1)
+  say ""
+  say "== abuse: the attack of tests/tests/abuse.rs (3000 WHEP offers 64 at a time, 300 idle + 300 slowloris HTTP"
+  say "   connections, 300 half-open RTMP ones, at once) on a 640x360 1 Mb/s stream two Chromium viewers watch"
+  say "attack: $attack"
+  say "engine during the attack (${secs} s): CPU $(pct_of_core $((c1 - c0)) "$secs") % of one core; RSS $((rss0 / 1024)) MB before, peak $((peak / 1024)) MB"
+  say "viewers watching: $watched"
+  say "new viewer started with the attack: first frame after $(echo "$newcomer" | json_field playingAtMs) ms over $(echo "$newcomer" | json_field transport) (ok: $(echo "$newcomer" | json_field ok))"
+  stop_all
+}
+
 main() {
   local what=${1:-all}
   case $what in
-    all | cpu | latency | load | fanout) ;;
+    all | cpu | latency | load | fanout | abuse) ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'
       exit 0
       ;;
-    *) die "unknown step '$what' (all, cpu, latency, load, fanout)" ;;
+    *) die "unknown step '$what' (all, cpu, latency, load, fanout, abuse)" ;;
   esac
   local t0=$SECONDS
   prepare
@@ -553,11 +617,13 @@ main() {
       step_latency
       step_load
       step_fanout
+      step_abuse
       ;;
     cpu) step_cpu ;;
     latency) step_latency ;;
     load) step_load ;;
     fanout) step_fanout ;;
+    abuse) step_abuse ;;
   esac
   say ""
   say "total time: $((SECONDS - t0)) s; command: bench/run.sh $what"
