@@ -388,6 +388,7 @@ fuzz_target!(|input: Input| {
             Window::Small(v) => usize::from(v % 16),
             Window::Huge => usize::MAX,
         },
+        ..HlsConfig::default()
     };
     let session = match &input.session {
         Session::Plain => "fz",

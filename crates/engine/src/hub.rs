@@ -159,6 +159,8 @@ pub struct Figures {
     pub uptime: Duration,
     /// The last complete part.
     pub position: Option<Position>,
+    /// Media bytes the stream holds (its packager's window and open part).
+    pub held_bytes: usize,
 }
 
 impl Registry {
@@ -263,8 +265,9 @@ impl Registry {
         Ok(Publisher {
             registry: self.clone(),
             stream,
-            clock: [Unwrap::default(), Unwrap::default()],
-            last_dts: [None, None],
+            timeline: Timeline::default(),
+            video_gap: false,
+            logged: [None; 3],
             bad_tags: 0,
             media,
             transcoder: None,
@@ -422,6 +425,7 @@ impl Stream {
             stats: live.stats.snapshot(),
             uptime: now.saturating_duration_since(live.started_at),
             position: live.packager.position(),
+            held_bytes: live.packager.held_bytes(),
         })
     }
 
@@ -458,8 +462,11 @@ impl Stream {
 pub struct Publisher {
     registry: Arc<Registry>,
     stream: Arc<Stream>,
-    clock: [Unwrap; 2],
-    last_dts: [Option<u64>; 2],
+    timeline: Timeline,
+    /// A video frame was dropped: video is dropped up to the next keyframe (it cannot be decoded).
+    video_gap: bool,
+    /// When each kind of [`Anomaly`] was last logged (one line per kind per [`ANOMALY_LOG_EVERY`]).
+    logged: [Option<Instant>; 3],
     bad_tags: u64,
     media: broadcast::Sender<Arc<Sample>>,
     transcoder: Option<onair_audio::Transcoder>,
@@ -509,7 +516,9 @@ impl Publisher {
             }
             VideoTag::EndOfSequence => Ok(Pushed::default()),
             VideoTag::Frame { keyframe, composition_time_ms, data } => {
-                let dts = self.dts(Track::Video, timestamp);
+                let Some(dts) = self.admit(Track::Video, timestamp, keyframe, data.len(), now) else {
+                    return Ok(Pushed::default());
+                };
                 Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }, now))
             }
         }
@@ -539,7 +548,9 @@ impl Publisher {
                 Ok(Pushed::default())
             }
             AudioTag::Frame(data) => {
-                let dts = self.dts(Track::Audio, timestamp);
+                let Some(dts) = self.admit(Track::Audio, timestamp, true, data.len(), now) else {
+                    return Ok(Pushed::default());
+                };
                 if self.media.receiver_count() > 0 {
                     self.transcode(&data, dts);
                 }
@@ -548,13 +559,60 @@ impl Publisher {
         }
     }
 
-    /// Unwraps the 32-bit clock and keeps each track's dts monotonic.
-    fn dts(&mut self, track: Track, timestamp: u32) -> u64 {
-        let i = track as usize;
-        let dts = self.clock[i].unwrap(timestamp);
-        let dts = self.last_dts[i].map_or(dts, |last| dts.max(last));
-        self.last_dts[i] = Some(dts);
-        dts
+    /// The decode time of a frame, or `None` when it is dropped: larger than a part may hold,
+    /// one too many for its second of media time (see [`Timeline`]), or video that depends on a
+    /// dropped frame. Anomalies are logged once per kind and [`ANOMALY_LOG_EVERY`].
+    fn admit(&mut self, track: Track, timestamp: u32, keyframe: bool, len: usize, now: Now) -> Option<u64> {
+        let video = track == Track::Video;
+        let (dts, anomaly) = if len > self.registry.hls.max_part_bytes {
+            (None, Some(Anomaly::Oversized { bytes: len }))
+        } else {
+            self.timeline.map(track, timestamp, now.instant)
+        };
+        if let Some(a) = anomaly {
+            self.log_anomaly(a, now.instant);
+        }
+        let Some(dts) = dts else {
+            self.video_gap |= video;
+            return None;
+        };
+        if video {
+            if self.video_gap && !keyframe {
+                return None;
+            }
+            self.video_gap = false;
+        }
+        Some(dts)
+    }
+
+    fn log_anomaly(&mut self, anomaly: Anomaly, now: Instant) {
+        let kind = match anomaly {
+            Anomaly::Jump { .. } => 0,
+            Anomaly::Flood => 1,
+            Anomaly::Oversized { .. } => 2,
+        };
+        let last = &mut self.logged[kind];
+        if last.is_some_and(|at| now.saturating_duration_since(at) < ANOMALY_LOG_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        let stream = &self.stream.name;
+        match anomaly {
+            Anomaly::Jump { step_ms } => tracing::warn!(
+                %stream, step_ms,
+                "the publisher's clock jumped: its timestamps are shifted so the stream's timeline goes on (further jumps within a minute are not logged)"
+            ),
+            Anomaly::Flood => tracing::warn!(
+                %stream,
+                limit = MAX_FRAMES_PER_MEDIA_SECOND,
+                "the publisher sends more frames per second of media time than any real stream (a frozen clock or a flood): frames beyond the limit are dropped (logged once a minute)"
+            ),
+            Anomaly::Oversized { bytes } => tracing::warn!(
+                %stream, bytes,
+                max = self.registry.hls.max_part_bytes,
+                "the publisher sent a frame larger than hls.max_part_bytes: dropped, with the video up to the next keyframe (logged once a minute)"
+            ),
+        }
     }
 
     /// AAC → Opus for WebRTC sessions: once per stream, outside the stream lock.
@@ -640,6 +698,101 @@ impl Drop for Publisher {
     }
 }
 
+/// A track's timestamps stepping forward by more than this (ms) is a jump of the publisher's
+/// clock, not a gap in its media.
+const MAX_FORWARD_STEP_MS: u64 = 5_000;
+/// A track's timestamps stepping back by more than this (ms) is a jump of the publisher's clock.
+const MAX_BACKWARD_STEP_MS: u64 = 1_000;
+/// More frames of one track within one second of media time than any real stream has (video
+/// tops out at a few hundred frames per second, AAC at 96 kHz has 94): a frozen clock or a flood.
+pub const MAX_FRAMES_PER_MEDIA_SECOND: u32 = 500;
+/// Consecutive frames of one track at the same decode time beyond the first and this many more
+/// are dropped: a frozen clock or a flood (real frames are at least a millisecond apart; one
+/// repeat is allowed for a clock that jitters back by a millisecond, clamped to the last time).
+const MAX_SAME_DTS: u32 = 2;
+/// A wall-clock gap counted when the timeline is rebased is at most this (ms).
+const MAX_REBASE_GAP_MS: u64 = 60_000;
+/// How often one kind of publisher anomaly is logged at most.
+const ANOMALY_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Something a publisher did that its stream had to correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anomaly {
+    /// The timestamps jumped by `step_ms` (negative: back): the timeline was rebased.
+    Jump { step_ms: i64 },
+    /// Too many frames for their second of media time: this one was dropped.
+    Flood,
+    /// A frame larger than a part may hold: dropped.
+    Oversized { bytes: usize },
+}
+
+/// A publisher's timestamps mapped to the stream's decode times (ms), kept sane whatever the
+/// publisher's clock does. RTMP's 32-bit clock is unwrapped and each track kept monotonic; a
+/// jump (a step forward by more than [`MAX_FORWARD_STEP_MS`] or back by more than
+/// [`MAX_BACKWARD_STEP_MS`]) shifts every later timestamp so that the timeline goes on from the
+/// latest decode time plus the wall-clock time that passed since the frame before (so no part,
+/// segment or `EXT-X-TARGETDURATION` ever spans the jump, and WebRTC's RTP clock stays smooth);
+/// frames beyond [`MAX_FRAMES_PER_MEDIA_SECOND`] of one track within one second of media time,
+/// and beyond [`MAX_SAME_DTS`] in a row at the same decode time (a frozen clock gives an unbounded
+/// number), are dropped. Pure: arrival times come in.
+#[derive(Debug, Default, Clone)]
+struct Timeline {
+    clock: [Unwrap; 2],
+    /// Added to the unwrapped timestamps.
+    offset: i64,
+    last: [Option<u64>; 2],
+    last_arrival: Option<Instant>,
+    /// Per track: the start of the current second of media time and the frames in it.
+    second: [Option<(u64, u32)>; 2],
+    /// Per track: consecutive frames at the same decode time.
+    same: [u32; 2],
+    /// The next frame continues the timeline whatever its timestamp (a returning publisher).
+    rebase_next: bool,
+}
+
+impl Timeline {
+    /// The decode time of a frame of `track` with RTMP timestamp `ts` arrived at `now` (`None`:
+    /// drop it), and what had to be corrected.
+    fn map(&mut self, track: Track, ts: u32, now: Instant) -> (Option<u64>, Option<Anomaly>) {
+        let i = track as usize;
+        let raw = i64::try_from(self.clock[i].unwrap(ts)).unwrap_or(i64::MAX);
+        let mut dts = u64::try_from(raw.saturating_add(self.offset)).unwrap_or(0);
+        let mut anomaly = None;
+        let reference = self.last[i].or(self.last[1 - i]);
+        if let Some(last) = reference {
+            let jumped =
+                dts > last.saturating_add(MAX_FORWARD_STEP_MS) || dts.saturating_add(MAX_BACKWARD_STEP_MS) < last;
+            if jumped || self.rebase_next {
+                let latest = self.last[0].max(self.last[1]).unwrap_or(last);
+                let gap = self.last_arrival.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
+                let continued = latest.saturating_add(gap.clamp(1, MAX_REBASE_GAP_MS));
+                self.offset = i64::try_from(continued).unwrap_or(i64::MAX).saturating_sub(raw);
+                if jumped && !self.rebase_next {
+                    anomaly = Some(Anomaly::Jump { step_ms: (dts as i64).saturating_sub(last as i64) });
+                }
+                self.rebase_next = false;
+                dts = continued;
+            }
+        }
+        self.last_arrival = Some(now);
+        let dts = self.last[i].map_or(dts, |l| dts.max(l));
+        self.same[i] = if self.last[i] == Some(dts) { self.same[i].saturating_add(1) } else { 0 };
+        self.last[i] = Some(dts);
+        if self.same[i] >= MAX_SAME_DTS {
+            return (None, Some(Anomaly::Flood));
+        }
+        let second = match self.second[i] {
+            Some((start, n)) if dts < start.saturating_add(1000) => (start, n.saturating_add(1)),
+            _ => (dts, 1),
+        };
+        self.second[i] = Some(second);
+        if second.1 > MAX_FRAMES_PER_MEDIA_SECOND {
+            return (None, Some(Anomaly::Flood));
+        }
+        (Some(dts), anomaly)
+    }
+}
+
 /// Extends RTMP's 32-bit millisecond clock to 64 bits across wrap-arounds.
 #[derive(Debug, Default, Clone, Copy)]
 struct Unwrap {
@@ -679,6 +832,42 @@ mod tests {
         assert_eq!(u.unwrap(3), (1u64 << 32) + 3);
         // A small step back is jitter, not a wrap.
         assert_eq!(u.unwrap(1), (1u64 << 32) + 1);
+    }
+
+    #[test]
+    fn timeline_rebases_jumps_and_drops_floods() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = Timeline::default();
+        assert_eq!(t.map(Track::Video, 1000, at(0)), (Some(1000), None));
+        assert_eq!(t.map(Track::Audio, 1010, at(10)), (Some(1010), None));
+        // An hour ahead, 33 ms later: the timeline goes on 33 ms after the latest time.
+        let (dts, a) = t.map(Track::Video, 3_601_033, at(43));
+        assert_eq!(dts, Some(1043));
+        assert_eq!(a, Some(Anomaly::Jump { step_ms: 3_600_033 }));
+        // The other track, on the new clock, follows without another jump.
+        assert_eq!(t.map(Track::Audio, 3_601_040, at(50)), (Some(1050), None));
+        // Five seconds back: rebased too.
+        let (dts, a) = t.map(Track::Video, 3_596_076, at(76));
+        assert_eq!(dts, Some(1076));
+        assert!(matches!(a, Some(Anomaly::Jump { step_ms }) if step_ms < 0));
+        // A gap under the limit is media, kept as it is.
+        assert_eq!(t.map(Track::Video, 3_600_076, at(100)), (Some(5076), None));
+        // A frozen clock: one repeat, then dropped.
+        assert_eq!(t.map(Track::Video, 3_600_076, at(133)), (Some(5076), None));
+        assert_eq!(t.map(Track::Video, 3_600_076, at(166)), (None, Some(Anomaly::Flood)));
+        assert_eq!(t.map(Track::Video, 3_600_109, at(199)), (Some(5109), None));
+        // A flood with increasing times: the frames beyond the limit in one second go.
+        let mut t = Timeline::default();
+        let admitted = (0..2000u32).filter(|i| t.map(Track::Audio, i / 2, at(0)).0.is_some()).count();
+        assert_eq!(admitted, MAX_FRAMES_PER_MEDIA_SECOND as usize);
+        // A returning publisher continues the timeline, whatever its first timestamp.
+        let mut t = Timeline::default();
+        t.map(Track::Video, 50_000, at(0));
+        t.rebase_next = true;
+        t.clock = Default::default();
+        assert_eq!(t.map(Track::Video, 0, at(3000)), (Some(53_000), None));
+        assert_eq!(t.map(Track::Video, 33, at(3033)), (Some(53_033), None));
     }
 
     #[test]

@@ -32,6 +32,13 @@
 //! reaching `max(10 × min_segment_ms, 30 s)` is cut at the next part boundary even without a
 //! keyframe (only for streams with no keyframes for that long, or whose video stalled).
 //!
+//! **Bytes.** Whatever the timestamps say, memory is bounded in bytes ([`HlsConfig`]): a frame
+//! larger than `max_part_bytes` is dropped (a video frame with the video after it up to the next
+//! keyframe); a part is cut once its samples hold `max_part_bytes` (each sample counted with a
+//! fixed overhead, so tiny frames count too); a segment is cut, with its open part, once it
+//! holds `max_segment_bytes` or [`segmenter::MAX_PARTS_PER_SEGMENT`] parts, keyframe or not.
+//! [`Packager::held_bytes`] tells what a packager holds.
+//!
 //! **Parts** are one `moof` (one `traf` per track with samples) + one `mdat`, holding the samples
 //! of both tracks completed while the part was open. Video drives them: a part closes at a clean
 //! cut (the next frame is presented after every frame so far) when one more run between clean
@@ -49,8 +56,9 @@
 //! targets (stalled video). A part's duration is that of its video (of its audio if it has no
 //! video).
 //!
-//! **Window.** `window_segments` complete segments are kept plus the one in progress; older
-//! segments are dropped (memory is bounded) and become [`Lookup::Gone`].
+//! **Window.** `window_segments` complete segments are kept plus the one in progress, fewer while
+//! the window's parts hold more than `max_window_bytes`; older segments are dropped and become
+//! [`Lookup::Gone`].
 //!
 //! **URIs** (see [`uri`]), relative to the playlist: `<session>/init.mp4`, `<session>/<msn>.m4s`,
 //! `<session>/<msn>.<part>.m4s`; [`parse_uri`] maps a file name back to a [`Resource`]. Media

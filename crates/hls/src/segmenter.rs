@@ -24,16 +24,40 @@ pub struct HlsConfig {
     pub min_segment_ms: u32,
     /// How many complete segments are kept (and listed) besides the one in progress; at least 1.
     pub window_segments: usize,
+    /// A part is cut once it holds this many bytes; a frame larger than this is dropped.
+    pub max_part_bytes: usize,
+    /// A segment is cut (at a part boundary, without waiting for a keyframe) once its parts
+    /// hold this many bytes.
+    pub max_segment_bytes: usize,
+    /// The oldest complete segments are dropped while the window holds more bytes than this.
+    pub max_window_bytes: usize,
 }
 
 impl Default for HlsConfig {
+    /// Byte caps sized for 1080p60 at 20 Mb/s (2.5 MB/s) with a wide margin: a part of 334 ms
+    /// carries ~0.8 MB (a keyframe part a few), a 4 s GOP ~10 MB, the window ~7 of those.
     fn default() -> Self {
-        HlsConfig { part_target_ms: 334, min_segment_ms: 1000, window_segments: 6 }
+        HlsConfig {
+            part_target_ms: 334,
+            min_segment_ms: 1000,
+            window_segments: 6,
+            max_part_bytes: 8 << 20,
+            max_segment_bytes: 32 << 20,
+            max_window_bytes: 96 << 20,
+        }
     }
 }
 
 /// The smallest accepted part target.
 pub const MIN_PART_TARGET_MS: u32 = 50;
+
+/// A segment is cut once it has this many parts (tiny parts of a misbehaving publisher would
+/// otherwise make each playlist, rendered per part, ever longer).
+pub const MAX_PARTS_PER_SEGMENT: usize = 1024;
+
+/// What a sample costs in memory besides its bytes (its `trun` entry, its bookkeeping): counted
+/// toward the part cap, so that a flood of tiny frames is bounded too.
+const SAMPLE_OVERHEAD_BYTES: usize = 64;
 
 /// A part of a segment: `msn` is the media sequence number of the segment, `part` the index of
 /// the part within it (from 0).
@@ -85,6 +109,8 @@ struct OpenPart {
     audio: Vec<Sample>,
     audio_base: u64,
     audio_ticks: u64,
+    /// The samples' bytes plus [`SAMPLE_OVERHEAD_BYTES`] each.
+    bytes: usize,
 }
 
 impl OpenPart {
@@ -107,6 +133,8 @@ struct Segment {
     has_video_sample: bool,
     parts: Vec<Part>,
     duration_us: u64,
+    /// The parts' bytes.
+    bytes: usize,
     complete: bool,
 }
 
@@ -124,6 +152,8 @@ pub struct Packager {
     started: bool,
     finished: bool,
     restart_needed: bool,
+    /// A video frame was dropped (too large): video frames are dropped up to the next keyframe.
+    await_keyframe: bool,
     /// dts (ms) of the first frame packaged; earlier audio is dropped.
     start_dts: u64,
     held_video: Option<Held>,
@@ -142,6 +172,8 @@ pub struct Packager {
     open: OpenPart,
     /// Complete segments, oldest first, then possibly the one in progress.
     segments: VecDeque<Segment>,
+    /// The bytes of every part in `segments`.
+    window_bytes: usize,
     next_msn: u64,
     sequence: u32,
     last_part: Option<Position>,
@@ -186,6 +218,9 @@ impl Packager {
             part_target_ms: config.part_target_ms.max(MIN_PART_TARGET_MS),
             min_segment_ms: config.min_segment_ms,
             window_segments: config.window_segments.max(1),
+            max_part_bytes: config.max_part_bytes.max(1),
+            max_segment_bytes: config.max_segment_bytes.max(1),
+            max_window_bytes: config.max_window_bytes.max(1),
         };
         Packager {
             config,
@@ -199,6 +234,7 @@ impl Packager {
             started: false,
             finished: false,
             restart_needed: false,
+            await_keyframe: false,
             start_dts: 0,
             held_video: None,
             held_audio: None,
@@ -208,6 +244,7 @@ impl Packager {
             video_runs: [0; 2],
             open: OpenPart::default(),
             segments: VecDeque::new(),
+            window_bytes: 0,
             next_msn: 0,
             sequence: 1,
             last_part: None,
@@ -248,7 +285,12 @@ impl Packager {
     /// Feeds one frame (frames of one track in decode order; the two tracks interleaved as
     /// they come). `wall_ms` is the Unix epoch time of its arrival.
     pub fn push(&mut self, frame: Frame, wall_ms: u64) -> PushOutcome {
-        if !self.finished {
+        let video = frame.track == Track::Video;
+        if frame.data.len() > self.config.max_part_bytes {
+            // Dropped; the video frames after it cannot be decoded without it: up to a keyframe.
+            self.await_keyframe |= video;
+        } else if !self.finished && !(video && self.await_keyframe && !frame.keyframe) {
+            self.await_keyframe &= !video;
             match frame.track {
                 Track::Video => self.push_video(frame, wall_ms),
                 Track::Audio => self.push_audio(frame, wall_ms),
@@ -286,6 +328,14 @@ impl Packager {
     /// The init segment exists and at least one part is complete.
     pub fn is_ready(&self) -> bool {
         self.init.is_some() && self.last_part.is_some()
+    }
+
+    /// The bytes this packager holds: its window's parts, the part being filled and the held
+    /// frames. Bounded by the byte caps of [`HlsConfig`] (plus two frames).
+    pub fn held_bytes(&self) -> usize {
+        let held =
+            [&self.held_video, &self.held_audio].into_iter().filter_map(|h| h.as_ref()).map(|h| h.frame.data.len());
+        self.window_bytes.saturating_add(self.open.bytes).saturating_add(held.sum())
     }
 
     /// The last complete part.
@@ -543,6 +593,7 @@ impl Packager {
         if self.open.video.is_empty() {
             self.open.video_base = h.time;
         }
+        self.open.bytes = self.open.bytes.saturating_add(sample.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.video.push(sample);
         self.open.video_ticks = self.open.video_ticks.saturating_add(u64::from(duration));
         self.video_max_pts = self.video_max_pts.max(pts);
@@ -570,6 +621,7 @@ impl Packager {
         if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part())) {
             self.close_part_on_size();
         }
+        self.enforce_byte_caps();
     }
 
     /// A keyframe completing now would close the segment in progress: it has video and is at
@@ -591,6 +643,7 @@ impl Packager {
         if self.open.audio.is_empty() {
             self.open.audio_base = h.time;
         }
+        self.open.bytes = self.open.bytes.saturating_add(h.frame.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.audio.push(Sample { duration, flags: SYNC_SAMPLE_FLAGS, composition_offset: 0, data: h.frame.data });
         self.open.audio_ticks = self.open.audio_ticks.saturating_add(u64::from(duration));
         let target = self.part_target_ticks(self.sample_rate);
@@ -602,6 +655,38 @@ impl Packager {
         };
         if close {
             self.close_part_on_size();
+        }
+        self.enforce_byte_caps();
+    }
+
+    /// Cuts the part at its byte cap, and the segment (with the part) at its byte or part-count
+    /// cap, whatever the timestamps say: a frozen clock or a flood of frames cannot grow them.
+    fn enforce_byte_caps(&mut self) {
+        if self.open.bytes >= self.config.max_part_bytes {
+            self.close_part();
+        }
+        let open = self.open.bytes;
+        let full = self.in_progress().is_some_and(|s| {
+            s.bytes.saturating_add(open) >= self.config.max_segment_bytes || s.parts.len() >= MAX_PARTS_PER_SEGMENT
+        });
+        if full {
+            self.close_part();
+            self.close_segment();
+        }
+    }
+
+    /// Drops the oldest complete segments beyond `window_segments` or while the window holds
+    /// more than `max_window_bytes` (the segment in progress stays).
+    fn trim_window(&mut self) {
+        loop {
+            let complete = self.segments.iter().filter(|s| s.complete).count();
+            let over = complete > self.config.window_segments || self.window_bytes > self.config.max_window_bytes;
+            if !over || !self.segments.front().is_some_and(|s| s.complete) {
+                break;
+            }
+            if let Some(s) = self.segments.pop_front() {
+                self.window_bytes = self.window_bytes.saturating_sub(s.bytes);
+            }
         }
     }
 
@@ -634,6 +719,7 @@ impl Packager {
                     has_video_sample: video,
                     parts: Vec::new(),
                     duration_us: 0,
+                    bytes: 0,
                     complete: false,
                 });
                 self.next_msn = self.next_msn.saturating_add(1);
@@ -664,10 +750,14 @@ impl Packager {
         let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else {
             return; // unreachable: samples are only added with a segment in progress
         };
+        let size = bytes.len();
         seg.parts.push(Part { bytes, duration_us, independent });
         seg.duration_us = seg.duration_us.saturating_add(duration_us);
+        seg.bytes = seg.bytes.saturating_add(size);
+        self.window_bytes = self.window_bytes.saturating_add(size);
         self.last_part = Some(Position { msn: seg.msn, part: clamp_u32(seg.parts.len() as u64 - 1) });
         self.part_completed = true;
+        self.trim_window();
     }
 
     fn close_segment(&mut self) {
@@ -684,9 +774,7 @@ impl Packager {
         seg.complete = true;
         self.last_complete_msn = Some(seg.msn);
         self.segment_completed = true;
-        while self.segments.iter().filter(|s| s.complete).count() > self.config.window_segments {
-            self.segments.pop_front();
-        }
+        self.trim_window();
     }
 }
 
@@ -1200,6 +1288,104 @@ mod tests {
         }
     }
 
+    /// Small caps, so that a test reaches them quickly.
+    fn capped() -> HlsConfig {
+        HlsConfig {
+            max_part_bytes: 20_000,
+            max_segment_bytes: 100_000,
+            max_window_bytes: 300_000,
+            ..HlsConfig::default()
+        }
+    }
+
+    fn sized(mut f: Frame, len: usize) -> Frame {
+        f.data = Bytes::from(vec![1u8; len]);
+        f
+    }
+
+    #[test]
+    fn frozen_clock_is_bounded_in_bytes() {
+        // 60 s of 30 fps video (5 kB frames) and audio whose timestamps never move.
+        let mut p = Packager::new(capped(), "z");
+        p.set_video_config(avc_config());
+        p.set_audio_config(aac_config());
+        let mut most = 0;
+        for i in 0..1800u64 {
+            p.push(sized(video(8_000, 0, i % 60 == 0, 1), 5_000), T0 + i * 33);
+            p.push(audio(8_000), T0 + i * 33);
+            p.push(audio(8_000), T0 + i * 33);
+            most = most.max(p.held_bytes());
+        }
+        // The window's cap, plus the part being filled, plus the held frames.
+        assert!(most <= 300_000 + 20_000 + 6_000, "held {most} bytes");
+        let snap = p.snapshot();
+        assert!(snap.segments.len() >= 3, "segments were cut by size");
+        for seg in snap.segments.iter().filter(|s| s.complete) {
+            let Lookup::Ready(parts) = p.segment(seg.msn) else { panic!() };
+            // A part is cut at its cap: at most the cap plus one frame.
+            assert!(
+                parts.iter().all(|b| b.len() <= 20_000 + 5_000 + 200),
+                "{:?}",
+                parts.iter().map(Bytes::len).collect::<Vec<_>>()
+            );
+            // A segment is cut at its cap: at most the cap plus one part.
+            assert!(parts.iter().map(Bytes::len).sum::<usize>() <= 100_000 + 25_200);
+        }
+        // Tiny frames count their overhead: a flood of 1-byte frames is cut too.
+        let mut p = Packager::new(capped(), "t");
+        p.set_video_config(avc_config());
+        for i in 0..100_000u64 {
+            p.push(sized(video(i / 1000, 0, i == 0, 1), 1), T0);
+        }
+        // 100 000 × 65 accounted bytes: ~325 parts of ~300 frames (~5 kB written each), ~16
+        // segments of 100 kB, most of them gone by now.
+        let snap = p.snapshot();
+        assert!(snap.segments.last().unwrap().msn >= 15, "{}", snap.segments.last().unwrap().msn);
+        assert!(snap.segments.iter().all(|s| s.parts.len() <= 25));
+        assert!(p.held_bytes() <= 300_000 + 20_000 + 2, "{}", p.held_bytes());
+    }
+
+    #[test]
+    fn window_is_trimmed_by_bytes() {
+        // 19 kB frames, 2 s GOPs: a segment of ~1.1 MB would exceed the caps; segments are cut at
+        // ~100 kB and the window keeps ~300 kB, fewer than `window_segments` segments.
+        let mut p = Packager::new(capped(), "w");
+        p.set_video_config(avc_config());
+        for i in 0..600u64 {
+            p.push(sized(video(i * 100 / 3, 0, i % 60 == 0, 1), 19_000), T0 + i * 33);
+            assert!(p.held_bytes() <= 300_000 + 20_000 + 20_000);
+        }
+        let snap = p.snapshot();
+        let complete: Vec<_> = snap.segments.iter().filter(|s| s.complete).collect();
+        assert!((1..6).contains(&complete.len()), "{}", complete.len());
+        let ll = text(p.llhls_playlist());
+        let first = snap.segments[0].msn;
+        assert!(ll.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")));
+        assert_eq!(p.segment(first - 1), Lookup::Gone);
+    }
+
+    #[test]
+    fn oversized_frames_are_dropped_up_to_the_next_keyframe() {
+        let mut p = Packager::new(capped(), "o");
+        p.set_video_config(avc_config());
+        for i in 0..120u64 {
+            // Frame 10 is absurdly large: it and the frames depending on it (to frame 60) go.
+            let len = if i == 10 { 20_001 } else { 100 };
+            p.push(sized(video(i * 100 / 3, 0, i % 60 == 0, 1), len), T0 + i * 33);
+        }
+        p.finish();
+        let mut samples = 0;
+        for seg in p.snapshot().segments {
+            for (trafs, _) in parts_of(&p, seg.msn) {
+                samples += trafs[0].samples.len();
+            }
+        }
+        assert_eq!(samples, 10 + 60);
+        // The hole (frames 10..60) became the duration of the sample before it.
+        let (trafs, _) = &parts_of(&p, 0)[0];
+        assert_eq!(trafs[0].base_decode_time, 0);
+    }
+
     #[test]
     fn garbage_does_not_panic() {
         // A deterministic pseudo-random stream of odd frames and requests.
@@ -1215,6 +1401,9 @@ mod tests {
                 part_target_ms: [0, 1, 334, u32::MAX][round],
                 min_segment_ms: [0, 1, 1000, u32::MAX][round],
                 window_segments: [0, 1, 6, usize::MAX][round],
+                max_part_bytes: [0, 100, 8 << 20, usize::MAX][round],
+                max_segment_bytes: [0, 1000, 32 << 20, usize::MAX][round],
+                max_window_bytes: [0, 5000, 96 << 20, usize::MAX][round],
             };
             let mut p = Packager::new(config, "g");
             p.set_video_config(avc_config());
