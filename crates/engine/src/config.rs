@@ -49,6 +49,10 @@ pub struct Config {
     /// Publishes are accepted only after Go live (the tray app turns this on, so nobody goes
     /// live by accident); off: any publish with a valid signed key goes live.
     pub require_go_live: bool,
+    /// Seconds a stream whose publisher's connection dropped (no clean unpublish) waits for it to
+    /// come back: viewers keep their players, and a publish of the same stream within this time
+    /// continues the same broadcast. 0: the stream ends at once.
+    pub publish_grace_s: u64,
     pub hls: HlsSettings,
     pub webrtc: WebrtcSettings,
     pub matrix: MatrixSettings,
@@ -241,6 +245,7 @@ impl Default for Config {
             app: "live".into(),
             default_stream: "stream".into(),
             require_go_live: false,
+            publish_grace_s: 10,
             hls: HlsSettings::default(),
             webrtc: WebrtcSettings::default(),
             matrix: MatrixSettings::default(),
@@ -325,6 +330,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "hls.min_segment_ms",
                 message: "must be at least hls.part_target_ms".into(),
+            });
+        }
+        if self.publish_grace_s > 300 {
+            return Err(ConfigError::Invalid {
+                key: "publish_grace_s",
+                message: format!("{} s: use 0..=300", self.publish_grace_s),
             });
         }
         if !(2..=60).contains(&self.hls.window_segments) {

@@ -169,7 +169,7 @@ async fn media(
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
-    let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
+    let kind = if matches!(resource, Resource::Init(_)) { "video/mp4" } else { "video/iso.segment" };
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
         .into_response())
 }

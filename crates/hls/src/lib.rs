@@ -15,9 +15,14 @@
 //! **Configuration changes.** Before the start a configuration may be replaced freely. After it,
 //! a repeated identical configuration (same AVCDecoderConfigurationRecord / AudioSpecificConfig
 //! bytes) is ignored; any other one (including a first configuration for a track missing from
-//! the init segment) makes every following [`PushOutcome`] carry `restart_needed: true`. The
-//! packager keeps packaging with its init segment; the caller should start a new `Packager` with
-//! a new session id.
+//! the init segment) is a **discontinuity** ([`Packager::discontinuity`], which the caller also
+//! calls when a publisher comes back): the held frames are packaged and the segment in progress
+//! closed; frames are dropped up to the next video keyframe (the next audio frame in an
+//! audio-only stream), where packaging starts again as at the start, in a segment preceded by
+//! `EXT-X-DISCONTINUITY`. If the init segment written then differs from the last one it gets the
+//! next version (`init.<n>.mp4`) and an `EXT-X-MAP` before that segment; earlier init segments
+//! stay available while a segment in the window needs them. Media sequence numbers go on;
+//! `EXT-X-DISCONTINUITY-SEQUENCE` counts the discontinuities that left the window.
 //!
 //! **Timing.** Video decode times are `dts_ms × 90` (timescale 90 000), composition offsets
 //! `(dts + cts) × 90 − decode time` (signed, so B-frames come out right). A sample's duration is
@@ -60,7 +65,8 @@
 //! the window's parts hold more than `max_window_bytes`; older segments are dropped and become
 //! [`Lookup::Gone`].
 //!
-//! **URIs** (see [`uri`]), relative to the playlist: `<session>/init.mp4`, `<session>/<msn>.m4s`,
+//! **URIs** (see [`uri`]), relative to the playlist: `<session>/init.mp4` (`init.<n>.mp4` after
+//! a configuration change), `<session>/<msn>.m4s`,
 //! `<session>/<msn>.<part>.m4s`; [`parse_uri`] maps a file name back to a [`Resource`]. Media
 //! sequence numbers start at 0, parts at 0 within each segment.
 //!

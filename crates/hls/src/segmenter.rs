@@ -74,10 +74,6 @@ pub struct PushOutcome {
     pub part_completed: bool,
     /// At least one segment completed.
     pub segment_completed: bool,
-    /// A codec configuration different from the one in the init segment was set after the
-    /// start: this packager keeps going with the old init segment, the caller should start a
-    /// new [`Packager`] (new session) with the new configuration. Sticky once set.
-    pub restart_needed: bool,
 }
 
 /// The answer to a resource request.
@@ -136,6 +132,10 @@ struct Segment {
     /// The parts' bytes.
     bytes: usize,
     complete: bool,
+    /// `EXT-X-DISCONTINUITY` before it.
+    discontinuity: bool,
+    /// The version of the init segment it needs.
+    init: u32,
 }
 
 /// The LL-HLS packager of one publish session. See the crate documentation.
@@ -145,13 +145,20 @@ pub struct Packager {
     video_config: Option<AvcConfig>,
     audio_config: Option<AacConfig>,
     init: Option<Bytes>,
+    /// The version of `init` (its URI, see [`Resource::Init`](crate::Resource::Init)).
+    init_version: u32,
+    /// Earlier init segments still needed by segments in the window, oldest first.
+    old_inits: VecDeque<(u32, Bytes)>,
+    /// The next segment opened starts with `EXT-X-DISCONTINUITY`.
+    pending_discontinuity: bool,
+    /// Discontinuities of segments that left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
+    discontinuity_sequence: u64,
     /// Tracks in the init segment.
     has_video: bool,
     has_audio: bool,
     sample_rate: u32,
     started: bool,
     finished: bool,
-    restart_needed: bool,
     /// A video frame was dropped (too large): video frames are dropped up to the next keyframe.
     await_keyframe: bool,
     /// dts (ms) of the first frame packaged; earlier audio is dropped.
@@ -228,12 +235,15 @@ impl Packager {
             video_config: None,
             audio_config: None,
             init: None,
+            init_version: 0,
+            old_inits: VecDeque::new(),
+            pending_discontinuity: false,
+            discontinuity_sequence: 0,
             has_video: false,
             has_audio: false,
             sample_rate: 0,
             started: false,
             finished: false,
-            restart_needed: false,
             await_keyframe: false,
             start_dts: 0,
             held_video: None,
@@ -262,24 +272,48 @@ impl Packager {
     }
 
     /// Sets the H.264 configuration. Before the start it replaces any earlier one; after the
-    /// start an identical record is ignored and a different one sets `restart_needed`.
+    /// start an identical record is ignored and a different one is a [`discontinuity`](Self::discontinuity).
     pub fn set_video_config(&mut self, c: AvcConfig) {
+        if self.started && self.video_config.as_ref().is_none_or(|old| old.record != c.record) {
+            self.discontinuity();
+        }
         if !self.started {
             self.video_config = Some(c);
-        } else if self.video_config.as_ref().is_none_or(|old| old.record != c.record) {
-            self.restart_needed = true;
         }
     }
 
     /// Sets the AAC configuration. Before the start it replaces any earlier one; after the
-    /// start an identical AudioSpecificConfig is ignored and a different one sets
-    /// `restart_needed`.
+    /// start an identical AudioSpecificConfig is ignored and a different one is a
+    /// [`discontinuity`](Self::discontinuity).
     pub fn set_audio_config(&mut self, c: AacConfig) {
+        if self.started && self.audio_config.as_ref().is_none_or(|old| old.asc != c.asc) {
+            self.discontinuity();
+        }
         if !self.started {
             self.audio_config = Some(c);
-        } else if self.audio_config.as_ref().is_none_or(|old| old.asc != c.asc) {
-            self.restart_needed = true;
         }
+    }
+
+    /// The stream breaks here (the publisher reconnected, or changed its codec configuration):
+    /// the held frames are packaged and the part and segment in progress closed, frames are then
+    /// dropped up to the next video keyframe (the first audio frame for audio-only streams),
+    /// where the next segment starts with `EXT-X-DISCONTINUITY` — and a new init segment
+    /// (`init.<n>.mp4`, with an `EXT-X-MAP` before that segment) if the configurations differ
+    /// from the last one's. Media sequence numbers go on; decode times are the caller's (they
+    /// should go on too). Nothing happens before the start or after [`finish`](Self::finish).
+    pub fn discontinuity(&mut self) {
+        if !self.started || self.finished {
+            return;
+        }
+        self.flush();
+        self.started = false;
+        self.pending_discontinuity = true;
+        self.await_keyframe = false;
+        self.video_max_pts = i64::MIN;
+        self.video_run_ticks = 0;
+        self.render();
+        self.part_completed = false;
+        self.segment_completed = false;
     }
 
     /// Feeds one frame (frames of one track in decode order; the two tracks interleaved as
@@ -306,23 +340,28 @@ impl Packager {
             return;
         }
         if self.started {
-            // Audio first: it joins the open part, which the last video sample may then close.
-            if let Some(h) = self.held_audio.take() {
-                self.complete_audio(h, AAC_FRAME_SAMPLES);
-            }
-            if let Some(h) = self.held_video.take() {
-                let duration = self.predicted_video_duration();
-                self.complete_video(h, duration, None);
-            }
-            self.close_part();
-            if self.in_progress().is_some() {
-                self.close_segment();
-            }
+            self.flush();
         }
         self.finished = true;
         self.render();
         self.part_completed = false;
         self.segment_completed = false;
+    }
+
+    /// Packages the held frames and closes the part and the segment in progress.
+    fn flush(&mut self) {
+        // Audio first: it joins the open part, which the last video sample may then close.
+        if let Some(h) = self.held_audio.take() {
+            self.complete_audio(h, AAC_FRAME_SAMPLES);
+        }
+        if let Some(h) = self.held_video.take() {
+            let duration = self.predicted_video_duration();
+            self.complete_video(h, duration, None);
+        }
+        self.close_part();
+        if self.in_progress().is_some() {
+            self.close_segment();
+        }
     }
 
     /// The init segment exists and at least one part is complete.
@@ -343,9 +382,13 @@ impl Packager {
         self.last_part
     }
 
-    /// `init.mp4`, once the stream started.
-    pub fn init_segment(&self) -> Option<Bytes> {
-        self.init.clone()
+    /// The init segment of version `version` (`init.mp4` is 0), once the stream started: the
+    /// current one, or an earlier one still needed by a segment in the window.
+    pub fn init_segment(&self, version: u32) -> Option<Bytes> {
+        if version == self.init_version {
+            return self.init.clone();
+        }
+        self.old_inits.iter().find(|(v, _)| *v == version).map(|(_, b)| b.clone())
     }
 
     /// A part's bytes (one `moof` + `mdat`).
@@ -406,6 +449,8 @@ impl Packager {
                     wall_ms: s.wall_ms,
                     complete: s.complete,
                     duration_us: s.duration_us,
+                    discontinuity: s.discontinuity,
+                    init: s.init,
                     parts: s
                         .parts
                         .iter()
@@ -415,17 +460,15 @@ impl Packager {
                 .collect(),
             preload_hint: self.preload_hint(),
             ended: self.finished,
+            discontinuity_sequence: self.discontinuity_sequence,
+            init: self.init_version,
         }
     }
 
     // ---- internals -------------------------------------------------------------------------
 
     fn outcome(&mut self) -> PushOutcome {
-        let out = PushOutcome {
-            part_completed: self.part_completed,
-            segment_completed: self.segment_completed,
-            restart_needed: self.restart_needed,
-        };
+        let out = PushOutcome { part_completed: self.part_completed, segment_completed: self.segment_completed };
         if self.part_completed {
             self.render();
         }
@@ -507,7 +550,12 @@ impl Packager {
     }
 
     fn start(&mut self, dts: u64) {
-        self.init = Some(fmp4::init_segment(self.video_config.as_ref(), self.audio_config.as_ref()));
+        let init = fmp4::init_segment(self.video_config.as_ref(), self.audio_config.as_ref());
+        if let Some(old) = self.init.take_if(|old| *old != init) {
+            self.old_inits.push_back((self.init_version, old));
+            self.init_version = self.init_version.wrapping_add(1);
+        }
+        self.init = Some(init);
         self.has_video = self.video_config.is_some();
         self.has_audio = self.audio_config.is_some();
         self.sample_rate = self.audio_config.as_ref().map_or(0, |c| c.sample_rate.max(1));
@@ -686,7 +734,11 @@ impl Packager {
             }
             if let Some(s) = self.segments.pop_front() {
                 self.window_bytes = self.window_bytes.saturating_sub(s.bytes);
+                self.discontinuity_sequence += u64::from(s.discontinuity);
             }
+            // Init segments no listed segment needs any more.
+            let oldest = self.segments.front().map_or(self.init_version, |s| s.init);
+            self.old_inits.retain(|(v, _)| *v >= oldest);
         }
     }
 
@@ -721,6 +773,8 @@ impl Packager {
                     duration_us: 0,
                     bytes: 0,
                     complete: false,
+                    discontinuity: std::mem::take(&mut self.pending_discontinuity),
+                    init: self.init_version,
                 });
                 self.next_msn = self.next_msn.saturating_add(1);
             }
@@ -829,7 +883,6 @@ mod tests {
             let out = p.push(f, wall);
             parts += usize::from(out.part_completed);
             segments += usize::from(out.segment_completed);
-            assert!(!out.restart_needed);
         }
         (parts, segments)
     }
@@ -942,7 +995,7 @@ mod tests {
         assert_eq!(p.part(0, 0), Lookup::Gone);
         assert_eq!(p.segment(u64::MAX), Lookup::Gone);
         assert_eq!(p.part(u64::MAX, u32::MAX), Lookup::Gone);
-        assert!(p.init_segment().is_some());
+        assert!(p.init_segment(0).is_some());
 
         // Blocking reload.
         assert_eq!(p.blocking_reload(10, Some(0)), Reload::Ready);
@@ -1081,7 +1134,7 @@ mod tests {
         assert_eq!(p.push(audio(0), T0), PushOutcome::default());
         p.push(video(0, 0, false, 1), T0);
         p.push(audio(21), T0);
-        assert!(p.init_segment().is_none());
+        assert!(p.init_segment(0).is_none());
         let mut frames = timeline(3, |_| 0);
         frames.retain(|f| f.dts >= 40);
         for f in &mut frames {
@@ -1090,7 +1143,7 @@ mod tests {
             }
         }
         feed(&mut p, frames);
-        assert!(p.init_segment().is_some());
+        assert!(p.init_segment(0).is_some());
         let (trafs, _) = &parts_of(&p, 0)[0];
         assert_eq!(trafs[0].track_id, VIDEO_TRACK_ID);
         assert_eq!(trafs[0].base_decode_time, 90_000, "starts at the keyframe at 1 s");
@@ -1203,39 +1256,83 @@ mod tests {
     }
 
     #[test]
-    fn config_changes() {
+    fn config_changes_are_discontinuities() {
         let mut p = packager();
         // Before the start, configs are replaced freely.
         let mut other = avc_config();
         other.width = 1280;
         p.set_video_config(other);
         p.set_video_config(avc_config());
-        let out = p.push(video(0, 0, true, 1), T0);
-        assert!(!out.restart_needed);
+        feed(&mut p, timeline(3, |_| 0));
         // Identical ones after the start are ignored.
         p.set_video_config(avc_config());
         p.set_audio_config(aac_config());
-        assert!(!p.push(video(33, 0, false, 1), T0).restart_needed);
-        // A different one asks for a restart, and keeps asking.
+        let before = p.snapshot();
+        assert!(before.segments.iter().all(|s| !s.discontinuity && s.init == 0));
+        // A different one: the segment in progress closes, frames wait for a keyframe, the next
+        // segment is a discontinuity with a new init segment.
         let mut changed = avc_config();
         changed.record = Bytes::from_static(&[1, 0x64, 0, 0x20, 0xFF, 0xE0, 0]);
         p.set_video_config(changed);
-        assert!(p.push(video(66, 0, false, 1), T0).restart_needed);
-        assert!(p.push(audio(70), T0).restart_needed);
+        let last = p.snapshot().segments.last().cloned().unwrap();
+        assert!(last.complete, "closed at the change");
+        let mut frames = timeline(8, |_| 0);
+        frames.retain(|f| f.dts >= 3_000);
+        for f in &mut frames {
+            if f.track == Track::Video {
+                f.keyframe = f.dts == 3_500 || f.dts % 2_000 == 0;
+            }
+        }
+        // Frames before the keyframe at 3.5 s are dropped (audio too).
+        let (early, later): (Vec<Frame>, Vec<Frame>) = frames.into_iter().partition(|f| f.dts < 3_500);
+        for f in early {
+            assert!(!p.push(f, T0).part_completed);
+        }
+        feed(&mut p, later);
+        let snap = p.snapshot();
+        let next = snap.segments.iter().find(|s| s.msn == last.msn + 1).unwrap();
+        assert!(next.discontinuity);
+        assert_eq!(next.init, 1);
+        let ll = text(p.llhls_playlist());
+        assert!(ll.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"sess/init.1.mp4\"\n"), "{ll}");
+        let (trafs, _) = &parts_of(&p, next.msn)[0];
+        assert_eq!(trafs[0].base_decode_time, 3_500 * 90, "decode times go on");
+        assert_ne!(p.init_segment(1), p.init_segment(0));
+        assert!(p.init_segment(0).is_some(), "still needed by the window");
+        assert!(p.init_segment(2).is_none());
+        // Once the old segments left the window, so did their init segment; the discontinuity
+        // sequence counts the tag that left with them.
+        feed(&mut p, timeline(30, |_| 0).into_iter().filter(|f| f.dts >= 8_000).collect());
+        assert!(p.init_segment(0).is_none());
+        let ll = text(p.llhls_playlist());
+        assert!(
+            ll.contains(
+                "#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"sess/init.1.mp4\"\n"
+            ),
+            "{ll}"
+        );
 
-        // Audio config arriving after a video-only start.
+        // A discontinuity with the same configuration (a publisher that came back): the same
+        // init segment, a discontinuity tag.
+        let mut p = packager();
+        feed(&mut p, timeline(3, |_| 0));
+        p.discontinuity();
+        p.discontinuity();
+        feed(&mut p, timeline(6, |_| 0).into_iter().filter(|f| f.dts >= 4_000).collect());
+        let snap = p.snapshot();
+        assert_eq!(snap.segments.iter().filter(|s| s.discontinuity).count(), 1);
+        assert!(snap.segments.iter().all(|s| s.init == 0));
+
+        // An audio config arriving after a video-only start: a new init with both tracks.
         let mut p = Packager::new(HlsConfig::default(), "s");
         p.set_video_config(avc_config());
         p.push(video(0, 0, true, 1), T0);
+        p.push(video(33, 0, false, 1), T0);
         p.set_audio_config(aac_config());
-        assert!(p.push(video(33, 0, false, 1), T0).restart_needed);
-        let mut p = Packager::new(HlsConfig::default(), "s");
-        p.set_audio_config(aac_config());
-        p.push(audio(0), T0);
-        let mut asc = aac_config();
-        asc.asc = Bytes::from_static(&[0x12, 0x10]);
-        p.set_audio_config(asc);
-        assert!(p.push(audio(21), T0).restart_needed);
+        p.push(video(66, 0, true, 1), T0);
+        p.push(video(99, 0, false, 1), T0);
+        let init = p.init_segment(1).unwrap();
+        assert!(init.windows(4).any(|w| w == b"mp4a"));
     }
 
     #[test]
@@ -1260,7 +1357,7 @@ mod tests {
         let ll = text(p.llhls_playlist());
         assert!(ll.contains("#EXT-X-PART:DURATION=0.333,URI=\"v/0.0.m4s\",INDEPENDENT=YES\n"));
         assert!(ll.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"v/0.1.m4s\"\n"));
-        let init = p.init_segment().unwrap();
+        let init = p.init_segment(0).unwrap();
         assert!(init.windows(4).any(|w| w == b"avc1"));
         assert!(!init.windows(4).any(|w| w == b"mp4a"));
     }
