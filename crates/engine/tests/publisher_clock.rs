@@ -79,7 +79,7 @@ fn run_with(
         let ts = clock(t) as u32; // RTMP timestamps are 32-bit: wrap like a publisher's would.
         for body in alter(t, video, body) {
             let pushed = if video { publisher.video(body, ts, now) } else { publisher.audio(body, ts, now) };
-            assert!(!pushed.unwrap().restarted, "a clock anomaly is not a codec change");
+            assert!(!pushed.unwrap().codec_changed, "a clock anomaly is not a codec change");
         }
         if t >= anomaly && at_anomaly.is_none() {
             at_anomaly = Some(edge);
