@@ -317,7 +317,10 @@ impl Registry {
         tracing::info!(stream = %stream.name, %remote, "the publisher is back: the broadcast goes on (a discontinuity)");
         self.emit(EngineEvent::PublishStarted { stream: stream.name.clone(), remote: remote.to_string() });
         let transcoder = audio.and_then(|cfg| onair_audio::Transcoder::new(&cfg).ok());
-        Publisher::new(self.clone(), stream, timeline, media, transcoder, now)
+        let mut publisher = Publisher::new(self.clone(), stream, timeline, media, transcoder, now);
+        // WebRTC viewers get its video from its first keyframe on (the packager waits for it too).
+        publisher.video_gap = true;
+        publisher
     }
 
     /// Ends `stream`'s broadcast: offline for everyone (playlists end, WebRTC sessions close).
