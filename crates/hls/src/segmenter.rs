@@ -323,7 +323,7 @@ impl Packager {
         if frame.data.len() > self.config.max_part_bytes {
             // Dropped; the video frames after it cannot be decoded without it: up to a keyframe.
             self.await_keyframe |= video;
-        } else if !self.finished && !(video && self.await_keyframe && !frame.keyframe) {
+        } else if !(self.finished || video && self.await_keyframe && !frame.keyframe) {
             self.await_keyframe &= !video;
             match frame.track {
                 Track::Video => self.push_video(frame, wall_ms),
