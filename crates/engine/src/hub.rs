@@ -871,21 +871,21 @@ impl Timeline {
         let raw = i64::try_from(self.clock[i].unwrap(ts)).unwrap_or(i64::MAX);
         let mut dts = u64::try_from(raw.saturating_add(self.offset)).unwrap_or(0);
         let mut anomaly = None;
-        let reference = self.last[i].or(self.last[1 - i]);
-        if let Some(last) = reference {
-            let jumped =
-                dts > last.saturating_add(MAX_FORWARD_STEP_MS) || dts.saturating_add(MAX_BACKWARD_STEP_MS) < last;
-            if jumped || self.rebase_next {
-                let latest = self.last[0].max(self.last[1]).unwrap_or(last);
-                let gap = self.last_arrival.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
-                let continued = latest.saturating_add(gap.clamp(1, MAX_REBASE_GAP_MS));
-                self.offset = i64::try_from(continued).unwrap_or(i64::MAX).saturating_sub(raw);
-                if jumped && !self.rebase_next {
-                    anomaly = Some(Anomaly::Jump { step_ms: (dts as i64).saturating_sub(last as i64) });
-                }
-                self.rebase_next = false;
-                dts = continued;
+        // A jump is judged against the track's own last time; the timeline goes on from the
+        // latest time of either track.
+        let step = self.last[i].map(|last| (dts as i64).saturating_sub(last as i64));
+        let jumped = step.is_some_and(|d| d > MAX_FORWARD_STEP_MS as i64 || d < -(MAX_BACKWARD_STEP_MS as i64));
+        if let Some(latest) = self.last[0].max(self.last[1])
+            && (jumped || self.rebase_next)
+        {
+            let gap = self.last_arrival.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
+            let continued = latest.saturating_add(gap.clamp(1, MAX_REBASE_GAP_MS));
+            self.offset = i64::try_from(continued).unwrap_or(i64::MAX).saturating_sub(raw);
+            if jumped && !self.rebase_next {
+                anomaly = step.map(|step_ms| Anomaly::Jump { step_ms });
             }
+            self.rebase_next = false;
+            dts = continued;
         }
         self.last_arrival = Some(now);
         let dts = self.last[i].map_or(dts, |l| dts.max(l));
