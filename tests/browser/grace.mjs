@@ -5,7 +5,8 @@
 //   node grace.mjs <viewer page url> [--duration MS (40000)] [--chromium PATH] [--verbose]
 //
 // Prints exactly one JSON line: {"ok": true, "pages": [{"transport": "webrtc"|"hls",
-// "navigations": N, "samples": [[epoch ms, currentTime, data-state, data-transport], ...]}, ...]}
+// "navigations": N, "samples": [[epoch ms, currentTime, data-state, data-transport, videoWidth],
+// ...]}, ...]}
 // (a sample every 250 ms), or {"ok": false, "reason": ...}. Judging is the Rust test's job
 // (tests/tests/grace.rs): it knows when the publisher dropped and came back.
 
@@ -64,7 +65,12 @@ async function main() {
         try {
           const s = await entry.page.evaluate(() => {
             const v = (window.onair && window.onair.video) || document.querySelector('video');
-            return [v ? v.currentTime : null, document.body.dataset.state || null, document.body.dataset.transport || null];
+            return [
+              v ? v.currentTime : null,
+              document.body.dataset.state || null,
+              document.body.dataset.transport || null,
+              v ? v.videoWidth : 0,
+            ];
           });
           if (entry.samples.length < MAX_SAMPLES) entry.samples.push([Date.now(), ...s]);
         } catch (e) {

@@ -53,8 +53,32 @@ fn advanced_after(page: &serde_json::Value, from: u64) -> f64 {
     }
 }
 
+/// The width of the picture a page showed last.
+fn last_width(page: &serde_json::Value) -> u64 {
+    page["samples"].as_array().unwrap().last().and_then(|s| s[4].as_u64()).unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_drops_and_returns_is_invisible_to_viewers() {
+    let pages = drop_and_return(&Source::small()).await;
+    for page in pages["pages"].as_array().unwrap() {
+        assert_eq!(last_width(page), 320, "{page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_returns_with_another_resolution_is_a_discontinuity() {
+    // A new init segment after the discontinuity for LL-HLS; the WebRTC session ends (its
+    // SPS/PPS were the old ones) and the page reconnects by itself.
+    let pages = drop_and_return(&Source { width: 256, height: 144, ..Source::default() }).await;
+    for page in pages["pages"].as_array().unwrap() {
+        assert_eq!(last_width(page), 256, "{page}");
+    }
+}
+
+/// Publishes a small source, opens the two pages, kills the publisher, starts `returning`
+/// 2.5 s later, and checks what every return must give; answers the pages' samples.
+async fn drop_and_return(returning: &Source) -> serde_json::Value {
     let server = TestServer::start().await; // the default grace period: 10 s
     let url = server.signed_url("grace");
     let first = Publisher::start(&url, &Source::small());
@@ -92,7 +116,7 @@ async fn a_publisher_that_drops_and_returns_is_invisible_to_viewers() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    let second = Publisher::start(&url, &Source::small());
+    let second = Publisher::start(&url, returning);
     let returned_at = now_ms();
     let st = wait_for("the stream to be back", Duration::from_secs(10), || async {
         let st = get(&status).await.ok()?.json();
@@ -100,7 +124,9 @@ async fn a_publisher_that_drops_and_returns_is_invisible_to_viewers() {
     })
     .await;
     assert!(st["uptime_s"].as_f64().unwrap() > uptime_before, "uptime goes on: {st}");
-    assert_eq!(webrtc.sessions("grace"), 1, "the WebRTC session was kept");
+    if returning.width == 320 {
+        assert_eq!(webrtc.sessions("grace"), 1, "the WebRTC session was kept");
+    }
 
     let pages = pages.await.unwrap().unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -124,4 +150,5 @@ async fn a_publisher_that_drops_and_returns_is_invisible_to_viewers() {
     assert!(!playlist.endlist_seen, "{playlist:?}");
     second.stop().await;
     server.shutdown().await;
+    pages
 }
