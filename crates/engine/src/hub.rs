@@ -120,7 +120,8 @@ pub struct Stream {
 /// A player that has not reloaded its playlist for this long is no longer counted.
 const HLS_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The state of a live stream (one publish session); only the hub sees it.
+/// The state of a live stream (one broadcast: a publisher, and the ones continuing it after a
+/// drop); only the hub sees it.
 struct Live {
     session: String,
     packager: Packager,

@@ -1,6 +1,7 @@
 //! Low-Latency HLS packaging for OnAir, without I/O, async or clocks: time comes in as arguments.
 //!
-//! A [`Packager`] holds the state of one publish. The engine feeds it codec configurations and
+//! A [`Packager`] holds the state of one broadcast (a publish, and the publishes continuing it
+//! after a drop, see [`Packager::discontinuity`]). The engine feeds it codec configurations and
 //! [`Frame`](onair_media::Frame)s; the server asks it for the init segment, parts, segments,
 //! playlists and blocking-reload decisions. Everything is CMAF fMP4 (H.264 + AAC).
 //!

@@ -138,7 +138,7 @@ struct Segment {
     init: u32,
 }
 
-/// The LL-HLS packager of one publish session. See the crate documentation.
+/// The LL-HLS packager of one broadcast (one URI session). See the crate documentation.
 pub struct Packager {
     config: HlsConfig,
     session: String,
@@ -218,7 +218,7 @@ fn clamp_u32(v: u64) -> u32 {
 }
 
 impl Packager {
-    /// A packager for one publish. `session` is the URI directory of this publish's resources
+    /// A packager for one broadcast. `session` is the URI directory of its resources
     /// (a short URI-safe id, e.g. `[A-Za-z0-9_-]+`), see [`crate::uri`].
     pub fn new(config: HlsConfig, session: &str) -> Self {
         let config = HlsConfig {
