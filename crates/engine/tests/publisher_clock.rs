@@ -5,6 +5,8 @@
 //! media sequence and live edge never go backwards, the bytes the stream holds stay bounded, and
 //! the stream keeps segmenting afterwards.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +33,36 @@ fn timeline(loops: u64) -> Vec<(u64, bool, Bytes)> {
     out
 }
 
+/// The engine's log lines, captured for the whole test binary.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let for_writer = buf.clone();
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || LogWriter(for_writer.clone())).init();
+        buf
+    });
+}
+
+/// How many log lines about stream `name` contain `text`.
+fn log_lines(name: &str, text: &str) -> usize {
+    let logs = String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned();
+    logs.lines().filter(|l| l.contains(&format!("stream={name}")) && l.contains(text)).count()
+}
+
 /// What one scenario came to.
 #[derive(Debug)]
 struct Outcome {
@@ -54,21 +86,23 @@ fn tag_value(line: &str, key: &str) -> Option<f64> {
 
 /// Publishes 32 s of media with the publisher's timestamp for media time `t` given by `clock`;
 /// the clock misbehaves from media time `anomaly` on.
-fn run(clock: impl Fn(u64) -> u64, anomaly: u64) -> Outcome {
-    run_with(4, clock, anomaly, |_, _, body| vec![body])
+fn run(name: &str, clock: impl Fn(u64) -> u64, anomaly: u64) -> Outcome {
+    run_with(name, 4, clock, anomaly, |_, _, body| vec![body])
 }
 
 /// Publishes `loops` × 8 s of media; `alter(t, is video, body)` gives the tag bodies actually
 /// sent for each tag of the capture (the same timestamp for all of them).
 fn run_with(
+    name: &str,
     loops: u64,
     clock: impl Fn(u64) -> u64,
     anomaly: u64,
     alter: impl Fn(u64, bool, Bytes) -> Vec<Bytes>,
 ) -> Outcome {
+    capture_logs();
     let registry = Registry::new(HlsConfig::default());
     let start = Now { instant: std::time::Instant::now(), unix_ms: 1_900_000_000_000 };
-    let mut publisher = registry.publish("clock", "127.0.0.1:9".parse().unwrap(), start).unwrap();
+    let mut publisher = registry.publish(name, "127.0.0.1:9".parse().unwrap(), start).unwrap();
     let stream = publisher.stream().clone();
     let ask = PlaylistRequest { kind: PlaylistKind::LowLatency, msn: None, part: None, viewer: 1 };
     let (mut session, mut edge, mut sequence) = (None::<String>, None::<Position>, 0u64);
@@ -145,15 +179,16 @@ fn like_a_steady_clock(o: &Outcome) {
 
 #[test]
 fn steady_clock() {
-    let o = run(|t| t, u64::MAX);
+    let o = run("steady", |t| t, u64::MAX);
     eprintln!("steady: {o:?}");
+    assert_eq!(log_lines("steady", "publisher"), 0, "nothing to correct");
     like_a_steady_clock(&o);
 }
 
 #[test]
 fn clock_that_stalls_for_three_seconds() {
     // Timestamps freeze at 8 s for 3 s of media, then carry on where media time is.
-    let o = run(|t| if (8_000..11_000).contains(&t) { 8_000 } else { t }, 8_000);
+    let o = run("stall", |t| if (8_000..11_000).contains(&t) { 8_000 } else { t }, 8_000);
     eprintln!("stall: {o:?}");
     kept_segmenting(&o, 8);
     // The frames of the stall (all at the same time) are dropped, and the video after them up to
@@ -167,8 +202,10 @@ fn clock_that_stalls_for_three_seconds() {
 fn clock_frozen_for_a_minute() {
     // Timestamps freeze at 8 s and never move again, for 56 s of input: frames at the same decode
     // time beyond a handful are dropped, so the stream holds no more than before.
-    let o = run_with(8, |t| t.min(8_000), 8_000, |_, _, body| vec![body]);
+    let o = run_with("frozen", 8, |t| t.min(8_000), 8_000, |_, _, body| vec![body]);
     eprintln!("frozen: {o:?}");
+    // One line says why (at most one a minute, not one per frame).
+    assert_eq!(log_lines("frozen", "a frozen clock or a flood"), 1);
     assert!(o.most_held_bytes < 4_000_000, "{o:?}");
     assert!(o.largest_part_bytes < 1_000_000, "{o:?}");
     assert!(o.target_duration_s <= 3, "{o:?}");
@@ -178,7 +215,13 @@ fn clock_frozen_for_a_minute() {
 fn clock_frozen_then_moving_again() {
     // Frozen from 8 s to 40 s of input, then on at media time: the 32 s jump is rebased, the
     // stream goes on segmenting with sane durations.
-    let o = run_with(8, |t| if (8_000..40_000).contains(&t) { 8_000 } else { t }, 8_000, |_, _, body| vec![body]);
+    let o = run_with(
+        "unfrozen",
+        8,
+        |t| if (8_000..40_000).contains(&t) { 8_000 } else { t },
+        8_000,
+        |_, _, body| vec![body],
+    );
     eprintln!("frozen, then moving: {o:?}");
     kept_segmenting(&o, 8);
     assert!(o.most_held_bytes < 4_000_000, "{o:?}");
@@ -191,6 +234,7 @@ fn absurd_frame_sizes() {
     // a part may hold, 8 MiB by default): dropped, with the video up to the next keyframe.
     let huge = Bytes::from(vec![0u8; 9 << 20]);
     let o = run_with(
+        "huge",
         4,
         |t| t,
         8_000,
@@ -205,6 +249,7 @@ fn absurd_frame_sizes() {
         },
     );
     eprintln!("absurd sizes: {o:?}");
+    assert_eq!(log_lines("huge", "larger than hls.max_part_bytes"), 1);
     kept_segmenting(&o, 4);
     assert!(o.largest_part_bytes < 100_000, "{o:?}");
     assert!(o.most_held_bytes < 4_000_000, "{o:?}");
@@ -218,6 +263,7 @@ fn flood_of_tiny_frames() {
     let tiny_video = Bytes::from_static(&[0x27, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x01]);
     let tiny_audio = Bytes::from_static(&[0xAF, 0x01, 0x21]);
     let o = run_with(
+        "flood",
         4,
         |t| t,
         8_000,
@@ -230,6 +276,7 @@ fn flood_of_tiny_frames() {
         },
     );
     eprintln!("flood: {o:?}");
+    assert_eq!(log_lines("flood", "a frozen clock or a flood"), 1);
     kept_segmenting(&o, 4);
     assert!(o.most_held_bytes < 4_000_000, "{o:?}");
     // During the flood the video is its keyframes (every frame after a dropped one is dropped up
@@ -241,7 +288,7 @@ fn flood_of_tiny_frames() {
 #[test]
 fn clock_that_goes_back_five_seconds() {
     // From 12 s on, timestamps are 5 s behind: a jump back, rebased so the timeline goes on.
-    let o = run(|t| if t >= 12_000 { t - 5_000 } else { t }, 12_000);
+    let o = run("back", |t| if t >= 12_000 { t - 5_000 } else { t }, 12_000);
     eprintln!("back: {o:?}");
     kept_segmenting(&o, 4);
     like_a_steady_clock(&o);
@@ -250,8 +297,9 @@ fn clock_that_goes_back_five_seconds() {
 #[test]
 fn clock_that_jumps_an_hour_ahead() {
     // The jump is rebased: no part or segment spans it, EXT-X-TARGETDURATION stays small.
-    let o = run(|t| if t >= 12_000 { t + 3_600_000 } else { t }, 12_000);
+    let o = run("ahead", |t| if t >= 12_000 { t + 3_600_000 } else { t }, 12_000);
     eprintln!("jump: {o:?}");
+    assert_eq!(log_lines("ahead", "clock jumped"), 1);
     kept_segmenting(&o, 6);
     like_a_steady_clock(&o);
 }
@@ -259,7 +307,7 @@ fn clock_that_jumps_an_hour_ahead() {
 #[test]
 fn clock_that_wraps_around_32_bits() {
     // Starts 10 s before 2^32 ms: the wrap happens at 10 s of media.
-    let o = run(|t| t + u64::from(u32::MAX) - 10_000, 10_000);
+    let o = run("wrap", |t| t + u64::from(u32::MAX) - 10_000, 10_000);
     eprintln!("wrap: {o:?}");
     kept_segmenting(&o, 8);
     like_a_steady_clock(&o);
