@@ -344,6 +344,10 @@ impl Follower {
             let Position { msn, part } = self.next;
             match p.part(msn, part) {
                 Lookup::Ready(bytes) => {
+                    if part == 0 && p.snapshot().segments.iter().any(|s| s.msn == msn && s.discontinuity) {
+                        // A discontinuity (a configuration change): a new timeline may start.
+                        self.expect = [None, None];
+                    }
                     for run in read_fragment(&bytes) {
                         let i = match run.track {
                             1 => 0,
