@@ -167,6 +167,10 @@ pub struct Packager {
     held_audio: Option<Held>,
     /// The last two video sample durations (ticks), to predict the next one.
     video_durations: [u32; 2],
+    /// Where the last video sample ended, and the last audio sample (ticks, at which rate): the
+    /// first sample after a discontinuity starts no earlier (decode times never go back).
+    video_end: u64,
+    audio_end: (u64, u32),
     /// The latest presentation time (ticks, `(dts + cts) × 90`) of the video samples so far.
     video_max_pts: i64,
     /// Ticks of video since the last clean cut (a point after which every frame is presented
@@ -249,6 +253,8 @@ impl Packager {
             held_video: None,
             held_audio: None,
             video_durations: [0; 2],
+            video_end: 0,
+            audio_end: (0, 1),
             video_max_pts: i64::MIN,
             video_run_ticks: 0,
             video_runs: [0; 2],
@@ -576,7 +582,7 @@ impl Packager {
         let t = ms_to_ticks(frame.dts, VIDEO_TIMESCALE);
         let following = Following { keyframe: frame.keyframe, pts: presentation_ticks(&frame) };
         let time = match self.held_video.take() {
-            None => t,
+            None => t.max(self.video_end),
             Some(h) => {
                 // At least one tick, so decode times strictly increase.
                 let duration = clamp_u32(t.saturating_sub(h.time).max(1));
@@ -602,7 +608,11 @@ impl Packager {
         let rate = self.sample_rate;
         let t = ms_to_ticks(frame.dts, rate);
         let time = match self.held_audio.take() {
-            None => t,
+            None => {
+                let (end, end_rate) = self.audio_end;
+                let end = u64::try_from(u128::from(end) * u128::from(rate) / u128::from(end_rate.max(1)).max(1));
+                t.max(end.unwrap_or(u64::MAX))
+            }
             Some(h) => {
                 let expected = h.time.saturating_add(u64::from(AAC_FRAME_SAMPLES));
                 let drift_ms = ticks_to_us(expected.abs_diff(t), rate) / 1000;
@@ -644,6 +654,7 @@ impl Packager {
         self.open.bytes = self.open.bytes.saturating_add(sample.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.video.push(sample);
         self.open.video_ticks = self.open.video_ticks.saturating_add(u64::from(duration));
+        self.video_end = h.time.saturating_add(u64::from(duration));
         self.video_max_pts = self.video_max_pts.max(pts);
         self.video_run_ticks = self.video_run_ticks.saturating_add(u64::from(duration));
         // A cut here is clean when the next frame is presented after everything so far. With
@@ -694,6 +705,7 @@ impl Packager {
         self.open.bytes = self.open.bytes.saturating_add(h.frame.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.audio.push(Sample { duration, flags: SYNC_SAMPLE_FLAGS, composition_offset: 0, data: h.frame.data });
         self.open.audio_ticks = self.open.audio_ticks.saturating_add(u64::from(duration));
+        self.audio_end = (h.time.saturating_add(u64::from(duration)), self.sample_rate);
         let target = self.part_target_ticks(self.sample_rate);
         let close = if self.has_video {
             // Video drives the parts; this only bounds a part when the video stalled.
@@ -1322,6 +1334,32 @@ mod tests {
         let snap = p.snapshot();
         assert_eq!(snap.segments.iter().filter(|s| s.discontinuity).count(), 1);
         assert!(snap.segments.iter().all(|s| s.init == 0));
+
+        // New timestamps earlier than the old ones (a caller that does not rebase): decode times
+        // still never go back.
+        let mut p = packager();
+        feed(&mut p, timeline(3, |_| 0));
+        let end = p.snapshot().segments.last().unwrap().msn;
+        p.discontinuity();
+        feed(&mut p, timeline(3, |_| 0));
+        p.finish();
+        let mut ends = std::collections::HashMap::new();
+        for (trafs, _) in parts_of(&p, end) {
+            for t in trafs {
+                let d: u64 = t.samples.iter().map(|s| u64::from(s.0)).sum();
+                ends.insert(t.track_id, t.base_decode_time + d);
+            }
+        }
+        let (trafs, _) = &parts_of(&p, end + 1)[0];
+        for t in trafs {
+            assert!(
+                t.base_decode_time >= ends[&t.track_id],
+                "track {}: {} < {}",
+                t.track_id,
+                t.base_decode_time,
+                ends[&t.track_id]
+            );
+        }
 
         // An audio config arriving after a video-only start: a new init with both tracks.
         let mut p = Packager::new(HlsConfig::default(), "s");
