@@ -56,7 +56,7 @@ enum Session {
 #[derive(Arbitrary, Debug)]
 enum VideoConfig {
     Real,
-    /// The real record with bytes appended (a different record: a restart after the start).
+    /// The real record with bytes appended (a different record: a discontinuity after the start).
     RealExtended(Vec<u8>),
     /// The real record with a frame rate the SPS parser could report (`time_scale / 2 units`),
     /// or none.
@@ -336,7 +336,7 @@ impl Follower {
             assert!(p.llhls_playlist().is_none() && p.hls_playlist().is_none());
             return;
         };
-        assert!(p.init_segment().is_some(), "a part without an init segment");
+        assert!(p.init_segment(p.snapshot().init).is_some(), "a part without an init segment");
         assert!(p.llhls_playlist().is_some() && p.hls_playlist().is_some(), "no playlist at {edge:?}");
         assert!(matches!(p.part(edge.msn, edge.part), Lookup::Ready(_)), "live edge {edge:?} not ready");
         assert_eq!(p.blocking_reload(edge.msn, Some(edge.part)), Reload::Ready);
@@ -344,6 +344,10 @@ impl Follower {
             let Position { msn, part } = self.next;
             match p.part(msn, part) {
                 Lookup::Ready(bytes) => {
+                    if part == 0 && p.snapshot().segments.iter().any(|s| s.msn == msn && s.discontinuity) {
+                        // A discontinuity (a configuration change): a new timeline may start.
+                        self.expect = [None, None];
+                    }
                     for run in read_fragment(&bytes) {
                         let i = match run.track {
                             1 => 0,
@@ -388,6 +392,7 @@ fuzz_target!(|input: Input| {
             Window::Small(v) => usize::from(v % 16),
             Window::Huge => usize::MAX,
         },
+        ..HlsConfig::default()
     };
     let session = match &input.session {
         Session::Plain => "fz",
@@ -484,7 +489,7 @@ fuzz_target!(|input: Input| {
                 let _ = p.snapshot();
             }
             Op::Init => {
-                let _ = p.init_segment();
+                let _ = p.init_segment(p.snapshot().init);
                 let _ = p.is_ready();
             }
             Op::Finish => {

@@ -78,7 +78,7 @@ fuzz_target!(|input: Input| {
         check_uri(n);
     }
     let res = match input.res {
-        Res::Init => Resource::Init,
+        Res::Init => Resource::Init(0),
         Res::Segment(m) => Resource::Segment(m),
         Res::Part(m, p) => Resource::Part(m, p),
     };

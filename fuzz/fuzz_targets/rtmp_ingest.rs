@@ -370,7 +370,7 @@ fn look(ctx: &IngestContext) {
         let live = stream.lock();
         if let Some(live) = live.as_ref() {
             let p = &live.packager;
-            let _ = (p.llhls_playlist(), p.hls_playlist(), p.init_segment(), live.snapshot());
+            let _ = (p.llhls_playlist(), p.hls_playlist(), p.init_segment(0), live.snapshot());
             if let Some(pos) = p.position() {
                 assert!(matches!(p.part(pos.msn, pos.part), onair_hls::Lookup::Ready(_)));
             }

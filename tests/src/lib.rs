@@ -265,7 +265,21 @@ impl Publisher {
         }
     }
 
+    /// Stops ffmpeg the way a user does (SIGINT: it unpublishes, so the stream ends at once),
+    /// killing it if it has not exited within 5 s.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status().await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// Kills ffmpeg (SIGKILL): its connection drops without an unpublish, as when the network
+    /// or the encoder's machine fails (the stream waits `publish_grace_s` for it to come back).
+    pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
 }

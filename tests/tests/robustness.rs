@@ -52,11 +52,12 @@ async fn garbage_on_the_rtmp_port_leaves_other_streams_playing() {
     drop(p);
 
     // 2b. A command message without its AMF values, which makes rml_rtmp panic inside: the
-    // connection ends, nothing else notices.
+    // connection ends, nothing else notices. (A dropped connection's stream waits for its
+    // publisher for the grace period, 10 s, before it ends.)
     let key = server.signed_url("panicky").split_once("/live/").unwrap().1.to_owned();
     let mut p = RawPublisher::connect(rtmp, &key).await.expect("signed raw publisher is accepted");
     let _ = p.raw(&[0x06, 0, 0, 0, 0, 0, 0, 0x14, 0, 0, 0, 0]).await;
-    wait_for("the panicky publisher's stream to end", Duration::from_secs(5), || async {
+    wait_for("the panicky publisher's stream to end", Duration::from_secs(15), || async {
         (status_of(&server.url("/api/streams")).await == 200
             && get(&server.url("/api/streams")).await.ok()?.text().find("panicky").is_none())
         .then_some(())

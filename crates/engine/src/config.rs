@@ -49,6 +49,10 @@ pub struct Config {
     /// Publishes are accepted only after Go live (the tray app turns this on, so nobody goes
     /// live by accident); off: any publish with a valid signed key goes live.
     pub require_go_live: bool,
+    /// Seconds a stream whose publisher's connection dropped (no clean unpublish) waits for it to
+    /// come back: viewers keep their players, and a publish of the same stream within this time
+    /// continues the same broadcast. 0: the stream ends at once.
+    pub publish_grace_s: u64,
     pub hls: HlsSettings,
     pub webrtc: WebrtcSettings,
     pub matrix: MatrixSettings,
@@ -248,6 +252,12 @@ pub struct HlsSettings {
     pub min_segment_ms: u32,
     /// Complete segments kept in memory per stream (the sliding window).
     pub window_segments: usize,
+    /// Bytes a part may hold before it is cut; a frame larger than this is dropped.
+    pub max_part_bytes: usize,
+    /// Bytes a segment may hold before it is cut (even without a keyframe).
+    pub max_segment_bytes: usize,
+    /// Bytes of media kept per stream: the oldest segments are dropped beyond this.
+    pub max_window_bytes: usize,
 }
 
 impl Default for Config {
@@ -260,6 +270,7 @@ impl Default for Config {
             app: "live".into(),
             default_stream: "stream".into(),
             require_go_live: false,
+            publish_grace_s: 10,
             hls: HlsSettings::default(),
             webrtc: WebrtcSettings::default(),
             matrix: MatrixSettings::default(),
@@ -272,7 +283,14 @@ impl Default for Config {
 impl Default for HlsSettings {
     fn default() -> Self {
         let d = onair_hls::HlsConfig::default();
-        Self { part_target_ms: d.part_target_ms, min_segment_ms: d.min_segment_ms, window_segments: d.window_segments }
+        Self {
+            part_target_ms: d.part_target_ms,
+            min_segment_ms: d.min_segment_ms,
+            window_segments: d.window_segments,
+            max_part_bytes: d.max_part_bytes,
+            max_segment_bytes: d.max_segment_bytes,
+            max_window_bytes: d.max_window_bytes,
+        }
     }
 }
 
@@ -282,6 +300,9 @@ impl HlsSettings {
             part_target_ms: self.part_target_ms,
             min_segment_ms: self.min_segment_ms,
             window_segments: self.window_segments,
+            max_part_bytes: self.max_part_bytes,
+            max_segment_bytes: self.max_segment_bytes,
+            max_window_bytes: self.max_window_bytes,
         }
     }
 }
@@ -336,10 +357,35 @@ impl Config {
                 message: "must be at least hls.part_target_ms".into(),
             });
         }
+        if self.publish_grace_s > 300 {
+            return Err(ConfigError::Invalid {
+                key: "publish_grace_s",
+                message: format!("{} s: use 0..=300", self.publish_grace_s),
+            });
+        }
         if !(2..=60).contains(&self.hls.window_segments) {
             return Err(ConfigError::Invalid {
                 key: "hls.window_segments",
                 message: format!("{}: use 2..=60", self.hls.window_segments),
+            });
+        }
+        let h = &self.hls;
+        if h.max_part_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "hls.max_part_bytes",
+                message: format!("{} bytes: use at least 65536 (a keyframe must fit)", h.max_part_bytes),
+            });
+        }
+        if h.max_segment_bytes < h.max_part_bytes.saturating_mul(2) {
+            return Err(ConfigError::Invalid {
+                key: "hls.max_segment_bytes",
+                message: "must be at least twice hls.max_part_bytes".into(),
+            });
+        }
+        if h.max_window_bytes < h.max_segment_bytes.saturating_mul(2) {
+            return Err(ConfigError::Invalid {
+                key: "hls.max_window_bytes",
+                message: "must be at least twice hls.max_segment_bytes".into(),
             });
         }
         for ip in &self.webrtc.public_ips {

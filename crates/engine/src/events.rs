@@ -9,7 +9,8 @@ use serde::Serialize;
 pub enum EndReason {
     /// The publisher stopped cleanly (OBS "Stop Streaming": `deleteStream`).
     Finished,
-    /// The connection broke or the publisher sent something unreadable: it may come back.
+    /// The connection broke or the publisher sent something unreadable, and it did not come back
+    /// within the grace period (`publish_grace_s`; a return continues the same broadcast).
     Dropped,
     /// The streamer pressed End stream.
     EndedByStreamer,
@@ -21,7 +22,8 @@ pub enum EndReason {
 #[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EngineEvent {
-    /// A publisher was accepted (OBS connected); the stream is not playable yet.
+    /// A publisher was accepted (OBS connected); the stream is not playable yet — or, when a
+    /// dropped publisher came back within the grace period, it goes on playing.
     PublishStarted {
         stream: String,
         remote: String,

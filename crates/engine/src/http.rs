@@ -229,7 +229,7 @@ async fn media(
     let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
     let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
     st.metrics.count_hls(&st.registry, &name, body.iter().map(|b| b.len() as u64).sum());
-    let kind = if resource == Resource::Init { "video/mp4" } else { "video/iso.segment" };
+    let kind = if matches!(resource, Resource::Init(_)) { "video/mp4" } else { "video/iso.segment" };
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
         .into_response())
 }

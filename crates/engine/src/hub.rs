@@ -4,9 +4,18 @@
 //! A publisher turns FLV tag bodies into [`Frame`]s, feeds the stream's LL-HLS packager and its
 //! health figures, and wakes everyone waiting on the stream (blocking playlist reloads, preload
 //! hints) whenever a part completes. While WebRTC sessions watch the stream it also broadcasts
-//! the video frames and the audio transcoded once to Opus (never per viewer). Dropping the
-//! publisher takes the stream offline and closes the broadcast, whatever the reason the
-//! connection ended (clean unpublish, error, panic in the session).
+//! the video frames and the audio transcoded once to Opus (never per viewer). The publisher's
+//! timestamps go through a [`Timeline`] that keeps them sane (jumps rebased, floods dropped).
+//!
+//! Dropping the publisher ends the broadcast: at once after a clean unpublish, End stream or an
+//! expired key; after a **grace period** ([`Registry::set_publish_grace`]) when the connection
+//! dropped ([`EndReason::Dropped`]: an error, a panic in the session, EOF without unpublish).
+//! During the grace period the stream stays listed and served as it was (playlists, blocking
+//! reloads, WebRTC sessions on the same broadcast, uptime), marked reconnecting; a publish of
+//! the same name within it continues the same broadcast: the same packager and playlist, a
+//! discontinuity, and decode times that go on from where they were (the new publisher's clock is
+//! rebased). Without a return, [`Registry::expire`] ends it (the engine calls it when the grace
+//! period is over).
 //!
 //! The live state of a stream is private: readers go through its operations — [`Stream::playlist`]
 //! (with the blocking-reload decision), [`Stream::media`] (init, part and segment bodies),
@@ -87,6 +96,8 @@ const EVENT_BUFFER: usize = 1024;
 pub struct Registry {
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     hls: HlsConfig,
+    /// How long a dropped publisher's stream waits for it to come back (ms; 0: not at all).
+    grace_ms: std::sync::atomic::AtomicU64,
     /// Publishes need Go live first (the tray app); otherwise a valid signed key suffices.
     require_go_live: AtomicBool,
     armed: Mutex<HashSet<String>>,
@@ -109,7 +120,8 @@ pub struct Stream {
 /// A player that has not reloaded its playlist for this long is no longer counted.
 const HLS_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The state of a live stream (one publish session); only the hub sees it.
+/// The state of a live stream (one broadcast: a publisher, and the ones continuing it after a
+/// drop); only the hub sees it.
 struct Live {
     session: String,
     packager: Packager,
@@ -121,6 +133,10 @@ struct Live {
     media: broadcast::Sender<Arc<Sample>>,
     /// Whether the audio can be transcoded to Opus for WebRTC.
     opus: bool,
+    /// The publisher dropped: the stream waits for it until this moment.
+    reconnecting: Option<Instant>,
+    /// The dropped publisher's timeline, for the one that comes back.
+    timeline: Option<Timeline>,
 }
 
 /// Samples buffered per WebRTC session before it counts as lagging (≈ 4 s at 30 fps + Opus).
@@ -159,6 +175,10 @@ pub struct Figures {
     pub uptime: Duration,
     /// The last complete part.
     pub position: Option<Position>,
+    /// Media bytes the stream holds (its packager's window and open part).
+    pub held_bytes: usize,
+    /// The publisher dropped and the stream waits for it to come back (the grace period).
+    pub reconnecting: bool,
 }
 
 impl Registry {
@@ -166,6 +186,7 @@ impl Registry {
         Arc::new(Self {
             streams: Mutex::new(HashMap::new()),
             hls,
+            grace_ms: Default::default(),
             require_go_live: AtomicBool::new(false),
             armed: Mutex::new(HashSet::new()),
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -180,6 +201,16 @@ impl Registry {
     /// Sends an event to every subscriber (none listening is fine).
     pub fn emit(&self, event: EngineEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// How long the stream of a publisher whose connection dropped waits for it to come back
+    /// (zero, the default: it ends at once).
+    pub fn set_publish_grace(&self, grace: Duration) {
+        self.grace_ms.store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
     }
 
     /// Whether publishes need Go live first.
@@ -207,6 +238,9 @@ impl Registry {
         let changed = if armed { self.armed_set().insert(name.into()) } else { self.armed_set().remove(name) };
         if !armed && let Some(stream) = self.get(name) {
             stream.stop.send_replace(true);
+            if stream.is_reconnecting() {
+                self.end(&stream, EndReason::EndedByStreamer);
+            }
         }
         if changed {
             self.emit(EngineEvent::Armed { stream: name.into(), armed });
@@ -229,14 +263,20 @@ impl Registry {
         v
     }
 
-    /// Claims `name` for a new publisher; refused while another publisher holds it.
+    /// Claims `name` for a new publisher; refused while another publisher holds it. A stream
+    /// waiting for its dropped publisher is continued.
     pub fn publish(self: &Arc<Self>, name: &str, remote: SocketAddr, now: Now) -> Result<Publisher, HubError> {
         let mut map = self.map();
-        if map.contains_key(name) {
+        let existing = map.get(name).cloned();
+        if existing.as_ref().is_some_and(|s| !s.is_reconnecting()) {
             return Err(HubError::AlreadyLive(name.into()));
         }
         if !self.is_armed(name) {
             return Err(HubError::NotArmed(name.into()));
+        }
+        if let Some(stream) = existing {
+            drop(map);
+            return Ok(self.resume(stream, remote, now));
         }
         let session = new_session_id();
         let (media, _) = broadcast::channel(MEDIA_CAPACITY);
@@ -249,6 +289,8 @@ impl Registry {
             video: None,
             audio: None,
             started_at: now.instant,
+            reconnecting: None,
+            timeline: None,
         };
         let stream = Arc::new(Stream {
             name: name.into(),
@@ -260,23 +302,50 @@ impl Registry {
         map.insert(name.into(), stream.clone());
         drop(map);
         self.emit(EngineEvent::PublishStarted { stream: name.into(), remote: remote.to_string() });
-        Ok(Publisher {
-            registry: self.clone(),
-            stream,
-            clock: [Unwrap::default(), Unwrap::default()],
-            last_dts: [None, None],
-            bad_tags: 0,
-            media,
-            transcoder: None,
-            transcode_failures: 0,
-            end_reason: EndReason::Dropped,
-        })
+        Ok(Publisher::new(self.clone(), stream, Timeline::default(), media, None, now))
     }
 
-    fn remove(&self, stream: &Arc<Stream>) {
-        let mut map = self.map();
-        if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
-            map.remove(&stream.name);
+    /// A publisher continuing `stream` after its last one dropped.
+    fn resume(self: &Arc<Self>, stream: Arc<Stream>, remote: SocketAddr, now: Now) -> Publisher {
+        let resumed = stream.lock().as_mut().map(|live| {
+            live.reconnecting = None;
+            live.packager.discontinuity();
+            (live.timeline.take().unwrap_or_default(), live.media.clone(), live.audio.clone())
+        });
+        let (timeline, media, audio) =
+            resumed.unwrap_or_else(|| (Timeline::default(), broadcast::channel(MEDIA_CAPACITY).0, None));
+        stream.notify();
+        tracing::info!(stream = %stream.name, %remote, "the publisher is back: the broadcast goes on (a discontinuity)");
+        self.emit(EngineEvent::PublishStarted { stream: stream.name.clone(), remote: remote.to_string() });
+        let transcoder = audio.and_then(|cfg| onair_audio::Transcoder::new(&cfg).ok());
+        let mut publisher = Publisher::new(self.clone(), stream, timeline, media, transcoder, now);
+        // WebRTC viewers get its video from its first keyframe on (the packager waits for it too).
+        publisher.video_gap = true;
+        publisher
+    }
+
+    /// Ends `stream`'s broadcast: offline for everyone (playlists end, WebRTC sessions close).
+    fn end(&self, stream: &Arc<Stream>, reason: EndReason) {
+        {
+            let mut map = self.map();
+            if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+                map.remove(&stream.name);
+            }
+        }
+        if let Some(mut live) = stream.lock().take() {
+            live.packager.finish();
+        }
+        stream.notify();
+        self.emit(EngineEvent::PublishEnded { stream: stream.name.clone(), reason });
+    }
+
+    /// Ends the broadcasts whose dropped publisher did not come back by `now`.
+    pub fn expire(&self, now: Instant) {
+        for stream in self.list() {
+            if stream.lock().as_ref().and_then(|l| l.reconnecting).is_some_and(|deadline| deadline <= now) {
+                tracing::info!(stream = %stream.name, "the publisher did not come back within the grace period: the broadcast ends");
+                self.end(&stream, EndReason::Dropped);
+            }
         }
     }
 
@@ -346,6 +415,11 @@ impl Stream {
         self.changed.subscribe()
     }
 
+    /// The publisher dropped and the stream waits for it to come back.
+    pub fn is_reconnecting(&self) -> bool {
+        self.lock().as_ref().is_some_and(|l| l.reconnecting.is_some())
+    }
+
     /// Whether viewers can play it: live, with an init segment and at least one part.
     pub fn is_playable(&self) -> bool {
         self.lock().as_ref().is_some_and(|l| l.packager.is_ready())
@@ -387,7 +461,7 @@ impl Stream {
         let Some(live) = guard.as_ref().filter(|l| l.session == session) else { return Err(ServeError::Gone) };
         let p = &live.packager;
         let found = match resource {
-            Resource::Init => p.init_segment().map_or(Lookup::Gone, |b| Lookup::Ready(vec![b])),
+            Resource::Init(version) => p.init_segment(version).map_or(Lookup::Gone, |b| Lookup::Ready(vec![b])),
             Resource::Part(msn, part) => match p.part(msn, part) {
                 Lookup::Ready(b) => Lookup::Ready(vec![b]),
                 Lookup::Pending => Lookup::Pending,
@@ -422,6 +496,8 @@ impl Stream {
             stats: live.stats.snapshot(),
             uptime: now.saturating_duration_since(live.started_at),
             position: live.packager.position(),
+            held_bytes: live.packager.held_bytes(),
+            reconnecting: live.reconnecting.is_some(),
         })
     }
 
@@ -458,14 +534,19 @@ impl Stream {
 pub struct Publisher {
     registry: Arc<Registry>,
     stream: Arc<Stream>,
-    clock: [Unwrap; 2],
-    last_dts: [Option<u64>; 2],
+    timeline: Timeline,
+    /// A video frame was dropped: video is dropped up to the next keyframe (it cannot be decoded).
+    video_gap: bool,
+    /// When each kind of [`Anomaly`] was last logged (one line per kind per [`ANOMALY_LOG_EVERY`]).
+    logged: [Option<Instant>; 3],
     bad_tags: u64,
     media: broadcast::Sender<Arc<Sample>>,
     transcoder: Option<onair_audio::Transcoder>,
     transcode_failures: u64,
     /// Reported when the publisher is dropped; a drop without a reason is a broken connection.
     end_reason: EndReason,
+    /// The time of the latest tag (when a dropped connection's grace period starts).
+    last_now: Now,
 }
 
 /// What a pushed tag amounted to, for the ingest's logging.
@@ -473,13 +554,38 @@ pub struct Publisher {
 pub struct Pushed {
     /// First sight of B-frames in this publish.
     pub bframes_detected: bool,
-    /// The publisher changed codec configuration mid-stream: a new packager session started.
-    pub restarted: bool,
+    /// The publisher changed its video configuration mid-stream: a discontinuity in the same
+    /// playlist (a new init segment), and the WebRTC sessions were ended (their players
+    /// reconnect and negotiate the new parameters).
+    pub codec_changed: bool,
     /// The stream just became playable.
     pub went_live: bool,
 }
 
 impl Publisher {
+    fn new(
+        registry: Arc<Registry>,
+        stream: Arc<Stream>,
+        timeline: Timeline,
+        media: broadcast::Sender<Arc<Sample>>,
+        transcoder: Option<onair_audio::Transcoder>,
+        now: Now,
+    ) -> Publisher {
+        Publisher {
+            registry,
+            stream,
+            timeline,
+            video_gap: false,
+            logged: [None; 3],
+            bad_tags: 0,
+            media,
+            transcoder,
+            transcode_failures: 0,
+            end_reason: EndReason::Dropped,
+            last_now: now,
+        }
+    }
+
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
     }
@@ -496,20 +602,36 @@ impl Publisher {
 
     /// One FLV VIDEODATA body with its RTMP timestamp (ms, 32-bit, may wrap), arrived at `now`.
     pub fn video(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
+        self.last_now = now;
         let tag = onair_media::parse_video_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             VideoTag::Config(cfg) => {
-                self.with_live(|live| {
-                    if live.video.as_ref() != Some(&cfg) {
-                        live.video = Some(cfg.clone());
-                        live.packager.set_video_config(cfg);
-                    }
-                });
-                Ok(Pushed::default())
+                let changed = self
+                    .with_live(|live| {
+                        let changed = live.video.as_ref().is_some_and(|old| *old != cfg);
+                        if live.video.as_ref() != Some(&cfg) {
+                            live.video = Some(cfg.clone());
+                            live.packager.set_video_config(cfg);
+                        }
+                        changed
+                    })
+                    .unwrap_or(false);
+                if changed {
+                    // WebRTC sessions were set up for the old parameters (their SPS/PPS go before
+                    // every keyframe): end them by replacing the broadcast channel; their players
+                    // reconnect and negotiate the new ones.
+                    let (media, _) = broadcast::channel(MEDIA_CAPACITY);
+                    self.with_live(|live| live.media = media.clone());
+                    self.media = media;
+                    self.stream.notify();
+                }
+                Ok(Pushed { codec_changed: changed, ..Pushed::default() })
             }
             VideoTag::EndOfSequence => Ok(Pushed::default()),
             VideoTag::Frame { keyframe, composition_time_ms, data } => {
-                let dts = self.dts(Track::Video, timestamp);
+                let Some(dts) = self.admit(Track::Video, timestamp, keyframe, data.len(), now) else {
+                    return Ok(Pushed::default());
+                };
                 Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }, now))
             }
         }
@@ -517,6 +639,7 @@ impl Publisher {
 
     /// One FLV AUDIODATA body with its RTMP timestamp, arrived at `now`.
     pub fn audio(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
+        self.last_now = now;
         let tag = onair_media::parse_audio_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             AudioTag::Config(cfg) => {
@@ -539,7 +662,9 @@ impl Publisher {
                 Ok(Pushed::default())
             }
             AudioTag::Frame(data) => {
-                let dts = self.dts(Track::Audio, timestamp);
+                let Some(dts) = self.admit(Track::Audio, timestamp, true, data.len(), now) else {
+                    return Ok(Pushed::default());
+                };
                 if self.media.receiver_count() > 0 {
                     self.transcode(&data, dts);
                 }
@@ -548,13 +673,60 @@ impl Publisher {
         }
     }
 
-    /// Unwraps the 32-bit clock and keeps each track's dts monotonic.
-    fn dts(&mut self, track: Track, timestamp: u32) -> u64 {
-        let i = track as usize;
-        let dts = self.clock[i].unwrap(timestamp);
-        let dts = self.last_dts[i].map_or(dts, |last| dts.max(last));
-        self.last_dts[i] = Some(dts);
-        dts
+    /// The decode time of a frame, or `None` when it is dropped: larger than a part may hold,
+    /// one too many for its second of media time (see [`Timeline`]), or video that depends on a
+    /// dropped frame. Anomalies are logged once per kind and [`ANOMALY_LOG_EVERY`].
+    fn admit(&mut self, track: Track, timestamp: u32, keyframe: bool, len: usize, now: Now) -> Option<u64> {
+        let video = track == Track::Video;
+        let (dts, anomaly) = if len > self.registry.hls.max_part_bytes {
+            (None, Some(Anomaly::Oversized { bytes: len }))
+        } else {
+            self.timeline.map(track, timestamp, now.instant)
+        };
+        if let Some(a) = anomaly {
+            self.log_anomaly(a, now.instant);
+        }
+        let Some(dts) = dts else {
+            self.video_gap |= video;
+            return None;
+        };
+        if video {
+            if self.video_gap && !keyframe {
+                return None;
+            }
+            self.video_gap = false;
+        }
+        Some(dts)
+    }
+
+    fn log_anomaly(&mut self, anomaly: Anomaly, now: Instant) {
+        let kind = match anomaly {
+            Anomaly::Jump { .. } => 0,
+            Anomaly::Flood => 1,
+            Anomaly::Oversized { .. } => 2,
+        };
+        let last = &mut self.logged[kind];
+        if last.is_some_and(|at| now.saturating_duration_since(at) < ANOMALY_LOG_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        let stream = &self.stream.name;
+        match anomaly {
+            Anomaly::Jump { step_ms } => tracing::warn!(
+                %stream, step_ms,
+                "the publisher's clock jumped: its timestamps are shifted so the stream's timeline goes on (further jumps within a minute are not logged)"
+            ),
+            Anomaly::Flood => tracing::warn!(
+                %stream,
+                limit = MAX_FRAMES_PER_MEDIA_SECOND,
+                "the publisher sends more frames per second of media time than any real stream (a frozen clock or a flood): frames beyond the limit are dropped (logged once a minute)"
+            ),
+            Anomaly::Oversized { bytes } => tracing::warn!(
+                %stream, bytes,
+                max = self.registry.hls.max_part_bytes,
+                "the publisher sent a frame larger than hls.max_part_bytes: dropped, with the video up to the next keyframe (logged once a minute)"
+            ),
+        }
     }
 
     /// AAC → Opus for WebRTC sessions: once per stream, outside the stream lock.
@@ -585,37 +757,16 @@ impl Publisher {
             let _ = self.media.send(Arc::new(Sample::Video(frame.clone())));
         }
         let wall = now.unix_ms;
-        let hls = self.registry.hls;
         let mut notify = false;
         let pushed = self
             .with_live(|live| {
                 let was_ready = live.packager.is_ready();
                 let bframes_detected = live.stats.observe(&frame);
-                let mut out = live.packager.push(frame.clone(), wall);
-                let mut restarted = false;
-                if out.restart_needed {
-                    restarted = true;
-                    live.session = new_session_id();
-                    live.packager = Packager::new(hls, &live.session);
-                    if let Some(v) = live.video.clone() {
-                        live.packager.set_video_config(v);
-                    }
-                    if let Some(a) = live.audio.clone() {
-                        live.packager.set_audio_config(a);
-                    }
-                    out = live.packager.push(frame, wall);
-                }
-                notify = out.part_completed || restarted;
-                Pushed { bframes_detected, restarted, went_live: !was_ready && live.packager.is_ready() }
+                let out = live.packager.push(frame, wall);
+                notify = out.part_completed;
+                Pushed { bframes_detected, went_live: !was_ready && live.packager.is_ready(), ..Pushed::default() }
             })
             .unwrap_or_default();
-        if pushed.restarted {
-            // WebRTC sessions were set up for the old codec parameters: end them (their players
-            // reconnect and negotiate the new ones) by replacing the broadcast channel.
-            let (media, _) = broadcast::channel(MEDIA_CAPACITY);
-            self.with_live(|live| live.media = media.clone());
-            self.media = media;
-        }
         if notify {
             self.stream.notify();
         }
@@ -630,13 +781,129 @@ impl Publisher {
 }
 
 impl Drop for Publisher {
+    /// Ends the broadcast, or after a dropped connection starts its grace period (see the
+    /// module documentation).
     fn drop(&mut self) {
-        self.registry.remove(&self.stream);
-        if let Some(mut live) = self.stream.lock().take() {
-            live.packager.finish();
+        let grace = self.registry.grace();
+        let wait = self.end_reason == EndReason::Dropped && !grace.is_zero() && !*self.stream.stop.borrow();
+        if wait {
+            let deadline = self.last_now.instant + grace;
+            let timeline = self.timeline.resumed();
+            if self.with_live(|live| (live.reconnecting, live.timeline) = (Some(deadline), Some(timeline))).is_some() {
+                tracing::info!(stream = %self.stream.name, grace_s = grace.as_secs_f64(), "the publisher dropped: the broadcast waits for it to come back");
+                // The I/O shell's timer; without a runtime (tests) the caller calls `expire`.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let registry = self.registry.clone();
+                    rt.spawn(async move {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        registry.expire(Instant::now());
+                    });
+                }
+                return;
+            }
         }
-        self.stream.notify();
-        self.registry.emit(EngineEvent::PublishEnded { stream: self.stream.name.clone(), reason: self.end_reason });
+        self.registry.end(&self.stream, self.end_reason);
+    }
+}
+
+/// A track's timestamps stepping forward by more than this (ms) is a jump of the publisher's
+/// clock, not a gap in its media.
+const MAX_FORWARD_STEP_MS: u64 = 5_000;
+/// A track's timestamps stepping back by more than this (ms) is a jump of the publisher's clock.
+const MAX_BACKWARD_STEP_MS: u64 = 1_000;
+/// More frames of one track within one second of media time than any real stream has (video
+/// tops out at a few hundred frames per second, AAC at 96 kHz has 94): a frozen clock or a flood.
+pub const MAX_FRAMES_PER_MEDIA_SECOND: u32 = 500;
+/// Consecutive frames of one track at the same decode time beyond the first and this many more
+/// are dropped: a frozen clock or a flood (real frames are at least a millisecond apart; one
+/// repeat is allowed for a clock that jitters back by a millisecond, clamped to the last time).
+const MAX_SAME_DTS: u32 = 2;
+/// A wall-clock gap counted when the timeline is rebased is at most this (ms).
+const MAX_REBASE_GAP_MS: u64 = 60_000;
+/// How often one kind of publisher anomaly is logged at most.
+const ANOMALY_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Something a publisher did that its stream had to correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anomaly {
+    /// The timestamps jumped by `step_ms` (negative: back): the timeline was rebased.
+    Jump { step_ms: i64 },
+    /// Too many frames for their second of media time: this one was dropped.
+    Flood,
+    /// A frame larger than a part may hold: dropped.
+    Oversized { bytes: usize },
+}
+
+/// A publisher's timestamps mapped to the stream's decode times (ms), kept sane whatever the
+/// publisher's clock does. RTMP's 32-bit clock is unwrapped and each track kept monotonic; a
+/// jump (a step forward by more than [`MAX_FORWARD_STEP_MS`] or back by more than
+/// [`MAX_BACKWARD_STEP_MS`]) shifts every later timestamp so that the timeline goes on from the
+/// latest decode time plus the wall-clock time that passed since the frame before (so no part,
+/// segment or `EXT-X-TARGETDURATION` ever spans the jump, and WebRTC's RTP clock stays smooth);
+/// frames beyond [`MAX_FRAMES_PER_MEDIA_SECOND`] of one track within one second of media time,
+/// and beyond [`MAX_SAME_DTS`] in a row at the same decode time (a frozen clock gives an unbounded
+/// number), are dropped. Pure: arrival times come in.
+#[derive(Debug, Default, Clone)]
+struct Timeline {
+    clock: [Unwrap; 2],
+    /// Added to the unwrapped timestamps.
+    offset: i64,
+    last: [Option<u64>; 2],
+    last_arrival: Option<Instant>,
+    /// Per track: the start of the current second of media time and the frames in it.
+    second: [Option<(u64, u32)>; 2],
+    /// Per track: consecutive frames at the same decode time.
+    same: [u32; 2],
+    /// The next frame continues the timeline whatever its timestamp (a returning publisher).
+    rebase_next: bool,
+}
+
+impl Timeline {
+    /// The timeline for a publisher that continues this one's stream: its clock starts afresh
+    /// and its first frame goes on from the latest decode time (plus the time that passed).
+    fn resumed(&self) -> Timeline {
+        Timeline { clock: Default::default(), rebase_next: true, same: [0; 2], ..self.clone() }
+    }
+
+    /// The decode time of a frame of `track` with RTMP timestamp `ts` arrived at `now` (`None`:
+    /// drop it), and what had to be corrected.
+    fn map(&mut self, track: Track, ts: u32, now: Instant) -> (Option<u64>, Option<Anomaly>) {
+        let i = track as usize;
+        let raw = i64::try_from(self.clock[i].unwrap(ts)).unwrap_or(i64::MAX);
+        let mut dts = u64::try_from(raw.saturating_add(self.offset)).unwrap_or(0);
+        let mut anomaly = None;
+        // A jump is judged against the track's own last time; the timeline goes on from the
+        // latest time of either track.
+        let step = self.last[i].map(|last| (dts as i64).saturating_sub(last as i64));
+        let jumped = step.is_some_and(|d| d > MAX_FORWARD_STEP_MS as i64 || d < -(MAX_BACKWARD_STEP_MS as i64));
+        if let Some(latest) = self.last[0].max(self.last[1])
+            && (jumped || self.rebase_next)
+        {
+            let gap = self.last_arrival.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
+            let continued = latest.saturating_add(gap.clamp(1, MAX_REBASE_GAP_MS));
+            self.offset = i64::try_from(continued).unwrap_or(i64::MAX).saturating_sub(raw);
+            if jumped && !self.rebase_next {
+                anomaly = step.map(|step_ms| Anomaly::Jump { step_ms });
+            }
+            self.rebase_next = false;
+            dts = continued;
+        }
+        self.last_arrival = Some(now);
+        let dts = self.last[i].map_or(dts, |l| dts.max(l));
+        self.same[i] = if self.last[i] == Some(dts) { self.same[i].saturating_add(1) } else { 0 };
+        self.last[i] = Some(dts);
+        if self.same[i] >= MAX_SAME_DTS {
+            return (None, Some(Anomaly::Flood));
+        }
+        let second = match self.second[i] {
+            Some((start, n)) if dts < start.saturating_add(1000) => (start, n.saturating_add(1)),
+            _ => (dts, 1),
+        };
+        self.second[i] = Some(second);
+        if second.1 > MAX_FRAMES_PER_MEDIA_SECOND {
+            return (None, Some(Anomaly::Flood));
+        }
+        (Some(dts), anomaly)
     }
 }
 
@@ -679,6 +946,42 @@ mod tests {
         assert_eq!(u.unwrap(3), (1u64 << 32) + 3);
         // A small step back is jitter, not a wrap.
         assert_eq!(u.unwrap(1), (1u64 << 32) + 1);
+    }
+
+    #[test]
+    fn timeline_rebases_jumps_and_drops_floods() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = Timeline::default();
+        assert_eq!(t.map(Track::Video, 1000, at(0)), (Some(1000), None));
+        assert_eq!(t.map(Track::Audio, 1010, at(10)), (Some(1010), None));
+        // An hour ahead, 33 ms later: the timeline goes on 33 ms after the latest time.
+        let (dts, a) = t.map(Track::Video, 3_601_033, at(43));
+        assert_eq!(dts, Some(1043));
+        assert_eq!(a, Some(Anomaly::Jump { step_ms: 3_600_033 }));
+        // The other track, on the new clock, follows without another jump.
+        assert_eq!(t.map(Track::Audio, 3_601_040, at(50)), (Some(1050), None));
+        // Five seconds back: rebased too.
+        let (dts, a) = t.map(Track::Video, 3_596_076, at(76));
+        assert_eq!(dts, Some(1076));
+        assert!(matches!(a, Some(Anomaly::Jump { step_ms }) if step_ms < 0));
+        // A gap under the limit is media, kept as it is.
+        assert_eq!(t.map(Track::Video, 3_600_076, at(100)), (Some(5076), None));
+        // A frozen clock: one repeat, then dropped.
+        assert_eq!(t.map(Track::Video, 3_600_076, at(133)), (Some(5076), None));
+        assert_eq!(t.map(Track::Video, 3_600_076, at(166)), (None, Some(Anomaly::Flood)));
+        assert_eq!(t.map(Track::Video, 3_600_109, at(199)), (Some(5109), None));
+        // A flood with increasing times: the frames beyond the limit in one second go.
+        let mut t = Timeline::default();
+        let admitted = (0..2000u32).filter(|i| t.map(Track::Audio, i / 2, at(0)).0.is_some()).count();
+        assert_eq!(admitted, MAX_FRAMES_PER_MEDIA_SECOND as usize);
+        // A returning publisher continues the timeline, whatever its first timestamp.
+        let mut t = Timeline::default();
+        t.map(Track::Video, 50_000, at(0));
+        t.rebase_next = true;
+        t.clock = Default::default();
+        assert_eq!(t.map(Track::Video, 0, at(3000)), (Some(53_000), None));
+        assert_eq!(t.map(Track::Video, 33, at(3033)), (Some(53_033), None));
     }
 
     #[test]
@@ -751,26 +1054,180 @@ mod tests {
         assert_eq!(s.hls_viewers.lock().unwrap().0.len(), 1);
     }
 
-    #[test]
-    fn codec_change_restarts_hls_and_ends_webrtc_sessions() {
+    fn capture() -> Vec<onair_media::flv::FlvTag> {
         let file = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
         ))
         .unwrap();
-        let tags = onair_media::flv::read_flv(&file).unwrap();
-        let reg = Registry::new(HlsConfig::default());
-        let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap(), Now::system()).unwrap();
-        let feed = |p: &mut Publisher, upto: u32| {
-            for t in tags.iter().filter(|t| t.timestamp_ms < upto) {
-                match t.tag_type {
-                    9 => drop(p.video(t.body.clone(), t.timestamp_ms, Now::system())),
-                    8 => drop(p.audio(t.body.clone(), t.timestamp_ms, Now::system())),
-                    _ => {}
-                }
+        onair_media::flv::read_flv(&file).unwrap()
+    }
+
+    /// Publishes the capture's tags in `range` (ms), each arriving at `start` + its timestamp.
+    fn feed(p: &mut Publisher, tags: &[onair_media::flv::FlvTag], range: std::ops::Range<u32>, start: Now) {
+        for t in tags.iter().filter(|t| range.contains(&t.timestamp_ms)) {
+            let now = start.after(Duration::from_millis(u64::from(t.timestamp_ms)));
+            match t.tag_type {
+                9 => drop(p.video(t.body.clone(), t.timestamp_ms, now)),
+                8 => drop(p.audio(t.body.clone(), t.timestamp_ms, now)),
+                _ => {}
             }
-        };
-        feed(&mut p, 3000);
+        }
+    }
+
+    fn llhls(stream: &Stream, now: Instant) -> String {
+        let ask = PlaylistRequest { kind: PlaylistKind::LowLatency, msn: None, part: None, viewer: 1 };
+        String::from_utf8(stream.playlist(&ask, now).unwrap().unwrap().to_vec()).unwrap()
+    }
+
+    fn media_sequence(playlist: &str) -> u64 {
+        playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).unwrap().parse().unwrap()
+    }
+
+    /// The decode times (ms) of the video samples in `rx` so far; panics if it closed.
+    fn video_dts(rx: &mut broadcast::Receiver<Arc<Sample>>) -> Vec<u64> {
+        let mut out = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(s) => {
+                    if let Sample::Video(f) = &*s {
+                        out.push(f.dts);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return out,
+                Err(e) => panic!("the WebRTC feed ended: {e:?}"),
+            }
+        }
+    }
+
+    fn closed(rx: &mut broadcast::Receiver<Arc<Sample>>) -> bool {
+        loop {
+            match rx.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(e) => return e == broadcast::error::TryRecvError::Closed,
+            }
+        }
+    }
+
+    #[test]
+    fn a_dropped_publisher_that_returns_continues_the_broadcast() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        reg.set_publish_grace(Duration::from_secs(10));
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut events = reg.subscribe();
+        let t0 = Now::system();
+        let mut p = reg.publish("g", addr, t0).unwrap();
+        feed(&mut p, &tags, 0..6000, t0);
+        let stream = p.stream().clone();
+        let (_, mut rx) = stream.webrtc_feed().unwrap();
+        let before = stream.figures(t0.after(Duration::from_secs(6)).instant).unwrap();
+        let at_drop = llhls(&stream, t0.instant);
+        feed(&mut p, &tags, 6000..7000, t0);
+        let last_dts = *video_dts(&mut rx).last().unwrap();
+        // The connection breaks (no unpublish): the stream stays, served and reconnecting.
+        drop(p);
+        let got = reg.get("g").unwrap();
+        assert!(Arc::ptr_eq(&got, &stream));
+        assert!(stream.figures(t0.instant).unwrap().reconnecting);
+        assert!(!llhls(&stream, t0.instant).contains("#EXT-X-ENDLIST"));
+        reg.expire(t0.after(Duration::from_millis(16_900)).instant);
+        assert!(reg.get("g").is_some(), "within the grace period");
+        // Another publisher of another name is no business of this stream's.
+        assert!(reg.publish("other", addr, t0).is_ok());
+        // Back 3 s later, its clock from 0.
+        let t1 = t0.after(Duration::from_secs(10));
+        let mut p = reg.publish("g", addr, t1).unwrap();
+        assert!(Arc::ptr_eq(p.stream(), &stream), "the same stream");
+        assert_eq!(reg.publish("g", addr, t1).err(), Some(HubError::AlreadyLive("g".into())));
+        feed(&mut p, &tags, 0..6000, t1);
+        let after = stream.figures(t1.after(Duration::from_secs(6)).instant).unwrap();
+        assert_eq!(after.session, before.session, "the same playlist URIs");
+        assert!(!after.reconnecting);
+        assert!(after.position.unwrap().msn > before.position.unwrap().msn + 2);
+        assert!(after.uptime >= Duration::from_secs(16), "uptime goes on: {:?}", after.uptime);
+        let text = llhls(&stream, t1.instant);
+        assert!(media_sequence(&text) >= media_sequence(&at_drop));
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        assert!(!text.contains("init.1.mp4"), "the same configuration: the same init segment");
+        // WebRTC sessions kept their feed; decode times went on from before the drop, plus the
+        // time the publisher was away.
+        let dts = video_dts(&mut rx);
+        assert!(dts.len() > 100, "{}", dts.len());
+        assert!(dts[0] >= last_dts + 2_900 && dts[0] <= last_dts + 3_100, "{last_dts} then {}", dts[0]);
+        assert!(dts.windows(2).all(|w| w[1] >= w[0]));
+        // One broadcast: no end event.
+        let got: Vec<EngineEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(!got.iter().any(|e| matches!(e, EngineEvent::PublishEnded { stream, .. } if stream == "g")), "{got:?}");
+        assert_eq!(got.iter().filter(|e| matches!(e, EngineEvent::Live { .. })).count(), 1, "{got:?}");
+        // A clean unpublish ends it at once, whatever the grace period.
+        p.set_end_reason(EndReason::Finished);
+        drop(p);
+        assert!(reg.get("g").is_none());
+        assert!(closed(&mut rx));
+        assert!(matches!(events.try_recv(), Ok(EngineEvent::PublishEnded { reason: EndReason::Finished, .. })));
+    }
+
+    #[test]
+    fn a_dropped_publisher_that_does_not_return_ends_after_the_grace_period() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        reg.set_publish_grace(Duration::from_secs(10));
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let t0 = Now::system();
+        let mut p = reg.publish("g", addr, t0).unwrap();
+        feed(&mut p, &tags, 0..4000, t0);
+        let stream = p.stream().clone();
+        let (_, mut rx) = stream.webrtc_feed().unwrap();
+        let mut events = reg.subscribe();
+        drop(p);
+        reg.expire(t0.after(Duration::from_millis(13_900)).instant);
+        assert!(reg.get("g").is_some());
+        assert!(events.try_recv().is_err());
+        reg.expire(t0.after(Duration::from_millis(14_000)).instant);
+        assert!(reg.get("g").is_none());
+        assert!(stream.figures(t0.instant).is_none());
+        assert!(closed(&mut rx));
+        assert_eq!(
+            events.try_recv().unwrap(),
+            EngineEvent::PublishEnded { stream: "g".into(), reason: EndReason::Dropped }
+        );
+        // A new publish is a new broadcast.
+        let p = reg.publish("g", addr, t0).unwrap();
+        assert!(!Arc::ptr_eq(p.stream(), &stream));
+    }
+
+    #[test]
+    fn end_stream_during_the_grace_period_ends_it_at_once() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        reg.set_publish_grace(Duration::from_secs(10));
+        reg.set_require_go_live(true);
+        reg.set_armed("g", true);
+        let t0 = Now::system();
+        let mut p = reg.publish("g", "127.0.0.1:5000".parse().unwrap(), t0).unwrap();
+        feed(&mut p, &tags, 0..3000, t0);
+        drop(p);
+        assert!(reg.get("g").is_some());
+        let mut events = reg.subscribe();
+        reg.set_armed("g", false);
+        assert!(reg.get("g").is_none());
+        let got: Vec<EngineEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(got.contains(&EngineEvent::PublishEnded { stream: "g".into(), reason: EndReason::EndedByStreamer }));
+        // Without a grace period a drop ends the broadcast at once (the default).
+        let reg = Registry::new(HlsConfig::default());
+        let p = reg.publish("g", "127.0.0.1:5000".parse().unwrap(), t0).unwrap();
+        drop(p);
+        assert!(reg.get("g").is_none());
+    }
+
+    #[test]
+    fn codec_change_is_a_discontinuity_and_ends_webrtc_sessions() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        let t0 = Now::system();
+        let mut p = reg.publish("c", "127.0.0.1:1".parse().unwrap(), t0).unwrap();
+        feed(&mut p, &tags, 0..3000, t0);
         let (tracks, mut rx) = p.stream().webrtc_feed().unwrap();
         assert_eq!(tracks.video.as_ref().unwrap().width, 640);
         assert!(tracks.audio, "AAC-LC is transcoded to Opus");
@@ -779,21 +1236,17 @@ mod tests {
         // FLV header 0x17 0x00 + 3 bytes, then version, profile, compatibility, level).
         let mut other = tags.iter().find(|t| t.tag_type == 9).unwrap().body.to_vec();
         other[8] ^= 0x01;
-        let _ = p.video(Bytes::from(other), 3000, Now::system());
-        let first_key = tags.iter().find(|t| t.tag_type == 9 && t.timestamp_ms >= 4000 && t.body[0] >> 4 == 1).unwrap();
-        let r = p.video(first_key.body.clone(), 4000, Now::system()).unwrap();
-        assert!(r.restarted);
-        assert_ne!(p.stream().figures(Instant::now()).unwrap().session, session, "a new HLS session");
+        let r = p.video(Bytes::from(other), 3000, t0.after(Duration::from_secs(3))).unwrap();
+        assert!(r.codec_changed);
+        feed(&mut p, &tags, 3000..8000, t0);
+        let f = p.stream().figures(Instant::now()).unwrap();
+        assert_eq!(f.session, session, "the same playlist");
+        let text = llhls(p.stream(), Instant::now());
+        assert!(text.contains(&format!("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"{session}/init.1.mp4\"\n")), "{text}");
+        assert!(p.stream().media(&session, Resource::Init(1)).unwrap().is_some());
+        assert!(p.stream().media(&session, Resource::Init(0)).unwrap().is_some(), "still listed");
         // The old WebRTC feed is closed once its buffered samples are read.
-        loop {
-            match rx.try_recv() {
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-                Err(e) => {
-                    assert_eq!(e, broadcast::error::TryRecvError::Closed);
-                    break;
-                }
-            }
-        }
+        assert!(closed(&mut rx));
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Engine {
         let registry = Registry::new(config.hls.packager_config());
         let refusals = Arc::new(limits::Refusals::default());
         registry.set_require_go_live(config.require_go_live);
+        registry.set_publish_grace(std::time::Duration::from_secs(config.publish_grace_s));
         let (shutdown, _) = watch::channel(false);
 
         let ingest = Arc::new(rtmp::IngestContext {

@@ -363,7 +363,7 @@ mod tests {
         refusals.count(Refusal::RtmpPending);
         let (_, _, playlist) = get(&app, "/live/obs/llhls.m3u8", Some("192.0.2.7:5000")).await;
         let map = playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).unwrap().trim_end_matches('"');
-        let init = registry.get("obs").unwrap().media(map.split('/').next().unwrap(), onair_hls::Resource::Init);
+        let init = registry.get("obs").unwrap().media(map.split('/').next().unwrap(), onair_hls::Resource::Init(0));
         let init_len: usize = init.unwrap().unwrap().iter().map(|b| b.len()).sum();
         assert_eq!(get(&app, &format!("/live/obs/{map}"), None).await.0, StatusCode::OK);
         // Refused requests count nothing.

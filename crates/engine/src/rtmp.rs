@@ -353,8 +353,8 @@ impl Ingest {
                 if pushed.bframes_detected {
                     warn!(stream = %name, "the publisher sends B-frames: WebRTC viewers will stutter; fix: set Max B-frames to 0 in OBS (Settings → Output → Encoder, or x264 options bframes=0)");
                 }
-                if pushed.restarted {
-                    info!(stream = %name, "codec configuration changed: new HLS session");
+                if pushed.codec_changed {
+                    info!(stream = %name, "video configuration changed: a discontinuity in the same playlist; WebRTC viewers reconnect");
                 }
             }
             Err(e) => {

@@ -6,6 +6,9 @@ use onair_media::{Frame, Track};
 
 /// How far back bitrate and frame rate look, in milliseconds of stream time.
 const WINDOW_MS: u64 = 5_000;
+/// At most this many recent frames are remembered, whatever the timestamps say (a frozen clock
+/// would otherwise keep every frame "recent").
+const MAX_RECENT: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -34,7 +37,7 @@ impl Stats {
         self.total_bytes += frame.data.len() as u64;
         self.recent.push_back((frame.dts, frame.data.len(), video));
         while let Some(&(dts, _, _)) = self.recent.front() {
-            if dts + WINDOW_MS < frame.dts {
+            if dts + WINDOW_MS < frame.dts || self.recent.len() > MAX_RECENT {
                 self.recent.pop_front();
             } else {
                 break;
@@ -98,6 +101,16 @@ mod tests {
         assert!((29.5..=30.5).contains(&fps), "{fps}");
         assert_eq!(snap.keyframe_interval_s, Some(2.0));
         assert!(!snap.bframes);
+    }
+
+    #[test]
+    fn a_frozen_clock_keeps_the_window_bounded() {
+        let mut s = Stats::default();
+        for _ in 0..10_000 {
+            s.observe(&video(8_000, false, 0, 10));
+        }
+        assert_eq!(s.recent.len(), MAX_RECENT);
+        assert_eq!(s.snapshot().total_bytes, 100_000);
     }
 
     #[test]

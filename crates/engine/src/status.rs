@@ -13,6 +13,9 @@ pub struct StreamStatus {
     pub name: String,
     /// Playable now (an init segment and at least one part).
     pub live: bool,
+    /// The publisher's connection dropped: the stream waits for it to come back (the grace
+    /// period, `publish_grace_s`), still listed and served as the same broadcast.
+    pub reconnecting: bool,
     pub title: String,
     pub video: Option<VideoStatus>,
     pub audio: Option<AudioStatus>,
@@ -86,6 +89,7 @@ pub fn stream_status(name: &str, stream: Option<&Stream>, webrtc_sessions: usize
     let mut s = StreamStatus {
         name: name.into(),
         live: false,
+        reconnecting: false,
         title: name.into(),
         video: None,
         audio: None,
@@ -103,6 +107,7 @@ pub fn stream_status(name: &str, stream: Option<&Stream>, webrtc_sessions: usize
     s.viewers.webrtc = webrtc_sessions;
     let Some(f) = stream.figures(now) else { return s };
     s.live = f.playable;
+    s.reconnecting = f.reconnecting;
     s.fps = f.stats.fps.or_else(|| f.video.as_ref().and_then(|v| v.fps)).map(|f| (f * 100.0).round() / 100.0);
     s.video =
         f.video.as_ref().map(|v| VideoStatus { codec: v.codec_string(), width: v.width, height: v.height, fps: s.fps });

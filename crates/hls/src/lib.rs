@@ -1,6 +1,7 @@
 //! Low-Latency HLS packaging for OnAir, without I/O, async or clocks: time comes in as arguments.
 //!
-//! A [`Packager`] holds the state of one publish. The engine feeds it codec configurations and
+//! A [`Packager`] holds the state of one broadcast (a publish, and the publishes continuing it
+//! after a drop, see [`Packager::discontinuity`]). The engine feeds it codec configurations and
 //! [`Frame`](onair_media::Frame)s; the server asks it for the init segment, parts, segments,
 //! playlists and blocking-reload decisions. Everything is CMAF fMP4 (H.264 + AAC).
 //!
@@ -15,9 +16,14 @@
 //! **Configuration changes.** Before the start a configuration may be replaced freely. After it,
 //! a repeated identical configuration (same AVCDecoderConfigurationRecord / AudioSpecificConfig
 //! bytes) is ignored; any other one (including a first configuration for a track missing from
-//! the init segment) makes every following [`PushOutcome`] carry `restart_needed: true`. The
-//! packager keeps packaging with its init segment; the caller should start a new `Packager` with
-//! a new session id.
+//! the init segment) is a **discontinuity** ([`Packager::discontinuity`], which the caller also
+//! calls when a publisher comes back): the held frames are packaged and the segment in progress
+//! closed; frames are dropped up to the next video keyframe (the next audio frame in an
+//! audio-only stream), where packaging starts again as at the start, in a segment preceded by
+//! `EXT-X-DISCONTINUITY`. If the init segment written then differs from the last one it gets the
+//! next version (`init.<n>.mp4`) and an `EXT-X-MAP` before that segment; earlier init segments
+//! stay available while a segment in the window needs them. Media sequence numbers go on;
+//! `EXT-X-DISCONTINUITY-SEQUENCE` counts the discontinuities that left the window.
 //!
 //! **Timing.** Video decode times are `dts_ms × 90` (timescale 90 000), composition offsets
 //! `(dts + cts) × 90 − decode time` (signed, so B-frames come out right). A sample's duration is
@@ -31,6 +37,13 @@
 //! close at the first part boundary at or after `min_segment_ms`. As a safety net a segment
 //! reaching `max(10 × min_segment_ms, 30 s)` is cut at the next part boundary even without a
 //! keyframe (only for streams with no keyframes for that long, or whose video stalled).
+//!
+//! **Bytes.** Whatever the timestamps say, memory is bounded in bytes ([`HlsConfig`]): a frame
+//! larger than `max_part_bytes` is dropped (a video frame with the video after it up to the next
+//! keyframe); a part is cut once its samples hold `max_part_bytes` (each sample counted with a
+//! fixed overhead, so tiny frames count too); a segment is cut, with its open part, once it
+//! holds `max_segment_bytes` or [`segmenter::MAX_PARTS_PER_SEGMENT`] parts, keyframe or not.
+//! [`Packager::held_bytes`] tells what a packager holds.
 //!
 //! **Parts** are one `moof` (one `traf` per track with samples) + one `mdat`, holding the samples
 //! of both tracks completed while the part was open. Video drives them: a part closes at a clean
@@ -49,10 +62,12 @@
 //! targets (stalled video). A part's duration is that of its video (of its audio if it has no
 //! video).
 //!
-//! **Window.** `window_segments` complete segments are kept plus the one in progress; older
-//! segments are dropped (memory is bounded) and become [`Lookup::Gone`].
+//! **Window.** `window_segments` complete segments are kept plus the one in progress, fewer while
+//! the window's parts hold more than `max_window_bytes`; older segments are dropped and become
+//! [`Lookup::Gone`].
 //!
-//! **URIs** (see [`uri`]), relative to the playlist: `<session>/init.mp4`, `<session>/<msn>.m4s`,
+//! **URIs** (see [`uri`]), relative to the playlist: `<session>/init.mp4` (`init.<n>.mp4` after
+//! a configuration change), `<session>/<msn>.m4s`,
 //! `<session>/<msn>.<part>.m4s`; [`parse_uri`] maps a file name back to a [`Resource`]. Media
 //! sequence numbers start at 0, parts at 0 within each segment.
 //!

@@ -39,6 +39,12 @@ pub struct SegmentInfo {
     /// The sum of the parts' durations.
     pub duration_us: u64,
     pub parts: Vec<PartInfo>,
+    /// The stream breaks before this segment (`EXT-X-DISCONTINUITY`): the publisher reconnected
+    /// or changed its codec configuration.
+    pub discontinuity: bool,
+    /// The version of the init segment it needs (`EXT-X-MAP` when it differs from the one
+    /// before, see [`Resource::Init`]).
+    pub init: u32,
 }
 
 /// Everything a playlist is rendered from.
@@ -54,6 +60,11 @@ pub struct PlaylistSnapshot<'a> {
     pub preload_hint: Option<Position>,
     /// The publisher left: `EXT-X-ENDLIST`.
     pub ended: bool,
+    /// Discontinuities before the first segment listed (`EXT-X-DISCONTINUITY-SEQUENCE`, written
+    /// when not 0).
+    pub discontinuity_sequence: u64,
+    /// The init segment version in force (for a playlist with no segment yet).
+    pub init: u32,
 }
 
 /// `EXT-X-TARGETDURATION`: the longest complete segment, rounded up to whole seconds, at least 1.
@@ -119,7 +130,14 @@ fn civil_from_days(days_since_1970: u64) -> (u64, u64, u64) {
     (year, month, d + 1)
 }
 
-fn header(out: &mut String, s: &PlaylistSnapshot<'_>, media_sequence: u64, target: u64, ll: bool) {
+fn header(
+    out: &mut String,
+    s: &PlaylistSnapshot<'_>,
+    first: Option<&SegmentInfo>,
+    media_sequence: u64,
+    target: u64,
+    ll: bool,
+) {
     out.push_str("#EXTM3U\n");
     let _ = writeln!(out, "#EXT-X-VERSION:{VERSION}");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
@@ -129,11 +147,23 @@ fn header(out: &mut String, s: &PlaylistSnapshot<'_>, media_sequence: u64, targe
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds_ms(pt));
     }
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
+    if s.discontinuity_sequence > 0 {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", s.discontinuity_sequence);
+    }
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", uri::path(s.session, Resource::Init));
+    let init = first.map_or(s.init, |g| g.init);
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", uri::path(s.session, Resource::Init(init)));
 }
 
-fn segment_lines(out: &mut String, session: &str, seg: &SegmentInfo, with_parts: bool) {
+/// A segment's lines; `init` is the init version of the segment listed before it (updated).
+fn segment_lines(out: &mut String, session: &str, seg: &SegmentInfo, with_parts: bool, init: &mut u32) {
+    if seg.discontinuity {
+        out.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if seg.init != *init {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", uri::path(session, Resource::Init(seg.init)));
+        *init = seg.init;
+    }
     let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601_ms(seg.wall_ms));
     if with_parts {
         for (i, p) in seg.parts.iter().enumerate() {
@@ -161,7 +191,9 @@ pub fn render_llhls(s: &PlaylistSnapshot<'_>) -> String {
     let target = target_duration(&s.segments);
     let media_sequence = s.segments.first().map(|g| g.msn).or(s.preload_hint.map(|h| h.msn)).unwrap_or(0);
     let mut out = String::with_capacity(256 + 96 * s.segments.len() * 8);
-    header(&mut out, s, media_sequence, target, true);
+    let first = s.segments.first();
+    header(&mut out, s, first, media_sequence, target, true);
+    let mut init = first.map_or(s.init, |g| g.init);
     // Walk back from the end: a segment keeps its parts while the media after its end is
     // shorter than three target durations.
     let horizon_us = target.saturating_mul(3_000_000);
@@ -172,7 +204,7 @@ pub fn render_llhls(s: &PlaylistSnapshot<'_>) -> String {
         after_us = after_us.saturating_add(seg.duration_us);
     }
     for (seg, parts) in s.segments.iter().zip(with_parts) {
-        segment_lines(&mut out, s.session, seg, parts);
+        segment_lines(&mut out, s.session, seg, parts, &mut init);
     }
     if let Some(h) = s.preload_hint {
         let _ = writeln!(
@@ -199,9 +231,11 @@ pub fn render_hls(s: &PlaylistSnapshot<'_>) -> String {
         .or(s.preload_hint.map(|h| h.msn))
         .unwrap_or(0);
     let mut out = String::with_capacity(256 + 96 * s.segments.len());
-    header(&mut out, s, media_sequence, target, false);
+    let first = s.segments.iter().find(|g| g.complete);
+    header(&mut out, s, first, media_sequence, target, false);
+    let mut init = first.map_or(s.init, |g| g.init);
     for seg in s.segments.iter().filter(|g| g.complete) {
-        segment_lines(&mut out, s.session, seg, false);
+        segment_lines(&mut out, s.session, seg, false, &mut init);
     }
     if s.ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -264,7 +298,7 @@ mod tests {
 
     fn seg(msn: u64, wall_ms: u64, complete: bool, parts: Vec<PartInfo>) -> SegmentInfo {
         let duration_us = parts.iter().map(|p| p.duration_us).sum();
-        SegmentInfo { msn, wall_ms, complete, duration_us, parts }
+        SegmentInfo { msn, wall_ms, complete, duration_us, parts, discontinuity: false, init: 0 }
     }
 
     const T0: u64 = 1_795_599_000_123; // 2026-11-25T09:30:00.123Z
@@ -286,6 +320,8 @@ mod tests {
             ],
             preload_hint: Some(Position { msn: 10, part: 2 }),
             ended: false,
+            discontinuity_sequence: 0,
+            init: 0,
         };
         // Target 2 s, horizon 6 s: segment 7 ends 4.667 s before the end -> parts kept; it is
         // the oldest, so all four segments list their parts.
@@ -369,6 +405,8 @@ s1/9.m4s
             ],
             preload_hint: None,
             ended: true,
+            discontinuity_sequence: 0,
+            init: 0,
         };
         let want = "\
 #EXTM3U
@@ -407,13 +445,73 @@ ab/4.m4s
     }
 
     #[test]
+    fn discontinuities_and_init_versions() {
+        let p = || vec![part(500, true), part(500, false)];
+        let mut segments =
+            vec![seg(4, 0, true, p()), seg(5, 1000, true, p()), seg(6, 2000, false, vec![part(500, true)])];
+        segments[0].init = 1;
+        segments[1].init = 1;
+        segments[1].discontinuity = true;
+        segments[2].discontinuity = true;
+        segments[2].init = 2;
+        let snap = PlaylistSnapshot {
+            session: "d",
+            part_target_ms: 500,
+            segments,
+            preload_hint: Some(Position { msn: 6, part: 1 }),
+            ended: false,
+            discontinuity_sequence: 3,
+            init: 2,
+        };
+        let want = "\
+#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-TARGETDURATION:1
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500
+#EXT-X-PART-INF:PART-TARGET=0.500
+#EXT-X-MEDIA-SEQUENCE:4
+#EXT-X-DISCONTINUITY-SEQUENCE:3
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"d/init.1.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"d/4.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.500,URI=\"d/4.1.m4s\"
+#EXTINF:1.000,
+d/4.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:01.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"d/5.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.500,URI=\"d/5.1.m4s\"
+#EXTINF:1.000,
+d/5.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI=\"d/init.2.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:02.000Z
+#EXT-X-PART:DURATION=0.500,URI=\"d/6.0.m4s\",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"d/6.1.m4s\"
+";
+        assert_eq!(render_llhls(&snap), want);
+        let plain = render_hls(&snap);
+        assert!(plain.contains("#EXT-X-MAP:URI=\"d/init.1.mp4\"\n"), "{plain}");
+        assert!(!plain.contains("init.2"), "{plain}");
+    }
+
+    #[test]
     fn target_duration_rounds_up() {
         let segs = vec![seg(0, 0, true, vec![part(2001, true)]), seg(1, 0, false, vec![part(9000, true)])];
         assert_eq!(target_duration(&segs), 3);
         // The segment in progress does not count; none complete -> 1.
         assert_eq!(target_duration(&segs[1..]), 1);
         // 2.0004 s prints as 2.000 and counts as 2.
-        let segs = vec![SegmentInfo { msn: 0, wall_ms: 0, complete: true, duration_us: 2_000_400, parts: vec![] }];
+        let segs = vec![SegmentInfo {
+            msn: 0,
+            wall_ms: 0,
+            complete: true,
+            duration_us: 2_000_400,
+            parts: vec![],
+            discontinuity: false,
+            init: 0,
+        }];
         assert_eq!(target_duration(&segs), 2);
     }
 
@@ -425,6 +523,8 @@ ab/4.m4s
             segments: vec![seg(0, T0, false, vec![part(300, true)])],
             preload_hint: Some(Position { msn: 0, part: 1 }),
             ended: false,
+            discontinuity_sequence: 0,
+            init: 0,
         };
         let want = "\
 #EXTM3U

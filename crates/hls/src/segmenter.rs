@@ -24,16 +24,40 @@ pub struct HlsConfig {
     pub min_segment_ms: u32,
     /// How many complete segments are kept (and listed) besides the one in progress; at least 1.
     pub window_segments: usize,
+    /// A part is cut once it holds this many bytes; a frame larger than this is dropped.
+    pub max_part_bytes: usize,
+    /// A segment is cut (at a part boundary, without waiting for a keyframe) once its parts
+    /// hold this many bytes.
+    pub max_segment_bytes: usize,
+    /// The oldest complete segments are dropped while the window holds more bytes than this.
+    pub max_window_bytes: usize,
 }
 
 impl Default for HlsConfig {
+    /// Byte caps sized for 1080p60 at 20 Mb/s (2.5 MB/s) with a wide margin: a part of 334 ms
+    /// carries ~0.8 MB (a keyframe part a few), a 4 s GOP ~10 MB, the window ~7 of those.
     fn default() -> Self {
-        HlsConfig { part_target_ms: 334, min_segment_ms: 1000, window_segments: 6 }
+        HlsConfig {
+            part_target_ms: 334,
+            min_segment_ms: 1000,
+            window_segments: 6,
+            max_part_bytes: 8 << 20,
+            max_segment_bytes: 32 << 20,
+            max_window_bytes: 96 << 20,
+        }
     }
 }
 
 /// The smallest accepted part target.
 pub const MIN_PART_TARGET_MS: u32 = 50;
+
+/// A segment is cut once it has this many parts (tiny parts of a misbehaving publisher would
+/// otherwise make each playlist, rendered per part, ever longer).
+pub const MAX_PARTS_PER_SEGMENT: usize = 1024;
+
+/// What a sample costs in memory besides its bytes (its `trun` entry, its bookkeeping): counted
+/// toward the part cap, so that a flood of tiny frames is bounded too.
+const SAMPLE_OVERHEAD_BYTES: usize = 64;
 
 /// A part of a segment: `msn` is the media sequence number of the segment, `part` the index of
 /// the part within it (from 0).
@@ -50,10 +74,6 @@ pub struct PushOutcome {
     pub part_completed: bool,
     /// At least one segment completed.
     pub segment_completed: bool,
-    /// A codec configuration different from the one in the init segment was set after the
-    /// start: this packager keeps going with the old init segment, the caller should start a
-    /// new [`Packager`] (new session) with the new configuration. Sticky once set.
-    pub restart_needed: bool,
 }
 
 /// The answer to a resource request.
@@ -85,6 +105,8 @@ struct OpenPart {
     audio: Vec<Sample>,
     audio_base: u64,
     audio_ticks: u64,
+    /// The samples' bytes plus [`SAMPLE_OVERHEAD_BYTES`] each.
+    bytes: usize,
 }
 
 impl OpenPart {
@@ -107,29 +129,48 @@ struct Segment {
     has_video_sample: bool,
     parts: Vec<Part>,
     duration_us: u64,
+    /// The parts' bytes.
+    bytes: usize,
     complete: bool,
+    /// `EXT-X-DISCONTINUITY` before it.
+    discontinuity: bool,
+    /// The version of the init segment it needs.
+    init: u32,
 }
 
-/// The LL-HLS packager of one publish session. See the crate documentation.
+/// The LL-HLS packager of one broadcast (one URI session). See the crate documentation.
 pub struct Packager {
     config: HlsConfig,
     session: String,
     video_config: Option<AvcConfig>,
     audio_config: Option<AacConfig>,
     init: Option<Bytes>,
+    /// The version of `init` (its URI, see [`Resource::Init`](crate::Resource::Init)).
+    init_version: u32,
+    /// Earlier init segments still needed by segments in the window, oldest first.
+    old_inits: VecDeque<(u32, Bytes)>,
+    /// The next segment opened starts with `EXT-X-DISCONTINUITY`.
+    pending_discontinuity: bool,
+    /// Discontinuities of segments that left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
+    discontinuity_sequence: u64,
     /// Tracks in the init segment.
     has_video: bool,
     has_audio: bool,
     sample_rate: u32,
     started: bool,
     finished: bool,
-    restart_needed: bool,
+    /// A video frame was dropped (too large): video frames are dropped up to the next keyframe.
+    await_keyframe: bool,
     /// dts (ms) of the first frame packaged; earlier audio is dropped.
     start_dts: u64,
     held_video: Option<Held>,
     held_audio: Option<Held>,
     /// The last two video sample durations (ticks), to predict the next one.
     video_durations: [u32; 2],
+    /// Where the last video sample ended, and the last audio sample (ticks, at which rate): the
+    /// first sample after a discontinuity starts no earlier (decode times never go back).
+    video_end: u64,
+    audio_end: (u64, u32),
     /// The latest presentation time (ticks, `(dts + cts) × 90`) of the video samples so far.
     video_max_pts: i64,
     /// Ticks of video since the last clean cut (a point after which every frame is presented
@@ -142,6 +183,8 @@ pub struct Packager {
     open: OpenPart,
     /// Complete segments, oldest first, then possibly the one in progress.
     segments: VecDeque<Segment>,
+    /// The bytes of every part in `segments`.
+    window_bytes: usize,
     next_msn: u64,
     sequence: u32,
     last_part: Option<Position>,
@@ -179,13 +222,16 @@ fn clamp_u32(v: u64) -> u32 {
 }
 
 impl Packager {
-    /// A packager for one publish. `session` is the URI directory of this publish's resources
+    /// A packager for one broadcast. `session` is the URI directory of its resources
     /// (a short URI-safe id, e.g. `[A-Za-z0-9_-]+`), see [`crate::uri`].
     pub fn new(config: HlsConfig, session: &str) -> Self {
         let config = HlsConfig {
             part_target_ms: config.part_target_ms.max(MIN_PART_TARGET_MS),
             min_segment_ms: config.min_segment_ms,
             window_segments: config.window_segments.max(1),
+            max_part_bytes: config.max_part_bytes.max(1),
+            max_segment_bytes: config.max_segment_bytes.max(1),
+            max_window_bytes: config.max_window_bytes.max(1),
         };
         Packager {
             config,
@@ -193,21 +239,28 @@ impl Packager {
             video_config: None,
             audio_config: None,
             init: None,
+            init_version: 0,
+            old_inits: VecDeque::new(),
+            pending_discontinuity: false,
+            discontinuity_sequence: 0,
             has_video: false,
             has_audio: false,
             sample_rate: 0,
             started: false,
             finished: false,
-            restart_needed: false,
+            await_keyframe: false,
             start_dts: 0,
             held_video: None,
             held_audio: None,
             video_durations: [0; 2],
+            video_end: 0,
+            audio_end: (0, 1),
             video_max_pts: i64::MIN,
             video_run_ticks: 0,
             video_runs: [0; 2],
             open: OpenPart::default(),
             segments: VecDeque::new(),
+            window_bytes: 0,
             next_msn: 0,
             sequence: 1,
             last_part: None,
@@ -225,30 +278,59 @@ impl Packager {
     }
 
     /// Sets the H.264 configuration. Before the start it replaces any earlier one; after the
-    /// start an identical record is ignored and a different one sets `restart_needed`.
+    /// start an identical record is ignored and a different one is a [`discontinuity`](Self::discontinuity).
     pub fn set_video_config(&mut self, c: AvcConfig) {
+        if self.started && self.video_config.as_ref().is_none_or(|old| old.record != c.record) {
+            self.discontinuity();
+        }
         if !self.started {
             self.video_config = Some(c);
-        } else if self.video_config.as_ref().is_none_or(|old| old.record != c.record) {
-            self.restart_needed = true;
         }
     }
 
     /// Sets the AAC configuration. Before the start it replaces any earlier one; after the
-    /// start an identical AudioSpecificConfig is ignored and a different one sets
-    /// `restart_needed`.
+    /// start an identical AudioSpecificConfig is ignored and a different one is a
+    /// [`discontinuity`](Self::discontinuity).
     pub fn set_audio_config(&mut self, c: AacConfig) {
+        if self.started && self.audio_config.as_ref().is_none_or(|old| old.asc != c.asc) {
+            self.discontinuity();
+        }
         if !self.started {
             self.audio_config = Some(c);
-        } else if self.audio_config.as_ref().is_none_or(|old| old.asc != c.asc) {
-            self.restart_needed = true;
         }
+    }
+
+    /// The stream breaks here (the publisher reconnected, or changed its codec configuration):
+    /// the held frames are packaged and the part and segment in progress closed, frames are then
+    /// dropped up to the next video keyframe (the first audio frame for audio-only streams),
+    /// where the next segment starts with `EXT-X-DISCONTINUITY` — and a new init segment
+    /// (`init.<n>.mp4`, with an `EXT-X-MAP` before that segment) if the configurations differ
+    /// from the last one's. Media sequence numbers go on; decode times are the caller's (they
+    /// should go on too). Nothing happens before the start or after [`finish`](Self::finish).
+    pub fn discontinuity(&mut self) {
+        if !self.started || self.finished {
+            return;
+        }
+        self.flush();
+        self.started = false;
+        self.pending_discontinuity = true;
+        self.await_keyframe = false;
+        self.video_max_pts = i64::MIN;
+        self.video_run_ticks = 0;
+        self.render();
+        self.part_completed = false;
+        self.segment_completed = false;
     }
 
     /// Feeds one frame (frames of one track in decode order; the two tracks interleaved as
     /// they come). `wall_ms` is the Unix epoch time of its arrival.
     pub fn push(&mut self, frame: Frame, wall_ms: u64) -> PushOutcome {
-        if !self.finished {
+        let video = frame.track == Track::Video;
+        if frame.data.len() > self.config.max_part_bytes {
+            // Dropped; the video frames after it cannot be decoded without it: up to a keyframe.
+            self.await_keyframe |= video;
+        } else if !(self.finished || video && self.await_keyframe && !frame.keyframe) {
+            self.await_keyframe &= !video;
             match frame.track {
                 Track::Video => self.push_video(frame, wall_ms),
                 Track::Audio => self.push_audio(frame, wall_ms),
@@ -264,18 +346,7 @@ impl Packager {
             return;
         }
         if self.started {
-            // Audio first: it joins the open part, which the last video sample may then close.
-            if let Some(h) = self.held_audio.take() {
-                self.complete_audio(h, AAC_FRAME_SAMPLES);
-            }
-            if let Some(h) = self.held_video.take() {
-                let duration = self.predicted_video_duration();
-                self.complete_video(h, duration, None);
-            }
-            self.close_part();
-            if self.in_progress().is_some() {
-                self.close_segment();
-            }
+            self.flush();
         }
         self.finished = true;
         self.render();
@@ -283,9 +354,33 @@ impl Packager {
         self.segment_completed = false;
     }
 
+    /// Packages the held frames and closes the part and the segment in progress.
+    fn flush(&mut self) {
+        // Audio first: it joins the open part, which the last video sample may then close.
+        if let Some(h) = self.held_audio.take() {
+            self.complete_audio(h, AAC_FRAME_SAMPLES);
+        }
+        if let Some(h) = self.held_video.take() {
+            let duration = self.predicted_video_duration();
+            self.complete_video(h, duration, None);
+        }
+        self.close_part();
+        if self.in_progress().is_some() {
+            self.close_segment();
+        }
+    }
+
     /// The init segment exists and at least one part is complete.
     pub fn is_ready(&self) -> bool {
         self.init.is_some() && self.last_part.is_some()
+    }
+
+    /// The bytes this packager holds: its window's parts, the part being filled and the held
+    /// frames. Bounded by the byte caps of [`HlsConfig`] (plus two frames).
+    pub fn held_bytes(&self) -> usize {
+        let held =
+            [&self.held_video, &self.held_audio].into_iter().filter_map(|h| h.as_ref()).map(|h| h.frame.data.len());
+        self.window_bytes.saturating_add(self.open.bytes).saturating_add(held.sum())
     }
 
     /// The last complete part.
@@ -293,9 +388,13 @@ impl Packager {
         self.last_part
     }
 
-    /// `init.mp4`, once the stream started.
-    pub fn init_segment(&self) -> Option<Bytes> {
-        self.init.clone()
+    /// The init segment of version `version` (`init.mp4` is 0), once the stream started: the
+    /// current one, or an earlier one still needed by a segment in the window.
+    pub fn init_segment(&self, version: u32) -> Option<Bytes> {
+        if version == self.init_version {
+            return self.init.clone();
+        }
+        self.old_inits.iter().find(|(v, _)| *v == version).map(|(_, b)| b.clone())
     }
 
     /// A part's bytes (one `moof` + `mdat`).
@@ -356,6 +455,8 @@ impl Packager {
                     wall_ms: s.wall_ms,
                     complete: s.complete,
                     duration_us: s.duration_us,
+                    discontinuity: s.discontinuity,
+                    init: s.init,
                     parts: s
                         .parts
                         .iter()
@@ -365,17 +466,15 @@ impl Packager {
                 .collect(),
             preload_hint: self.preload_hint(),
             ended: self.finished,
+            discontinuity_sequence: self.discontinuity_sequence,
+            init: self.init_version,
         }
     }
 
     // ---- internals -------------------------------------------------------------------------
 
     fn outcome(&mut self) -> PushOutcome {
-        let out = PushOutcome {
-            part_completed: self.part_completed,
-            segment_completed: self.segment_completed,
-            restart_needed: self.restart_needed,
-        };
+        let out = PushOutcome { part_completed: self.part_completed, segment_completed: self.segment_completed };
         if self.part_completed {
             self.render();
         }
@@ -457,7 +556,12 @@ impl Packager {
     }
 
     fn start(&mut self, dts: u64) {
-        self.init = Some(fmp4::init_segment(self.video_config.as_ref(), self.audio_config.as_ref()));
+        let init = fmp4::init_segment(self.video_config.as_ref(), self.audio_config.as_ref());
+        if let Some(old) = self.init.take_if(|old| *old != init) {
+            self.old_inits.push_back((self.init_version, old));
+            self.init_version = self.init_version.wrapping_add(1);
+        }
+        self.init = Some(init);
         self.has_video = self.video_config.is_some();
         self.has_audio = self.audio_config.is_some();
         self.sample_rate = self.audio_config.as_ref().map_or(0, |c| c.sample_rate.max(1));
@@ -478,7 +582,7 @@ impl Packager {
         let t = ms_to_ticks(frame.dts, VIDEO_TIMESCALE);
         let following = Following { keyframe: frame.keyframe, pts: presentation_ticks(&frame) };
         let time = match self.held_video.take() {
-            None => t,
+            None => t.max(self.video_end),
             Some(h) => {
                 // At least one tick, so decode times strictly increase.
                 let duration = clamp_u32(t.saturating_sub(h.time).max(1));
@@ -504,7 +608,11 @@ impl Packager {
         let rate = self.sample_rate;
         let t = ms_to_ticks(frame.dts, rate);
         let time = match self.held_audio.take() {
-            None => t,
+            None => {
+                let (end, end_rate) = self.audio_end;
+                let end = u64::try_from(u128::from(end) * u128::from(rate) / u128::from(end_rate.max(1)).max(1));
+                t.max(end.unwrap_or(u64::MAX))
+            }
             Some(h) => {
                 let expected = h.time.saturating_add(u64::from(AAC_FRAME_SAMPLES));
                 let drift_ms = ticks_to_us(expected.abs_diff(t), rate) / 1000;
@@ -543,8 +651,10 @@ impl Packager {
         if self.open.video.is_empty() {
             self.open.video_base = h.time;
         }
+        self.open.bytes = self.open.bytes.saturating_add(sample.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.video.push(sample);
         self.open.video_ticks = self.open.video_ticks.saturating_add(u64::from(duration));
+        self.video_end = h.time.saturating_add(u64::from(duration));
         self.video_max_pts = self.video_max_pts.max(pts);
         self.video_run_ticks = self.video_run_ticks.saturating_add(u64::from(duration));
         // A cut here is clean when the next frame is presented after everything so far. With
@@ -570,6 +680,7 @@ impl Packager {
         if full && !(next_is_key && (self.keyframe_closes_segment() || self.keyframe_closes_part())) {
             self.close_part_on_size();
         }
+        self.enforce_byte_caps();
     }
 
     /// A keyframe completing now would close the segment in progress: it has video and is at
@@ -591,8 +702,10 @@ impl Packager {
         if self.open.audio.is_empty() {
             self.open.audio_base = h.time;
         }
+        self.open.bytes = self.open.bytes.saturating_add(h.frame.data.len() + SAMPLE_OVERHEAD_BYTES);
         self.open.audio.push(Sample { duration, flags: SYNC_SAMPLE_FLAGS, composition_offset: 0, data: h.frame.data });
         self.open.audio_ticks = self.open.audio_ticks.saturating_add(u64::from(duration));
+        self.audio_end = (h.time.saturating_add(u64::from(duration)), self.sample_rate);
         let target = self.part_target_ticks(self.sample_rate);
         let close = if self.has_video {
             // Video drives the parts; this only bounds a part when the video stalled.
@@ -602,6 +715,42 @@ impl Packager {
         };
         if close {
             self.close_part_on_size();
+        }
+        self.enforce_byte_caps();
+    }
+
+    /// Cuts the part at its byte cap, and the segment (with the part) at its byte or part-count
+    /// cap, whatever the timestamps say: a frozen clock or a flood of frames cannot grow them.
+    fn enforce_byte_caps(&mut self) {
+        if self.open.bytes >= self.config.max_part_bytes {
+            self.close_part();
+        }
+        let open = self.open.bytes;
+        let full = self.in_progress().is_some_and(|s| {
+            s.bytes.saturating_add(open) >= self.config.max_segment_bytes || s.parts.len() >= MAX_PARTS_PER_SEGMENT
+        });
+        if full {
+            self.close_part();
+            self.close_segment();
+        }
+    }
+
+    /// Drops the oldest complete segments beyond `window_segments` or while the window holds
+    /// more than `max_window_bytes` (the segment in progress stays).
+    fn trim_window(&mut self) {
+        loop {
+            let complete = self.segments.iter().filter(|s| s.complete).count();
+            let over = complete > self.config.window_segments || self.window_bytes > self.config.max_window_bytes;
+            if !over || !self.segments.front().is_some_and(|s| s.complete) {
+                break;
+            }
+            if let Some(s) = self.segments.pop_front() {
+                self.window_bytes = self.window_bytes.saturating_sub(s.bytes);
+                self.discontinuity_sequence += u64::from(s.discontinuity);
+            }
+            // Init segments no listed segment needs any more.
+            let oldest = self.segments.front().map_or(self.init_version, |s| s.init);
+            self.old_inits.retain(|(v, _)| *v >= oldest);
         }
     }
 
@@ -634,7 +783,10 @@ impl Packager {
                     has_video_sample: video,
                     parts: Vec::new(),
                     duration_us: 0,
+                    bytes: 0,
                     complete: false,
+                    discontinuity: std::mem::take(&mut self.pending_discontinuity),
+                    init: self.init_version,
                 });
                 self.next_msn = self.next_msn.saturating_add(1);
             }
@@ -664,10 +816,14 @@ impl Packager {
         let Some(seg) = self.segments.back_mut().filter(|s| !s.complete) else {
             return; // unreachable: samples are only added with a segment in progress
         };
+        let size = bytes.len();
         seg.parts.push(Part { bytes, duration_us, independent });
         seg.duration_us = seg.duration_us.saturating_add(duration_us);
+        seg.bytes = seg.bytes.saturating_add(size);
+        self.window_bytes = self.window_bytes.saturating_add(size);
         self.last_part = Some(Position { msn: seg.msn, part: clamp_u32(seg.parts.len() as u64 - 1) });
         self.part_completed = true;
+        self.trim_window();
     }
 
     fn close_segment(&mut self) {
@@ -684,9 +840,7 @@ impl Packager {
         seg.complete = true;
         self.last_complete_msn = Some(seg.msn);
         self.segment_completed = true;
-        while self.segments.iter().filter(|s| s.complete).count() > self.config.window_segments {
-            self.segments.pop_front();
-        }
+        self.trim_window();
     }
 }
 
@@ -741,7 +895,6 @@ mod tests {
             let out = p.push(f, wall);
             parts += usize::from(out.part_completed);
             segments += usize::from(out.segment_completed);
-            assert!(!out.restart_needed);
         }
         (parts, segments)
     }
@@ -854,7 +1007,7 @@ mod tests {
         assert_eq!(p.part(0, 0), Lookup::Gone);
         assert_eq!(p.segment(u64::MAX), Lookup::Gone);
         assert_eq!(p.part(u64::MAX, u32::MAX), Lookup::Gone);
-        assert!(p.init_segment().is_some());
+        assert!(p.init_segment(0).is_some());
 
         // Blocking reload.
         assert_eq!(p.blocking_reload(10, Some(0)), Reload::Ready);
@@ -993,7 +1146,7 @@ mod tests {
         assert_eq!(p.push(audio(0), T0), PushOutcome::default());
         p.push(video(0, 0, false, 1), T0);
         p.push(audio(21), T0);
-        assert!(p.init_segment().is_none());
+        assert!(p.init_segment(0).is_none());
         let mut frames = timeline(3, |_| 0);
         frames.retain(|f| f.dts >= 40);
         for f in &mut frames {
@@ -1002,7 +1155,7 @@ mod tests {
             }
         }
         feed(&mut p, frames);
-        assert!(p.init_segment().is_some());
+        assert!(p.init_segment(0).is_some());
         let (trafs, _) = &parts_of(&p, 0)[0];
         assert_eq!(trafs[0].track_id, VIDEO_TRACK_ID);
         assert_eq!(trafs[0].base_decode_time, 90_000, "starts at the keyframe at 1 s");
@@ -1115,39 +1268,109 @@ mod tests {
     }
 
     #[test]
-    fn config_changes() {
+    fn config_changes_are_discontinuities() {
         let mut p = packager();
         // Before the start, configs are replaced freely.
         let mut other = avc_config();
         other.width = 1280;
         p.set_video_config(other);
         p.set_video_config(avc_config());
-        let out = p.push(video(0, 0, true, 1), T0);
-        assert!(!out.restart_needed);
+        feed(&mut p, timeline(3, |_| 0));
         // Identical ones after the start are ignored.
         p.set_video_config(avc_config());
         p.set_audio_config(aac_config());
-        assert!(!p.push(video(33, 0, false, 1), T0).restart_needed);
-        // A different one asks for a restart, and keeps asking.
+        let before = p.snapshot();
+        assert!(before.segments.iter().all(|s| !s.discontinuity && s.init == 0));
+        // A different one: the segment in progress closes, frames wait for a keyframe, the next
+        // segment is a discontinuity with a new init segment.
         let mut changed = avc_config();
         changed.record = Bytes::from_static(&[1, 0x64, 0, 0x20, 0xFF, 0xE0, 0]);
         p.set_video_config(changed);
-        assert!(p.push(video(66, 0, false, 1), T0).restart_needed);
-        assert!(p.push(audio(70), T0).restart_needed);
+        let last = p.snapshot().segments.last().cloned().unwrap();
+        assert!(last.complete, "closed at the change");
+        let mut frames = timeline(8, |_| 0);
+        frames.retain(|f| f.dts >= 3_000);
+        for f in &mut frames {
+            if f.track == Track::Video {
+                f.keyframe = f.dts == 3_500 || f.dts % 2_000 == 0;
+            }
+        }
+        // Frames before the keyframe at 3.5 s are dropped (audio too).
+        let (early, later): (Vec<Frame>, Vec<Frame>) = frames.into_iter().partition(|f| f.dts < 3_500);
+        for f in early {
+            assert!(!p.push(f, T0).part_completed);
+        }
+        feed(&mut p, later);
+        let snap = p.snapshot();
+        let next = snap.segments.iter().find(|s| s.msn == last.msn + 1).unwrap();
+        assert!(next.discontinuity);
+        assert_eq!(next.init, 1);
+        let ll = text(p.llhls_playlist());
+        assert!(ll.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"sess/init.1.mp4\"\n"), "{ll}");
+        let (trafs, _) = &parts_of(&p, next.msn)[0];
+        assert_eq!(trafs[0].base_decode_time, 3_500 * 90, "decode times go on");
+        assert_ne!(p.init_segment(1), p.init_segment(0));
+        assert!(p.init_segment(0).is_some(), "still needed by the window");
+        assert!(p.init_segment(2).is_none());
+        // Once the old segments left the window, so did their init segment; the discontinuity
+        // sequence counts the tag that left with them.
+        feed(&mut p, timeline(30, |_| 0).into_iter().filter(|f| f.dts >= 8_000).collect());
+        assert!(p.init_segment(0).is_none());
+        let ll = text(p.llhls_playlist());
+        assert!(
+            ll.contains(
+                "#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"sess/init.1.mp4\"\n"
+            ),
+            "{ll}"
+        );
 
-        // Audio config arriving after a video-only start.
+        // A discontinuity with the same configuration (a publisher that came back): the same
+        // init segment, a discontinuity tag.
+        let mut p = packager();
+        feed(&mut p, timeline(3, |_| 0));
+        p.discontinuity();
+        p.discontinuity();
+        feed(&mut p, timeline(6, |_| 0).into_iter().filter(|f| f.dts >= 4_000).collect());
+        let snap = p.snapshot();
+        assert_eq!(snap.segments.iter().filter(|s| s.discontinuity).count(), 1);
+        assert!(snap.segments.iter().all(|s| s.init == 0));
+
+        // New timestamps earlier than the old ones (a caller that does not rebase): decode times
+        // still never go back.
+        let mut p = packager();
+        feed(&mut p, timeline(3, |_| 0));
+        let end = p.snapshot().segments.last().unwrap().msn;
+        p.discontinuity();
+        feed(&mut p, timeline(3, |_| 0));
+        p.finish();
+        let mut ends = std::collections::HashMap::new();
+        for (trafs, _) in parts_of(&p, end) {
+            for t in trafs {
+                let d: u64 = t.samples.iter().map(|s| u64::from(s.0)).sum();
+                ends.insert(t.track_id, t.base_decode_time + d);
+            }
+        }
+        let (trafs, _) = &parts_of(&p, end + 1)[0];
+        for t in trafs {
+            assert!(
+                t.base_decode_time >= ends[&t.track_id],
+                "track {}: {} < {}",
+                t.track_id,
+                t.base_decode_time,
+                ends[&t.track_id]
+            );
+        }
+
+        // An audio config arriving after a video-only start: a new init with both tracks.
         let mut p = Packager::new(HlsConfig::default(), "s");
         p.set_video_config(avc_config());
         p.push(video(0, 0, true, 1), T0);
+        p.push(video(33, 0, false, 1), T0);
         p.set_audio_config(aac_config());
-        assert!(p.push(video(33, 0, false, 1), T0).restart_needed);
-        let mut p = Packager::new(HlsConfig::default(), "s");
-        p.set_audio_config(aac_config());
-        p.push(audio(0), T0);
-        let mut asc = aac_config();
-        asc.asc = Bytes::from_static(&[0x12, 0x10]);
-        p.set_audio_config(asc);
-        assert!(p.push(audio(21), T0).restart_needed);
+        p.push(video(66, 0, true, 1), T0);
+        p.push(video(99, 0, false, 1), T0);
+        let init = p.init_segment(1).unwrap();
+        assert!(init.windows(4).any(|w| w == b"mp4a"));
     }
 
     #[test]
@@ -1172,7 +1395,7 @@ mod tests {
         let ll = text(p.llhls_playlist());
         assert!(ll.contains("#EXT-X-PART:DURATION=0.333,URI=\"v/0.0.m4s\",INDEPENDENT=YES\n"));
         assert!(ll.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"v/0.1.m4s\"\n"));
-        let init = p.init_segment().unwrap();
+        let init = p.init_segment(0).unwrap();
         assert!(init.windows(4).any(|w| w == b"avc1"));
         assert!(!init.windows(4).any(|w| w == b"mp4a"));
     }
@@ -1200,6 +1423,104 @@ mod tests {
         }
     }
 
+    /// Small caps, so that a test reaches them quickly.
+    fn capped() -> HlsConfig {
+        HlsConfig {
+            max_part_bytes: 20_000,
+            max_segment_bytes: 100_000,
+            max_window_bytes: 300_000,
+            ..HlsConfig::default()
+        }
+    }
+
+    fn sized(mut f: Frame, len: usize) -> Frame {
+        f.data = Bytes::from(vec![1u8; len]);
+        f
+    }
+
+    #[test]
+    fn frozen_clock_is_bounded_in_bytes() {
+        // 60 s of 30 fps video (5 kB frames) and audio whose timestamps never move.
+        let mut p = Packager::new(capped(), "z");
+        p.set_video_config(avc_config());
+        p.set_audio_config(aac_config());
+        let mut most = 0;
+        for i in 0..1800u64 {
+            p.push(sized(video(8_000, 0, i % 60 == 0, 1), 5_000), T0 + i * 33);
+            p.push(audio(8_000), T0 + i * 33);
+            p.push(audio(8_000), T0 + i * 33);
+            most = most.max(p.held_bytes());
+        }
+        // The window's cap, plus the part being filled, plus the held frames.
+        assert!(most <= 300_000 + 20_000 + 6_000, "held {most} bytes");
+        let snap = p.snapshot();
+        assert!(snap.segments.len() >= 3, "segments were cut by size");
+        for seg in snap.segments.iter().filter(|s| s.complete) {
+            let Lookup::Ready(parts) = p.segment(seg.msn) else { panic!() };
+            // A part is cut at its cap: at most the cap plus one frame.
+            assert!(
+                parts.iter().all(|b| b.len() <= 20_000 + 5_000 + 200),
+                "{:?}",
+                parts.iter().map(Bytes::len).collect::<Vec<_>>()
+            );
+            // A segment is cut at its cap: at most the cap plus one part.
+            assert!(parts.iter().map(Bytes::len).sum::<usize>() <= 100_000 + 25_200);
+        }
+        // Tiny frames count their overhead: a flood of 1-byte frames is cut too.
+        let mut p = Packager::new(capped(), "t");
+        p.set_video_config(avc_config());
+        for i in 0..100_000u64 {
+            p.push(sized(video(i / 1000, 0, i == 0, 1), 1), T0);
+        }
+        // 100 000 × 65 accounted bytes: ~325 parts of ~300 frames (~5 kB written each), ~16
+        // segments of 100 kB, most of them gone by now.
+        let snap = p.snapshot();
+        assert!(snap.segments.last().unwrap().msn >= 15, "{}", snap.segments.last().unwrap().msn);
+        assert!(snap.segments.iter().all(|s| s.parts.len() <= 25));
+        assert!(p.held_bytes() <= 300_000 + 20_000 + 2, "{}", p.held_bytes());
+    }
+
+    #[test]
+    fn window_is_trimmed_by_bytes() {
+        // 19 kB frames, 2 s GOPs: a segment of ~1.1 MB would exceed the caps; segments are cut at
+        // ~100 kB and the window keeps ~300 kB, fewer than `window_segments` segments.
+        let mut p = Packager::new(capped(), "w");
+        p.set_video_config(avc_config());
+        for i in 0..600u64 {
+            p.push(sized(video(i * 100 / 3, 0, i % 60 == 0, 1), 19_000), T0 + i * 33);
+            assert!(p.held_bytes() <= 300_000 + 20_000 + 20_000);
+        }
+        let snap = p.snapshot();
+        let complete: Vec<_> = snap.segments.iter().filter(|s| s.complete).collect();
+        assert!((1..6).contains(&complete.len()), "{}", complete.len());
+        let ll = text(p.llhls_playlist());
+        let first = snap.segments[0].msn;
+        assert!(ll.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")));
+        assert_eq!(p.segment(first - 1), Lookup::Gone);
+    }
+
+    #[test]
+    fn oversized_frames_are_dropped_up_to_the_next_keyframe() {
+        let mut p = Packager::new(capped(), "o");
+        p.set_video_config(avc_config());
+        for i in 0..120u64 {
+            // Frame 10 is absurdly large: it and the frames depending on it (to frame 60) go.
+            let len = if i == 10 { 20_001 } else { 100 };
+            p.push(sized(video(i * 100 / 3, 0, i % 60 == 0, 1), len), T0 + i * 33);
+        }
+        p.finish();
+        let mut samples = 0;
+        for seg in p.snapshot().segments {
+            for (trafs, _) in parts_of(&p, seg.msn) {
+                samples += trafs[0].samples.len();
+            }
+        }
+        assert_eq!(samples, 10 + 60);
+        // The hole (frames 10..60) became the duration of the sample before it.
+        let (trafs, _) = &parts_of(&p, 0)[0];
+        assert_eq!(trafs[0].base_decode_time, 0);
+    }
+
     #[test]
     fn garbage_does_not_panic() {
         // A deterministic pseudo-random stream of odd frames and requests.
@@ -1215,6 +1536,9 @@ mod tests {
                 part_target_ms: [0, 1, 334, u32::MAX][round],
                 min_segment_ms: [0, 1, 1000, u32::MAX][round],
                 window_segments: [0, 1, 6, usize::MAX][round],
+                max_part_bytes: [0, 100, 8 << 20, usize::MAX][round],
+                max_segment_bytes: [0, 1000, 32 << 20, usize::MAX][round],
+                max_window_bytes: [0, 5000, 96 << 20, usize::MAX][round],
             };
             let mut p = Packager::new(config, "g");
             p.set_video_config(avc_config());

@@ -2,7 +2,8 @@
 //! server (which maps request paths back to resources).
 //!
 //! Playlists are served at `/live/<stream>/llhls.m3u8` and `/live/<stream>/playlist.m3u8`; the
-//! URIs in them are relative: `<session>/init.mp4`, `<session>/<msn>.m4s` (a segment) and
+//! URIs in them are relative: `<session>/init.mp4` (the first init segment; after a change of
+//! codec configuration `<session>/init.<n>.mp4`), `<session>/<msn>.m4s` (a segment) and
 //! `<session>/<msn>.<part>.m4s` (a part). Numbers are decimal without sign or leading zeros.
 
 use std::fmt;
@@ -10,8 +11,8 @@ use std::fmt;
 /// What a file name under `<session>/` designates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
-    /// `init.mp4`
-    Init,
+    /// `init.mp4` (0) or `init.<n>.mp4`: the init segment of a version of the configuration.
+    Init(u32),
     /// `<msn>.m4s`
     Segment(u64),
     /// `<msn>.<part>.m4s`
@@ -22,7 +23,8 @@ impl fmt::Display for Resource {
     /// The file name (without the session directory).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::Init => f.write_str("init.mp4"),
+            Resource::Init(0) => f.write_str("init.mp4"),
+            Resource::Init(n) => write!(f, "init.{n}.mp4"),
             Resource::Segment(msn) => write!(f, "{msn}.m4s"),
             Resource::Part(msn, part) => write!(f, "{msn}.{part}.m4s"),
         }
@@ -34,13 +36,20 @@ pub fn path(session: &str, r: Resource) -> String {
     format!("{session}/{r}")
 }
 
-/// Parses a file name (the last path component: `init.mp4`, `12.m4s`, `12.3.m4s`).
+/// Parses a file name (the last path component: `init.mp4`, `init.2.mp4`, `12.m4s`, `12.3.m4s`).
 ///
 /// Only the canonical spelling is accepted (ASCII digits, no sign, no leading zeros, values in
 /// range); anything else is `None`.
 pub fn parse_uri(name: &str) -> Option<Resource> {
-    if name == "init.mp4" {
-        return Some(Resource::Init);
+    if let Some(init) = name.strip_suffix(".mp4") {
+        return match init.strip_prefix("init") {
+            Some("") => Some(Resource::Init(0)),
+            Some(n) => {
+                let n = u32::try_from(number(n.strip_prefix('.')?)?).ok()?;
+                (n > 0).then_some(Resource::Init(n))
+            }
+            None => None,
+        };
     }
     let stem = name.strip_suffix(".m4s")?;
     match stem.split_once('.') {
@@ -61,7 +70,9 @@ mod tests {
     #[test]
     fn vectors() {
         let ok = [
-            ("init.mp4", Resource::Init),
+            ("init.mp4", Resource::Init(0)),
+            ("init.1.mp4", Resource::Init(1)),
+            ("init.4294967295.mp4", Resource::Init(u32::MAX)),
             ("0.m4s", Resource::Segment(0)),
             ("12.m4s", Resource::Segment(12)),
             ("12.3.m4s", Resource::Part(12, 3)),
@@ -76,6 +87,11 @@ mod tests {
         let bad = [
             "",
             "init.m4s",
+            "init.0.mp4",
+            "init.01.mp4",
+            "init..mp4",
+            "init1.mp4",
+            "init.4294967296.mp4",
             "Init.mp4",
             "init.mp4 ",
             ".m4s",
@@ -109,7 +125,8 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(path("ab12", Resource::Init), "ab12/init.mp4");
+        assert_eq!(path("ab12", Resource::Init(0)), "ab12/init.mp4");
+        assert_eq!(path("ab12", Resource::Init(3)), "ab12/init.3.mp4");
         assert_eq!(path("ab12", Resource::Segment(7)), "ab12/7.m4s");
         assert_eq!(path("ab12", Resource::Part(7, 2)), "ab12/7.2.m4s");
     }

@@ -64,8 +64,7 @@ fn package(file: &[u8]) -> Packaged {
             },
             _ => continue,
         };
-        let out = p.push(frame, T0 + dts);
-        assert!(!out.restart_needed);
+        p.push(frame, T0 + dts);
     }
     p.finish();
     Packaged {
@@ -126,7 +125,7 @@ fn golden_obs29_package() {
     assert_eq!(g.keyframes_ms.len(), 5, "IDRs at 0, 2, 4, 6 s and a scene cut at 7.5 s");
 
     // The init segment carries the decoder configurations verbatim.
-    let init = p.init_segment().expect("init segment");
+    let init = p.init_segment(0).expect("init segment");
     let mut avcc = b"avcC".to_vec();
     avcc.extend_from_slice(&g.avc.record);
     assert!(contains(&init, &avcc), "avcC holds the AVCDecoderConfigurationRecord");
@@ -268,7 +267,7 @@ fn golden_bframes_package() {
     assert_eq!(all.len(), 90);
     assert_eq!(all[0], (0, 3060, 67 * 90), "the IDR: shown 2 frames after it is decoded");
 
-    let init = p.init_segment().unwrap();
+    let init = p.init_segment(0).unwrap();
     ffprobe_check(p, &init, &media, (320, 180, 1), g.video_frames, g.audio_frames);
 }
 

@@ -12,7 +12,12 @@ export type StreamStatus = { name: string,
 /**
  * Playable now (an init segment and at least one part).
  */
-live: boolean, title: string, video: VideoStatus | null, audio: AudioStatus | null, bitrate_kbps: number, fps: number | null, keyframe_interval_s: number | null, bframes: boolean, uptime_s: number | null, viewers: Viewers, urls: Urls, 
+live: boolean, 
+/**
+ * The publisher's connection dropped: the stream waits for it to come back (the grace
+ * period, `publish_grace_s`), still listed and served as the same broadcast.
+ */
+reconnecting: boolean, title: string, video: VideoStatus | null, audio: AudioStatus | null, bitrate_kbps: number, fps: number | null, keyframe_interval_s: number | null, bframes: boolean, uptime_s: number | null, viewers: Viewers, urls: Urls, 
 /**
  * The stream's Matrix room, for the viewer page's guest chat; `null` without Matrix.
  */
