@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use onair_engine::config::LimitsSettings;
 use onair_engine::hub::{Now, Publisher};
 use onair_engine::limits::Refusal;
-use onair_engine::{Config, Engine, SigningKey};
+use onair_engine::{Config, EndReason, Engine, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -405,7 +405,7 @@ async fn connections_over_the_cap_are_refused_at_once_and_the_cap_frees_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_are_capped_with_503_and_retry_after() {
     let engine = start(LimitsSettings { http_in_flight: 2, retry_after_s: 4, ..Default::default() }).await;
-    let publisher = publish_capture(&engine, "cam");
+    let mut publisher = publish_capture(&engine, "cam");
     let next = next_part_url(&engine, "cam");
     let mut waiting = vec![held(&engine, "127.0.0.1", &next).await, held(&engine, "127.0.0.2", &next).await];
     assert!(eventually(Duration::from_secs(2), || engine.http_in_flight() == 2).await);
@@ -415,6 +415,7 @@ async fn requests_in_flight_are_capped_with_503_and_retry_after() {
     assert_eq!(a.header("access-control-allow-origin"), Some("*"));
     assert_eq!(engine.refusals().get(Refusal::HttpInFlight), 1);
     // The held requests end with the stream; the server takes requests again.
+    publisher.set_end_reason(EndReason::Finished); // ends at once (a drop would get the grace period)
     drop(publisher);
     for s in &mut waiting {
         assert_eq!(read_answer(s, Duration::from_secs(3)).await.map(|a| a.status), Some(404));
@@ -427,7 +428,7 @@ async fn requests_in_flight_are_capped_with_503_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_reloads_per_client_are_capped_with_503_and_retry_after() {
     let engine = start(LimitsSettings { reload_waiters_per_ip: 2, retry_after_s: 3, ..Default::default() }).await;
-    let publisher = publish_capture(&engine, "cam");
+    let mut publisher = publish_capture(&engine, "cam");
     let next = next_part_url(&engine, "cam");
     let mut waiting = vec![held(&engine, "127.0.0.1", &next).await, held(&engine, "127.0.0.1", &next).await];
     assert!(eventually(Duration::from_secs(2), || engine.http_in_flight() == 2).await);
@@ -441,6 +442,7 @@ async fn held_reloads_per_client_are_capped_with_503_and_retry_after() {
     let mut other = held(&engine, "127.0.0.2", &next).await;
     assert!(read_answer(&mut other, Duration::from_millis(500)).await.is_none(), "held, not refused");
     waiting.push(other);
+    publisher.set_end_reason(EndReason::Finished); // ends at once (a drop would get the grace period)
     drop(publisher);
     for s in &mut waiting {
         assert_eq!(read_answer(s, Duration::from_secs(3)).await.map(|a| a.status), Some(404));
