@@ -59,6 +59,11 @@ export ONAIR_LOG=${ONAIR_LOG:-warn,onair_webrtc::stats=debug}
 export NO_COLOR=1
 export ONAIR_WEBRTC_UDP=127.0.0.1:$WEBRTC_PORT ONAIR_WEBRTC_TCP=127.0.0.1:$WEBRTC_PORT
 export ONAIR_PUBLIC_HOST=127.0.0.1
+# The load clients are many viewers from one machine, ramping up fast: lift the WebRTC limits
+# that would (rightly) refuse such a crowd in production.
+export ONAIR_LIMITS_WEBRTC_SESSIONS=${ONAIR_LIMITS_WEBRTC_SESSIONS:-10000}
+export ONAIR_LIMITS_WEBRTC_SESSIONS_PER_STREAM=${ONAIR_LIMITS_WEBRTC_SESSIONS_PER_STREAM:-10000}
+export ONAIR_LIMITS_WEBRTC_CONNECTING=${ONAIR_LIMITS_WEBRTC_CONNECTING:-1000}
 
 SERVER_CPUS=() CLIENT_CPUS=()
 if [[ ${BENCH_PIN:-1} == 1 ]]; then SERVER_CPUS=(taskset -c 0) CLIENT_CPUS=(taskset -c 1); fi

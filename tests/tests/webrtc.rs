@@ -22,7 +22,7 @@ async fn plays_over_webrtc(page: &str, width: u32) -> serde_json::Value {
 
 async fn sessions_drain(server: &TestServer) {
     let webrtc = server.engine.webrtc().unwrap().clone();
-    // A session that never connected ends with the server's 30 s connect timeout.
+    // A session that never connected ends with the server's 10 s connect deadline.
     wait_for("every WebRTC session to end", Duration::from_secs(45), || {
         let webrtc = webrtc.clone();
         async move { (webrtc.total_sessions() == 0).then_some(()) }
