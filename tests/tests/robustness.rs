@@ -39,6 +39,12 @@ async fn garbage_on_the_rtmp_port_leaves_other_streams_playing() {
     let mut truncated = tokio::net::TcpStream::connect(rtmp).await.unwrap();
     let _ = truncated.write_all(&[3u8; 700]).await;
     drop(truncated);
+    // They count against the RTMP connections not yet publishing (4 per IP) until the engine has
+    // read them and closed them.
+    wait_for("the junk connections to be closed", Duration::from_secs(10), || async {
+        (server.engine.rtmp_pending() == 0).then_some(())
+    })
+    .await;
 
     // 2. A valid, signed session that then sends a garbage chunk stream.
     let key = server.signed_url("junkchunks").split_once("/live/").unwrap().1.to_owned();

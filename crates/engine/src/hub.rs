@@ -120,6 +120,11 @@ pub struct Stream {
 /// A player that has not reloaded its playlist for this long is no longer counted.
 const HLS_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// HLS players counted per stream at most: the map is keyed by what clients send (address and
+/// user agent), so one client varying its user agent could otherwise grow it with every request
+/// for a timeout period. Past this many the count stays at the cap (~2 MB of map).
+const MAX_HLS_VIEWERS: usize = 50_000;
+
 /// The state of a live stream (one broadcast: a publisher, and the ones continuing it after a
 /// drop); only the hub sees it.
 struct Live {
@@ -505,7 +510,9 @@ impl Stream {
     fn touch_hls_viewer(&self, client: u64, now: Instant) {
         let mut guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
         let (viewers, pruned) = &mut *guard;
-        viewers.insert(client, now);
+        if viewers.len() < MAX_HLS_VIEWERS || viewers.contains_key(&client) {
+            viewers.insert(client, now);
+        }
         // Drop expired players at most once a timeout period: O(1) per request on average, even
         // with thousands of players (a per-request sweep made every playlist request O(players)).
         if pruned.is_none_or(|at| now.saturating_duration_since(at) >= HLS_VIEWER_TIMEOUT) {
@@ -1052,6 +1059,12 @@ mod tests {
         }
         s.touch_hls_viewer(7, t0 + std::time::Duration::from_secs(40));
         assert_eq!(s.hls_viewers.lock().unwrap().0.len(), 1);
+        // Clients that vary what identifies them cannot grow the map past its cap.
+        let t1 = t0 + std::time::Duration::from_secs(41);
+        for k in 0..(MAX_HLS_VIEWERS as u64 + 1000) {
+            s.touch_hls_viewer(1_000_000 + k, t1);
+        }
+        assert_eq!(s.hls_viewers(t1), MAX_HLS_VIEWERS);
     }
 
     fn capture() -> Vec<onair_media::flv::FlvTag> {
