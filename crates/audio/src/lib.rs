@@ -39,6 +39,9 @@
 //!
 //! [`flush`](Transcoder::flush) ends the run the same way at the end of a stream (optional).
 //!
+//! Times saturate at `u64::MAX` ms: a publisher's timestamps never get near it, but a pts there
+//! must not overflow (packets past it all get `u64::MAX`).
+//!
 //! A packet's pts is the time of its first input sample; libopus adds its look-ahead (6.5 ms in
 //! `Audio` mode) to what a decoder plays, as every Opus encoder does (a WebRTC receiver does
 //! not compensate it either).
@@ -135,7 +138,7 @@ struct Run {
 impl Run {
     /// Where the next AAC frame is expected on the timeline, in ms.
     fn expected_ms(&self, in_rate: u32) -> u64 {
-        self.start_ms + self.in_samples * 1000 / u64::from(in_rate)
+        self.start_ms.saturating_add(self.in_samples * 1000 / u64::from(in_rate))
     }
 
     /// 48 kHz samples corresponding to the source samples fed in so far.
@@ -371,7 +374,7 @@ impl Transcoder {
             };
             packets.push(OpusPacket {
                 data: Bytes::copy_from_slice(&self.packet[..len]),
-                pts_ms: run.start_ms + run.encoded * 1000 / u64::from(OUTPUT_RATE),
+                pts_ms: run.start_ms.saturating_add(run.encoded * 1000 / u64::from(OUTPUT_RATE)),
                 samples: OPUS_FRAME_SAMPLES,
             });
             run.encoded += FRAME as u64;

@@ -432,6 +432,25 @@ fn flush_emits_the_tail() {
     assert!(t.flush().unwrap().is_empty(), "nothing left");
 }
 
+/// Found by the `aac_opus` fuzz target (`fuzz/regressions/aac_opus/pts-near-u64-max`): a pts a
+/// few ms short of `u64::MAX` overflowed the next packet's pts and the expected time of the next
+/// frame. Times saturate instead.
+#[test]
+fn timestamps_at_the_end_of_u64_saturate() {
+    let aac = parse_flv(OBS_FLV);
+    let mut t = Transcoder::new(&aac.config).unwrap();
+    let frame = &aac.frames[10].0;
+    let mut packets = t.push(frame, u64::MAX - 1).unwrap();
+    packets.extend(t.flush().unwrap());
+    for pts in [u64::MAX, u64::MAX, u64::MAX - 30, 5, u64::MAX] {
+        packets.extend(t.push(frame, pts).unwrap());
+    }
+    packets.extend(t.flush().unwrap());
+    assert!(packets.len() >= 4);
+    assert_eq!(packets[0].pts_ms, u64::MAX - 1);
+    assert!(packets.iter().skip(1).all(|p| p.pts_ms == u64::MAX || p.pts_ms >= 5));
+}
+
 #[test]
 fn small_jitter_does_not_resync() {
     // Timestamps that wobble by a few ms around the nominal time keep one continuous timeline.
