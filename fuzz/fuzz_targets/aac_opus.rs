@@ -22,6 +22,10 @@
 //!   taken frame's end plus the resync margin;
 //! * a push returns a bounded number of packets (at most the frame's duration, a resync's
 //!   silence and the end of a run).
+//!
+//! With `ONAIR_FUZZ_STATS` set, each input that makes a transcoder prints one `transcoder:`
+//! line to stderr (rate, channels, frames taken and refused, packets, runs): replay a corpus
+//! with `-runs=0` to see what it reaches.
 #![no_main]
 
 use std::collections::HashSet;
@@ -163,6 +167,9 @@ struct Timeline {
     first_taken: Option<u64>,
     last_taken: Option<u64>,
     previous_packet: Option<u64>,
+    /// Packets checked, and how many of them started a run.
+    packets: u32,
+    runs: u32,
     decoder: opus::Decoder,
     pcm: Vec<f32>,
 }
@@ -185,6 +192,8 @@ impl Timeline {
             let limit = last.saturating_add(frame_ms + RESYNC_MS + OPUS_FRAME_MS);
             assert!(p.pts_ms <= limit, "packet at {} ms after the last frame's end ({last} ms)", p.pts_ms);
             self.previous_packet = Some(p.pts_ms);
+            self.packets += 1;
+            self.runs += u32::from(!continued);
 
             let n = self.decoder.decode_float(&p.data, &mut self.pcm, false).expect("libopus decodes our packet");
             assert_eq!(n, OPUS_FRAME_SAMPLES as usize, "decoded samples per channel");
@@ -222,12 +231,15 @@ fuzz_target!(|input: Input| {
         first_taken: None,
         last_taken: None,
         previous_packet: None,
+        packets: 0,
+        runs: 0,
         decoder: opus::Decoder::new(48_000, opus::Channels::Stereo).expect("an Opus decoder"),
         pcm: vec![0.0; 2 * 5760],
     };
     // The publisher's clock: `origin` + `samples` at the stream's rate.
     let (mut origin, mut samples) = (0u64, 0u64);
     let mut pts = 0u64;
+    let (mut taken, mut refused) = (0u32, 0u32);
 
     for push in input.pushes.into_iter().take(64) {
         let frame = match push.frame {
@@ -276,8 +288,12 @@ fuzz_target!(|input: Input| {
                 timeline.first_taken = Some(timeline.first_taken.map_or(pts, |f| f.min(pts)));
                 timeline.last_taken = Some(timeline.last_taken.map_or(pts, |l| l.max(pts)));
                 timeline.check(&packets, frame_ms);
+                taken += 1;
             }
-            Err(AudioError::CorruptFrame { pts_ms, .. }) => assert_eq!(pts_ms, pts),
+            Err(AudioError::CorruptFrame { pts_ms, .. }) => {
+                assert_eq!(pts_ms, pts);
+                refused += 1;
+            }
             Err(e) => panic!("push at {pts} ms: {e}"),
         }
         if push.flush_after {
@@ -289,5 +305,11 @@ fuzz_target!(|input: Input| {
                 Err(e) => panic!("flush: {e}"),
             }
         }
+    }
+    if std::env::var_os("ONAIR_FUZZ_STATS").is_some() {
+        eprintln!(
+            "transcoder: rate={} channels={} taken={taken} refused={refused} packets={} runs={}",
+            config.sample_rate, config.channels, timeline.packets, timeline.runs
+        );
     }
 });

@@ -21,6 +21,10 @@
 //!   depacketized by the independent RFC 6184 depacketizer below give back exactly the NAL units
 //!   that went in, in order (AUD and filler NAL units excepted: they are not sent), with the
 //!   configuration's SPS and PPS in front of a keyframe that does not carry its own.
+//!
+//! With `ONAIR_FUZZ_STATS` set, each input prints one `oracle:` line to stderr (units compared,
+//! and how many of them held FU-A / STAP-A / single NAL unit payloads): replay a corpus with
+//! `-runs=0` to see how much of it reached the oracle.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -451,6 +455,8 @@ fuzz_target!(|input: Input| {
     let (mut dts, mut pts) = (0u64, 0u64);
     let mut previous_audio: Option<(u32, u32)> = None;
     let mut frames_left = 64usize;
+    // (units compared by the oracle, with FU-A, with STAP-A, single NAL unit payloads)
+    let mut stats = (0u32, 0u32, 0u32, 0u32);
     let mut bytes_left = 8usize << 20;
 
     for op in input.ops {
@@ -537,6 +543,11 @@ fuzz_target!(|input: Input| {
                         None => assert!(expected.is_empty(), "a well-formed unit of {} NAL units was dropped", expected.len()),
                         Some(unit) => {
                             let got = depacketize(&unit.payloads).unwrap_or_else(|e| panic!("depacketize: {e}"));
+                            let types = || unit.payloads.iter().map(|p| p[0] & 0x1f);
+                            stats.0 += 1;
+                            stats.1 += u32::from(types().any(|t| t == 28));
+                            stats.2 += u32::from(types().any(|t| t == 24));
+                            stats.3 += types().filter(|t| (1..=23).contains(t)).count() as u32;
                             assert_eq!(got.len(), expected.len(), "NAL unit count");
                             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
                                 assert!(g == e, "NAL unit {i} differs: got {} bytes, sent {} bytes", g.len(), e.len());
@@ -593,5 +604,9 @@ fuzz_target!(|input: Input| {
                 previous_audio = None;
             }
         }
+    }
+    if std::env::var_os("ONAIR_FUZZ_STATS").is_some() {
+        let (units, fua, stapa, single) = stats;
+        eprintln!("oracle: units={units} fu_a={fua} stap_a={stapa} single={single} clean_to_end={clean}");
     }
 });
