@@ -130,7 +130,7 @@ enum Size {
     Empty,
     HeaderOnly,
     Tiny(u8),
-    /// Around the largest single-NAL payload (1188 bytes): 1188 + (n % 16) − 8.
+    /// Around the largest single-NAL payload (1188 bytes): 1188 + (n % 16) − 8, so 1165..=1195.
     NearMtu(i8),
     Medium(u16),
     /// (n % 16 + 1) × 64 KiB.
