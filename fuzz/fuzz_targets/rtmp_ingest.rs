@@ -16,7 +16,7 @@
 //!   decoded into client actions: video / audio messages
 //!   (real tags of the OBS test stream, mutated or truncated ones, arbitrary payloads) with
 //!   arbitrary timestamps sent through `publish_video_data` / `publish_audio_data`, metadata,
-//!   stop and re-publish, raw bytes, expiry checks and looks at the stream's packager.
+//!   stop and re-publish, raw bytes, expiry checks and looks at the stream (a playable one serves its playlists).
 //!
 //! Checks: no panic; a valid publish is accepted whatever the chunking, a refused one leaves no
 //! stream; once the connection is dropped the stream is offline (the registry is empty).
@@ -34,6 +34,7 @@ use std::sync::{Arc, LazyLock, Once};
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use onair_engine::hub::{Now, PlaylistKind, PlaylistRequest};
 use onair_engine::rtmp::{Ingest, IngestContext};
 use onair_engine::{Registry, SigningKey};
 use onair_fuzz::REAL;
@@ -99,7 +100,7 @@ impl Conn {
             };
             let (chunk, rest) = bytes.split_at(n);
             bytes = rest;
-            let Ok(result) = catch_unwind(AssertUnwindSafe(|| self.ingest.handle_input(chunk))) else {
+            let Ok(result) = catch_unwind(AssertUnwindSafe(|| self.ingest.handle_input(chunk, Now::system()))) else {
                 // A tolerated rml_rtmp panic (see `allow_rml_panics`): the task would be gone.
                 self.done = true;
                 return false;
@@ -367,14 +368,15 @@ fn packet(r: Result<ClientSessionResult, rml_rtmp::sessions::ClientSessionError>
 
 fn look(ctx: &IngestContext) {
     if let Some(stream) = ctx.registry.get("s") {
-        let live = stream.lock();
-        if let Some(live) = live.as_ref() {
-            let p = &live.packager;
-            let _ = (p.llhls_playlist(), p.hls_playlist(), p.init_segment(0), live.snapshot());
-            if let Some(pos) = p.position() {
-                assert!(matches!(p.part(pos.msn, pos.part), onair_hls::Lookup::Ready(_)));
+        let now = std::time::Instant::now();
+        let playable = stream.is_playable();
+        for kind in [PlaylistKind::LowLatency, PlaylistKind::Plain] {
+            let served = stream.playlist(&PlaylistRequest { kind, msn: None, part: None, viewer: 1 }, now);
+            if playable {
+                assert!(matches!(served, Ok(Some(_))), "a playable stream serves its playlists");
             }
         }
+        let _ = stream.figures(now);
     }
 }
 

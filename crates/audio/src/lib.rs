@@ -39,6 +39,9 @@
 //!
 //! [`flush`](Transcoder::flush) ends the run the same way at the end of a stream (optional).
 //!
+//! Times saturate at `u64::MAX` ms: a publisher's timestamps never get near it, but a pts there
+//! must not overflow (packets past it all get `u64::MAX`).
+//!
 //! A packet's pts is the time of its first input sample; libopus adds its look-ahead (6.5 ms in
 //! `Audio` mode) to what a decoder plays, as every Opus encoder does (a WebRTC receiver does
 //! not compensate it either).
@@ -48,7 +51,8 @@
 //! A frame that does not decode returns [`AudioError::CorruptFrame`]: that frame only. The
 //! decoder is replaced by a fresh one (the failed frame may have left its state half-updated),
 //! and the next frame is taken as usual; the lost frame's time is filled with silence (see
-//! above). A damaged frame that happens to parse can leave the decoder in a state on which good
+//! above). Packets the failing call had already completed (the end of a run that the refused
+//! frame's pts ended) come out first from the next call. A damaged frame that happens to parse can leave the decoder in a state on which good
 //! frames fail (a wrong channel-element layout), so a frame that fails is tried once more on a
 //! fresh decoder before it is declared corrupt. Thousands of damaged frames (bit flips,
 //! truncations, noise) are fed in the tests without a panic; a panic inside the decoder would be
@@ -135,7 +139,7 @@ struct Run {
 impl Run {
     /// Where the next AAC frame is expected on the timeline, in ms.
     fn expected_ms(&self, in_rate: u32) -> u64 {
-        self.start_ms + self.in_samples * 1000 / u64::from(in_rate)
+        self.start_ms.saturating_add(self.in_samples * 1000 / u64::from(in_rate))
     }
 
     /// 48 kHz samples corresponding to the source samples fed in so far.
@@ -166,6 +170,8 @@ pub struct Transcoder {
     encoder: opus::Encoder,
     packet: Vec<u8>,
     run: Option<Run>,
+    /// Packets completed by a call that then failed: returned first by the next call.
+    unsent: Vec<OpusPacket>,
 }
 
 impl std::fmt::Debug for Transcoder {
@@ -227,23 +233,29 @@ impl Transcoder {
             encoder,
             packet: vec![0; MAX_PACKET],
             run: None,
+            unsent: Vec::new(),
         })
     }
 
     /// One raw AAC frame (no ADTS header) with its presentation time in ms; returns the Opus
     /// packets completed by it: 0, 1 or 2 at 32–48 kHz (a 1024-sample frame lasts 21.3–32 ms),
     /// up to 3 at 22.05 kHz, more at lower rates; on a resync, also the end of the previous run.
-    /// An error concerns this frame only: the next call works as usual.
+    /// An error concerns this frame only: the next call works as usual, and returns first the
+    /// packets this one had completed before failing (the end of a run that its pts ended).
     pub fn push(&mut self, aac_frame: &[u8], pts_ms: u64) -> Result<Vec<OpusPacket>, AudioError> {
-        let mut packets = Vec::new();
+        let mut packets = std::mem::take(&mut self.unsent);
+        let result = self.push_into(aac_frame, pts_ms, &mut packets);
+        self.deliver(packets, result)
+    }
 
+    fn push_into(&mut self, aac_frame: &[u8], pts_ms: u64, packets: &mut Vec<OpusPacket>) -> Result<(), AudioError> {
         // Where does this frame sit on the current timeline?
         if let Some(run) = self.run {
             let expected = run.expected_ms(self.in_rate);
             let late_ms = i128::from(pts_ms) - i128::from(expected);
             let half_frame_ms = i128::from(self.frame_len * 500 / self.in_rate).max(1);
             if late_ms.unsigned_abs() > u128::from(RESYNC_MS) {
-                self.end_run(&mut packets)?;
+                self.end_run(packets)?;
             } else if late_ms >= half_frame_ms {
                 // Audio went missing (a frame lost or rejected): fill its time with silence.
                 let frames = (late_ms as u64 * u64::from(self.in_rate)).div_ceil(1000) as usize;
@@ -275,17 +287,32 @@ impl Transcoder {
             return Err(self.fail("resampler", reason));
         }
         self.note_produced(before);
-        self.encode_ready(&mut packets)?;
-        Ok(packets)
+        self.encode_ready(packets)
     }
 
     /// Ends the current run (e.g. at the end of the stream): returns the audio still held,
     /// padded with silence to a whole packet. Optional; the next [`push`](Self::push) starts a
     /// new timeline at its pts.
     pub fn flush(&mut self) -> Result<Vec<OpusPacket>, AudioError> {
-        let mut packets = Vec::new();
-        self.end_run(&mut packets)?;
-        Ok(packets)
+        let mut packets = std::mem::take(&mut self.unsent);
+        let result = self.end_run(&mut packets);
+        self.deliver(packets, result)
+    }
+
+    /// `packets` when `result` is `Ok`; otherwise keeps them for the next call and returns the
+    /// error, so that packets completed before a failure are not lost.
+    fn deliver(
+        &mut self,
+        packets: Vec<OpusPacket>,
+        result: Result<(), AudioError>,
+    ) -> Result<Vec<OpusPacket>, AudioError> {
+        match result {
+            Ok(()) => Ok(packets),
+            Err(e) => {
+                self.unsent = packets;
+                Err(e)
+            }
+        }
     }
 
     /// Emits what the run still holds, padded to a whole packet, and resets the pipeline.
@@ -371,7 +398,7 @@ impl Transcoder {
             };
             packets.push(OpusPacket {
                 data: Bytes::copy_from_slice(&self.packet[..len]),
-                pts_ms: run.start_ms + run.encoded * 1000 / u64::from(OUTPUT_RATE),
+                pts_ms: run.start_ms.saturating_add(run.encoded * 1000 / u64::from(OUTPUT_RATE)),
                 samples: OPUS_FRAME_SAMPLES,
             });
             run.encoded += FRAME as u64;

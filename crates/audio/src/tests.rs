@@ -432,6 +432,45 @@ fn flush_emits_the_tail() {
     assert!(t.flush().unwrap().is_empty(), "nothing left");
 }
 
+/// Found by the `aac_opus` fuzz target (`fuzz/regressions/aac_opus/pts-near-u64-max`): a pts a
+/// few ms short of `u64::MAX` overflowed the next packet's pts and the expected time of the next
+/// frame. Times saturate instead.
+#[test]
+fn timestamps_at_the_end_of_u64_saturate() {
+    let aac = parse_flv(OBS_FLV);
+    let mut t = Transcoder::new(&aac.config).unwrap();
+    let frame = &aac.frames[10].0;
+    let mut packets = t.push(frame, u64::MAX - 1).unwrap();
+    packets.extend(t.flush().unwrap());
+    for pts in [u64::MAX, u64::MAX, u64::MAX - 30, 5, u64::MAX] {
+        packets.extend(t.push(frame, pts).unwrap());
+    }
+    packets.extend(t.flush().unwrap());
+    assert!(packets.len() >= 4);
+    assert_eq!(packets[0].pts_ms, u64::MAX - 1);
+    assert!(packets.iter().skip(1).all(|p| p.pts_ms == u64::MAX || p.pts_ms >= 5));
+}
+
+/// A frame whose pts ends the run but which is then refused must not take the old run's tail
+/// with it: the tail comes out with the next call.
+#[test]
+fn a_refused_frame_after_a_gap_keeps_the_old_runs_tail() {
+    let aac = parse_adts(SINE_44K_MONO);
+    let mut t = Transcoder::new(&aac.config).unwrap();
+    let split = 40;
+    let mut before = push_all(&mut t, &aac.frames[..split], 0);
+    let resume = aac.frames[split].1 + 5_000;
+    assert!(matches!(t.push(&[], resume), Err(AudioError::CorruptFrame { .. })));
+    let out = t.push(&aac.frames[split].0, resume + 23).unwrap();
+    let (old, new): (Vec<_>, Vec<_>) = out.into_iter().partition(|p| p.pts_ms < resume);
+    before.extend(old);
+    assert_continuous(&before, 0);
+    let run_ms = split as f64 * 1024.0 * 1000.0 / 44_100.0;
+    let covered = before.len() as f64 * 20.0;
+    assert!(covered >= run_ms && covered < run_ms + 20.0, "{covered} ms for a {run_ms:.1} ms run");
+    assert!(new.iter().all(|p| p.pts_ms >= resume + 23));
+}
+
 #[test]
 fn small_jitter_does_not_resync() {
     // Timestamps that wobble by a few ms around the nominal time keep one continuous timeline.
