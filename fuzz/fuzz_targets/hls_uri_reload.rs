@@ -43,6 +43,8 @@ struct Seg {
     wall_ms: u64,
     complete: bool,
     parts: Vec<(u64, bool)>,
+    discontinuity: bool,
+    init: u32,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -59,6 +61,8 @@ struct Input {
     segments: Vec<Seg>,
     hint: Option<(u64, u32)>,
     epoch_ms: u64,
+    discontinuity_sequence: u64,
+    init: u32,
 }
 
 fn check_uri(name: &str) {
@@ -168,6 +172,8 @@ fuzz_target!(|input: Input| {
                 complete: s.complete,
                 duration_us: parts.iter().fold(0u64, |a, p| a.saturating_add(p.duration_us)),
                 parts,
+                discontinuity: s.discontinuity,
+                init: s.init,
             }
         })
         .collect();
@@ -177,6 +183,8 @@ fuzz_target!(|input: Input| {
         segments,
         preload_hint: input.hint.map(|(msn, part)| Position { msn, part }),
         ended: input.raw_state.2,
+        discontinuity_sequence: input.discontinuity_sequence,
+        init: input.init,
     };
     let ll = playlist::render_llhls(&snap);
     let plain = playlist::render_hls(&snap);
