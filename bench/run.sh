@@ -564,9 +564,15 @@ step_abuse() {
   start watch "${CLIENT_CPUS[@]}" node "$ROOT/tests/browser/watch.mjs" "$ENGINE_URL/abuse?transport=webrtc" \
     "$ENGINE_URL/abuse?transport=llhls" --duration 45000 --stall-ms 1500 --ready-file "$ready"
   local watch_pid=$LAST_PID i
-  for ((i = 0; i < 600 && ! -e $ready; i++)); do sleep 0.1; done
+  for ((i = 0; i < 600; i++)); do
+    [[ -e $ready ]] && break
+    sleep 0.1
+  done
   [[ -e $ready ]] || die "the viewers did not play within 60 s (see $RUN/watch.log)"
   sleep 2
+  # The same new viewer without an attack, for comparison.
+  run_wait "$RUN/newcomer-quiet.log" /dev/null "${CLIENT_CPUS[@]}" node "$ROOT/tests/browser/play.mjs" \
+    "$ENGINE_URL/abuse" --min-advance 1 --timeout 60000 || true
   local rss0 t0 c0 t1 c1 peak=0 r
   rss0=$(rss_kb "$ENGINE_PID")
   t0=$(now_s)
@@ -595,7 +601,9 @@ step_abuse() {
   say "attack: $attack"
   say "engine during the attack (${secs} s): CPU $(pct_of_core $((c1 - c0)) "$secs") % of one core; RSS $((rss0 / 1024)) MB before, peak $((peak / 1024)) MB"
   say "viewers watching: $watched"
-  say "new viewer started with the attack: first frame after $(echo "$newcomer" | json_field playingAtMs) ms over $(echo "$newcomer" | json_field transport) (ok: $(echo "$newcomer" | json_field ok))"
+  local quiet
+  quiet=$(grep '^{' "$RUN/newcomer-quiet.log" | tail -n 1)
+  say "new viewer (play.mjs: Chromium launch to the page playing) started with the attack: $(echo "$newcomer" | json_field playingAtMs) ms over $(echo "$newcomer" | json_field transport) (ok: $(echo "$newcomer" | json_field ok)); without an attack: $(echo "$quiet" | json_field playingAtMs) ms over $(echo "$quiet" | json_field transport)"
   stop_all
 }
 
