@@ -52,6 +52,17 @@ if [ $want_test = 1 ]; then
   need obs obs-studio
   need xvfb-run xvfb
   need xauth xauth
+  # Reach (tests/tests/reach.rs, acme.rs, turn): a router daemon in network namespaces the tests
+  # create (UPnP-IGD and NAT-PMP/PCP) with its clients, Let's Encrypt's test CA, and coturn as
+  # STUN and TURN server.
+  need ip iproute2
+  need nft nftables
+  need miniupnpd miniupnpd-nftables
+  need upnpc miniupnpc
+  need natpmpc natpmpc
+  need pebble pebble
+  need pebble-challtestsrv pebble
+  need turnserver coturn
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

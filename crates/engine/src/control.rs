@@ -25,7 +25,7 @@ use crate::config::MatrixSettings;
 use crate::events::{EndReason, EngineEvent};
 use crate::hub::Registry;
 use crate::secrets::SecretStore;
-use crate::status::{ChatInfo, StreamStatus};
+use crate::status::{ChatInfo, HttpsStatus, ReachStatus, StreamStatus};
 use titles::{Reconcile, Title};
 
 /// Longest title accepted (Matrix room names have no hard limit; players show one line).
@@ -107,6 +107,10 @@ pub struct ControlStatus {
     pub matrix: MatrixInfo,
     /// The default stream, every live stream and every stream with a title or Go live.
     pub streams: Vec<StreamControlStatus>,
+    /// How viewers on the internet reach the engine.
+    pub reach: ReachStatus,
+    /// HTTPS and RTMPS.
+    pub https: HttpsStatus,
 }
 
 #[derive(Debug, Serialize, ts_rs::TS)]
@@ -158,6 +162,8 @@ pub struct Control {
     /// Title changes and room set-up one at a time, so a room name read while titles are
     /// reconciled cannot overwrite a title set meanwhile.
     titling: tokio::sync::Mutex<()>,
+    reach: Mutex<ReachStatus>,
+    https: Mutex<HttpsStatus>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +194,8 @@ impl Control {
             state: watch::Sender::new(state),
             tasks: Mutex::new(Vec::new()),
             titling: tokio::sync::Mutex::new(()),
+            reach: Mutex::new(ReachStatus::default()),
+            https: Mutex::new(HttpsStatus::default()),
         });
         let tasks = vec![
             tokio::spawn(notices(Arc::downgrade(&control), control.registry.subscribe())),
@@ -404,7 +412,29 @@ impl Control {
                 .iter()
                 .map(|n| StreamControlStatus { armed: self.is_armed(n), status: self.status(n) })
                 .collect(),
+            reach: self.reach(),
+            https: self.https(),
         }
+    }
+
+    /// How viewers on the internet reach the engine now.
+    pub fn reach(&self) -> ReachStatus {
+        lock(&self.reach).clone()
+    }
+
+    /// Sets what [`Control::reach`] reports (from `crate::reach`).
+    pub fn set_reach(&self, reach: ReachStatus) {
+        *lock(&self.reach) = reach;
+    }
+
+    /// HTTPS and RTMPS as served now.
+    pub fn https(&self) -> HttpsStatus {
+        lock(&self.https).clone()
+    }
+
+    /// Sets what [`Control::https`] reports (from `crate::tls`).
+    pub fn set_https(&self, https: HttpsStatus) {
+        *lock(&self.https) = https;
     }
 
     fn chat_info(&self, stream: &str) -> Option<ChatInfo> {

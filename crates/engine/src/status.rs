@@ -122,3 +122,102 @@ pub fn stream_status(name: &str, stream: Option<&Stream>, webrtc_sessions: usize
     s.uptime_s = Some((f.uptime.as_secs_f64() * 10.0).round() / 10.0);
     s
 }
+
+/// How viewers on the internet reach this engine: learnt from the router (UPnP-IGD, NAT-PMP/PCP)
+/// and STUN at start and on Go live, kept up to date while live (`crate::reach` fills it in).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+pub struct ReachStatus {
+    pub state: ReachState,
+    /// The base of the links for viewers on the internet (`https://tv.example.org`,
+    /// `http://198.51.100.7:8080`); `null` unless `reachable`.
+    pub public_base: Option<String>,
+    /// This network's public address as a STUN server saw it (or the router said, without STUN).
+    pub public_ip: Option<String>,
+    /// The external address the router reported (UPnP/NAT-PMP); private or different from
+    /// `public_ip` means a second NAT (carrier-grade NAT).
+    pub router_external_ip: Option<String>,
+    /// Port mapping in plain words: `off`, `UPnP-IGD`, `NAT-PMP`, `refused: …`, `no router answered`.
+    pub mapping: String,
+    /// The ports the router forwards to this machine now.
+    pub mappings: Vec<PortMapping>,
+    /// The ports the streamer must forward by hand (state `lan_only`).
+    pub ports_to_forward: Vec<PortMapping>,
+    /// What to do, in plain words, for the state.
+    pub advice: String,
+}
+
+/// The reachability of the engine from the internet.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ReachState {
+    /// Not learnt yet.
+    Checking,
+    /// Viewers on the internet can open `public_base`.
+    Reachable,
+    /// Only this network reaches the engine (no mapping: UPnP off, refused or no router).
+    LanOnly,
+    /// Behind carrier-grade (double) NAT: no mapping helps; use TURN and an external relay.
+    Cgnat,
+}
+
+/// One forwarded (or to-be-forwarded) port.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+pub struct PortMapping {
+    /// `HTTP`, `HTTPS`, `RTMP`, `RTMPS`, `WebRTC`.
+    pub purpose: String,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    pub external_port: u16,
+    /// This machine's `ip:port` the router sends it to.
+    pub internal: String,
+    /// Seconds the router keeps the mapping (renewed before then); `null` when not mapped.
+    pub lease_s: Option<u64>,
+}
+
+impl Default for ReachStatus {
+    fn default() -> Self {
+        ReachStatus {
+            state: ReachState::Checking,
+            public_base: None,
+            public_ip: None,
+            router_external_ip: None,
+            mapping: "off".into(),
+            mappings: Vec::new(),
+            ports_to_forward: Vec::new(),
+            advice: String::new(),
+        }
+    }
+}
+
+/// HTTPS (and RTMPS) as served now (`crate::tls` fills it in).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ts_rs::TS)]
+pub struct HttpsStatus {
+    /// `off`, `file` (the user's certificate and key), `acme` (automatic certificates).
+    pub mode: String,
+    /// `off`, `ok`, `obtaining`, `renewing`, `error` (plain HTTP on the LAN goes on meanwhile).
+    pub state: String,
+    /// The certificate's domain name.
+    pub domain: Option<String>,
+    /// When the certificate in use expires (Unix seconds).
+    pub expires_unix_s: Option<u64>,
+    /// The last problem, in plain words (no secret).
+    pub error: Option<String>,
+    /// The HTTPS port, when HTTPS is served.
+    pub https_port: Option<u16>,
+    /// The RTMPS port, when RTMPS is served.
+    pub rtmps_port: Option<u16>,
+}
+
+impl Default for HttpsStatus {
+    fn default() -> Self {
+        HttpsStatus {
+            mode: "off".into(),
+            state: "off".into(),
+            domain: None,
+            expires_unix_s: None,
+            error: None,
+            https_port: None,
+            rtmps_port: None,
+        }
+    }
+}

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use onair_engine::control::{ControlStatus, MatrixInfo, StreamControlStatus};
 use onair_engine::control_api::{ChatBody, LoginBody, TitleBody};
 use onair_engine::events::{EndReason, EngineEvent};
-use onair_engine::status::{AudioStatus, ChatInfo, StreamStatus, Urls, VideoStatus, Viewers};
+use onair_engine::status::{
+    AudioStatus, ChatInfo, HttpsStatus, PortMapping, ReachState, ReachStatus, StreamStatus, Urls, VideoStatus, Viewers,
+};
 use ts_rs::{Config, TS};
 
 /// File name → contents, for every exported type.
@@ -38,6 +40,10 @@ fn generated() -> BTreeMap<String, String> {
         TitleBody,
         ChatBody,
         LoginBody,
+        ReachStatus,
+        ReachState,
+        PortMapping,
+        HttpsStatus,
     );
     files
 }
