@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use onair_engine::obs::ObsSettings;
 use onair_engine::secrets::SecretStore;
 use onair_engine::startup::{self, PublicUrls};
+use onair_engine::status::{ReachState, ReachStatus};
 use onair_engine::{Config, Control, ControlError, Engine, EngineError, EngineEvent, Secrets, SigningKey, net};
 use serde::Serialize;
 use tracing::info;
@@ -59,8 +60,8 @@ pub struct AppInfo {
     pub viewer_url: String,
     /// The viewer link as a QR code (SVG).
     pub viewer_qr_svg: String,
-    /// Whether the viewer link uses a configured public host (else the LAN address: reachable
-    /// from this network only).
+    /// Whether the viewer link uses a configured public host (else the public address OnAir
+    /// learnt when viewers on the internet can reach it, or the LAN address).
     pub public_host_configured: bool,
     pub obs: ObsInfo,
     pub armed: bool,
@@ -196,8 +197,9 @@ impl Core {
         Ok(format!("OBS → Settings → Stream → Service: Custom\nServer: {}\nStream Key: {}\n", s.server, s.stream_key))
     }
 
+    /// The link to share: see [`share_link`].
     pub fn viewer_link(&self) -> String {
-        self.urls.viewer(&self.stream)
+        share_link(&self.urls, &self.control.reach(), &self.stream)
     }
 
     pub fn app_info(&self) -> Result<AppInfo, CoreError> {
@@ -253,7 +255,8 @@ impl Core {
     pub fn tray_view(&self) -> TrayView {
         let tracker = lock(&self.tracker);
         let state = tracker.state(Instant::now());
-        TrayView { state, tooltip: state.tooltip(&self.stream), toggle_label: tracker.toggle_label() }
+        let reach = self.control.reach().state;
+        TrayView { state, tooltip: state.tooltip(&self.stream, reach), toggle_label: tracker.toggle_label() }
     }
 
     pub fn notify_toggles(&self) -> NotifyToggles {
@@ -281,6 +284,18 @@ impl Core {
     }
 }
 
+/// The viewer link to share: at the configured public host (or HTTPS domain) if there is one;
+/// else at the public address OnAir opened for viewers on the internet (reach state
+/// `reachable`); else the LAN link, which works on this network only.
+pub fn share_link(urls: &PublicUrls, reach: &ReachStatus, stream: &str) -> String {
+    match (&reach.public_base, reach.state) {
+        (Some(base), ReachState::Reachable) if !urls.public_host_configured() => {
+            format!("{}/{stream}", base.trim_end_matches('/'))
+        }
+        _ => urls.viewer(stream),
+    }
+}
+
 /// `text` as a QR code in SVG (dark modules on white, with the quiet zone).
 pub fn qr_svg(text: &str) -> Result<String, CoreError> {
     use qrcode::render::svg;
@@ -297,6 +312,22 @@ pub fn qr_svg(text: &str) -> Result<String, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_link_is_the_one_that_works_for_viewers() {
+        let lan = || "192.168.1.20".parse().unwrap();
+        let urls = PublicUrls::resolve(None, "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
+        let mut reach = ReachStatus::default();
+        assert_eq!(share_link(&urls, &reach, "s"), "http://192.168.1.20:8080/s", "checking: the LAN link");
+        reach.public_base = Some("http://11.77.0.1:8080".into());
+        reach.state = ReachState::LanOnly;
+        assert_eq!(share_link(&urls, &reach, "s"), "http://192.168.1.20:8080/s", "not mapped: the LAN link");
+        reach.state = ReachState::Reachable;
+        assert_eq!(share_link(&urls, &reach, "s"), "http://11.77.0.1:8080/s");
+        let host = "tv.example.org".parse().unwrap();
+        let urls = PublicUrls::resolve(Some(&host), "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
+        assert_eq!(share_link(&urls, &reach, "s"), "http://tv.example.org:8080/s", "a configured host wins");
+    }
 
     #[test]
     fn qr_code_is_svg() {

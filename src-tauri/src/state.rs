@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use onair_engine::events::EngineEvent;
+use onair_engine::status::ReachState;
 use serde::Serialize;
 
 /// A refused publish (OBS trying to connect before Go live) counts as "OBS is there" this long.
@@ -24,12 +25,24 @@ pub enum TrayState {
 }
 
 impl TrayState {
-    pub fn tooltip(self, stream: &str) -> String {
-        match self {
-            TrayState::Offline => format!("OnAir — {stream}: offline"),
-            TrayState::Ready => format!("OnAir — {stream}: ready, not live"),
-            TrayState::Live => format!("OnAir — {stream}: LIVE"),
-        }
+    /// The tray's tooltip: the stream's state, then who can watch (`reach`).
+    pub fn tooltip(self, stream: &str, reach: ReachState) -> String {
+        let state = match self {
+            TrayState::Offline => "offline",
+            TrayState::Ready => "ready, not live",
+            TrayState::Live => "LIVE",
+        };
+        format!("OnAir — {stream}: {state}\n{}", reach_note(reach))
+    }
+}
+
+/// Who can open the viewer link, in a few words (tray tooltip).
+pub fn reach_note(reach: ReachState) -> &'static str {
+    match reach {
+        ReachState::Checking => "Checking how viewers reach you…",
+        ReachState::Reachable => "Viewers on the internet can watch",
+        ReachState::LanOnly => "Only viewers on your network can watch",
+        ReachState::Cgnat => "Behind carrier-grade NAT: only your network can watch",
     }
 }
 
@@ -109,6 +122,9 @@ impl StreamTracker {
 
     /// Feeds one event; returns whether anything the tray shows changed.
     pub fn on_event(&mut self, event: &EngineEvent, now: Instant) -> bool {
+        if let EngineEvent::Reach { .. } = event {
+            return true; // the tooltip says who can watch
+        }
         if event.stream() != Some(self.stream.as_str()) {
             return false;
         }
@@ -202,6 +218,18 @@ mod tests {
             assert_eq!(MenuAction::from_id(a.id()), Some(a));
         }
         assert_eq!(MenuAction::from_id("nope"), None);
+    }
+
+    #[test]
+    fn the_tooltip_says_who_can_watch() {
+        assert_eq!(
+            TrayState::Live.tooltip("s", ReachState::Reachable),
+            "OnAir — s: LIVE\nViewers on the internet can watch"
+        );
+        assert!(TrayState::Offline.tooltip("s", ReachState::Cgnat).ends_with("carrier-grade NAT: only your network can watch"));
+        let mut t = StreamTracker::new("s", false, false);
+        let reach = EngineEvent::Reach { state: ReachState::LanOnly, public_base: None, https: "off".into() };
+        assert!(t.on_event(&reach, Instant::now()), "a reach change redraws the tooltip");
     }
 
     #[test]

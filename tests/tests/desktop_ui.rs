@@ -93,6 +93,12 @@ async fn room_texts(reader: &Raw, room_id: &str) -> Vec<String> {
     out
 }
 
+/// The walkthrough's step states, in order.
+async fn steps(w: &mut Window) -> Vec<String> {
+    let v = w.until("[...document.querySelectorAll('#steps-list li')].map((li) => li.dataset.state)", 10_000).await;
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
 async fn wait_armed(server: &TestServer, stream: &str, armed: bool) {
     let start = Instant::now();
     while server.control().is_armed(stream) != armed {
@@ -127,6 +133,11 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     // The viewer link names the LAN address (no public host configured).
     assert!(st["viewerUrl"].as_str().unwrap().ends_with(&format!(":{}/{stream}", server.http().port())), "{st}");
     assert_eq!(st["obs"]["server"], obs_server, "{st}");
+    // First start: the walkthrough shows its four steps, setting up OBS first.
+    assert_eq!(steps(&mut w).await, ["current", "todo", "todo", "todo"]);
+    // The reach panel says who can watch (the test engine opens no router ports).
+    let reach = w.until("document.getElementById('reach-headline').textContent", 10_000).await;
+    assert!(!reach.as_str().unwrap().is_empty(), "{reach}");
     // The preview's first probe answers "offline" (it says "loading" until then).
     w.until("document.getElementById('player').dataset.state === 'offline'", 15_000).await;
     // Matrix is connected: the chat is open for writing.
@@ -141,6 +152,8 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
         .await;
     assert!(knock.as_str().unwrap().contains("press Go live"), "{knock}");
     assert_eq!(w.state().await["badge"], "OBS CONNECTED");
+    // OBS streams (knocks): OBS is set up and streaming, Go live is next.
+    assert_eq!(steps(&mut w).await, ["done", "done", "current", "todo"]);
     early.stop().await;
 
     // Go live from the window: the engine accepts publishes for the stream.
@@ -159,6 +172,16 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     assert!(["webrtc", "llhls"].contains(&transport.as_str()), "{played}");
     assert_eq!(played["video"]["w"], 320, "{played}");
     w.until("document.body.dataset.tray === 'live'", 15_000).await;
+    // Live: only sharing the link is left; copying it finishes the walkthrough.
+    w.until("document.querySelector('#steps-list li[data-step=\"live\"]').dataset.state === 'done'", 10_000).await;
+    assert_eq!(steps(&mut w).await, ["done", "done", "done", "current"]);
+    w.click("button[data-copy=\"viewer-url\"]").await;
+    w.until("document.querySelector('#steps-list li[data-step=\"share\"]').dataset.state === 'done'", 10_000).await;
+    assert_eq!(
+        w.until("JSON.parse(localStorage.getItem('onair.steps')).finished", 5_000).await,
+        true,
+        "a later start shows no walkthrough"
+    );
     // The preview is a viewer: the count includes it.
     let health = w
         .until(

@@ -22,6 +22,7 @@ import {
   type TrayState,
 } from './app-bridge';
 import { BitrateHistory, drawGraph, figures } from './app-health';
+import { allDone, reachView, walkthrough, type Progress } from './reach-view';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 
@@ -31,7 +32,7 @@ export interface AppHandle {
   view: PlayerView | null;
   chat: ChatView | null;
   events: EngineEvent[];
-  state: { armed: boolean; tray: TrayState; chatMessages: number };
+  state: { armed: boolean; tray: TrayState; chatMessages: number; steps: string[] };
 }
 
 declare global {
@@ -45,7 +46,7 @@ const handle: AppHandle = {
   view: null,
   chat: null,
   events: [],
-  state: { armed: false, tray: 'offline', chatMessages: 0 },
+  state: { armed: false, tray: 'offline', chatMessages: 0, steps: [] },
 };
 window.onairApp = handle;
 
@@ -92,6 +93,7 @@ function onRefused(reason: string): void {
 }
 
 function renderState(): void {
+  renderSteps();
   const t = trayState();
   handle.state.armed = armed;
   handle.state.tray = t;
@@ -253,6 +255,9 @@ function onEvent(ev: EngineEvent): void {
     case 'publish_refused':
       onRefused(ev.reason);
       break;
+    case 'reach':
+      void onReach();
+      break;
   }
   renderState();
 }
@@ -260,39 +265,97 @@ function onEvent(ev: EngineEvent): void {
 // ---------------------------------------------------------------------------
 // Viewer link, OBS setup
 
-function isPrivateHost(url: string): boolean {
-  let host: string;
-  try {
-    host = new URL(url).hostname.replace(/^\[|\]$/g, '');
-  } catch {
-    return true;
-  }
-  return (
-    /^(10\.|127\.|192\.168\.|169\.254\.)/.test(host) ||
-    /^172\.(1[6-9]|2\d|3[01])\./.test(host) ||
-    /^(fc|fd|fe80)/i.test(host) ||
-    host === 'localhost' ||
-    host === '::1'
-  );
-}
-
 function renderShare(): void {
   $<HTMLInputElement>('viewer-url').value = info.viewer_url;
   // Our own SVG, rendered in Rust from the viewer link (qrcode crate).
   $('qr').innerHTML = info.viewer_qr_svg;
-  const reach = $('reach');
-  if (isPrivateHost(info.viewer_url)) {
-    reach.textContent = info.public_host_configured
-      ? 'This is a private address: only viewers on your network can open it.'
-      : 'Your LAN address: only viewers on this network can open it. For the internet, forward TCP ' +
-        new URL(info.viewer_url).port +
-        ' and UDP/TCP 8189 on your router and set your public address under Settings.';
-  } else {
-    reach.textContent = 'Reachable wherever this address is: make sure your router forwards the ports.';
-  }
   $<HTMLInputElement>('obs-server').value = info.obs.server;
   $<HTMLInputElement>('obs-key').value = info.obs.stream_key;
 }
+
+/** The reach panel: who can watch, and what to do about it (see reach-view.ts). */
+function renderReach(st: ControlStatus): void {
+  const v = reachView(st.reach, st.https);
+  const box = $('reach');
+  box.dataset.state = v.state;
+  $('reach-headline').textContent = v.headline;
+  const advice = $('reach-advice');
+  advice.replaceChildren(
+    ...v.advice.map((a) => {
+      const p = document.createElement('p');
+      p.textContent = a;
+      return p;
+    }),
+  );
+  const lines = v.toForward.length > 0 ? v.toForward : v.mapped;
+  const ports = $('reach-ports');
+  ports.replaceChildren(
+    ...lines.map((l) => {
+      const li = document.createElement('li');
+      li.textContent = l;
+      return li;
+    }),
+  );
+  ports.hidden = lines.length === 0;
+  const https = $('reach-https');
+  https.textContent = v.https ?? '';
+  https.hidden = v.https === null;
+}
+
+// ---------------------------------------------------------------------------
+// First start: the steps to the first stream, each with its state, until all are done once.
+
+const STEPS_KEY = 'onair.steps';
+type StepsMemory = { obsSetUp: boolean; linkShared: boolean; finished: boolean };
+
+function stepsMemory(): StepsMemory {
+  try {
+    return { obsSetUp: false, linkShared: false, finished: false, ...JSON.parse(localStorage.getItem(STEPS_KEY) ?? '{}') };
+  } catch {
+    return { obsSetUp: false, linkShared: false, finished: false };
+  }
+}
+
+function rememberSteps(change: Partial<StepsMemory>): void {
+  try {
+    localStorage.setItem(STEPS_KEY, JSON.stringify({ ...stepsMemory(), ...change }));
+  } catch {
+    // No storage: the walkthrough starts over next time.
+  }
+  renderSteps();
+}
+
+function renderSteps(): void {
+  const mem = stepsMemory();
+  const progress: Progress = {
+    obsSetUp: mem.obsSetUp,
+    obsStreaming: publishing || live || knocking(),
+    armed,
+    live,
+    linkShared: mem.linkShared,
+  };
+  const steps = walkthrough(progress);
+  const card = $('steps');
+  card.hidden = mem.finished;
+  $('steps-list').replaceChildren(
+    ...steps.map((s) => {
+      const li = document.createElement('li');
+      li.dataset.step = s.id;
+      li.dataset.state = s.state;
+      const title = document.createElement('strong');
+      title.textContent = s.title;
+      li.append(title, s.state === 'done' ? 'Done' : s.hint);
+      return li;
+    }),
+  );
+  handle.state.steps = steps.map((s) => s.state);
+  // Shown until the first stream went all the way; from the next start on it stays hidden.
+  if (allDone(steps) && !mem.finished) {
+    localStorage.setItem(STEPS_KEY, JSON.stringify({ ...mem, finished: true }));
+  }
+}
+
+$('steps-hide').addEventListener('click', () => rememberSteps({ finished: true }));
 
 let toastTimer: ReturnType<typeof setTimeout> | null = null;
 function toast(text: string): void {
@@ -308,6 +371,8 @@ for (const btn of document.querySelectorAll<HTMLButtonElement>('[data-copy]')) {
     const input = $<HTMLInputElement>(btn.dataset.copy ?? '');
     try {
       await copyText(input.value);
+      if (input.id === 'viewer-url') rememberSteps({ linkShared: true });
+      if (input.id === 'obs-key' || input.id === 'obs-server') rememberSteps({ obsSetUp: true });
       btn.textContent = 'Copied';
       setTimeout(() => (btn.textContent = 'Copy'), 1500);
       toast('Copied to the clipboard');
@@ -392,6 +457,7 @@ obsForm.addEventListener('submit', async (e) => {
     const head = r.complete
       ? `OBS ${rep.obs_version} is set up (profile “${rep.profile}”, ${mode} output mode). Only Start Streaming is left.`
       : `OBS ${rep.obs_version} is partly set up (profile “${rep.profile}”, ${mode} output mode): see what is left below.`;
+    if (r.complete) rememberSteps({ obsSetUp: true });
     showObsResult(r.complete && rep.mismatches.length === 0 ? 'ok' : 'todo', head, [
       ['Set', rep.done],
       ['Verified (read back from OBS)', rep.verified],
@@ -419,6 +485,7 @@ $('obs-write-profile').addEventListener('click', async () => {
   try {
     const r = await invoke<ObsProfileOutcome>('obs_write_profile', {});
     const files = r.files.map((f) => f.split(/[\\/]/).pop() ?? f);
+    if (r.problems.length === 0) rememberSteps({ obsSetUp: true });
     showObsResult(r.problems.length ? 'todo' : 'ok', `Wrote the OBS profile “OnAir” to ${r.dir}.`, [
       ['Written', files],
       ['Read back differently', r.problems, 'is-bad'],
@@ -436,6 +503,7 @@ $('obs-write-profile').addEventListener('click', async () => {
 $('obs-copy-all').addEventListener('click', async () => {
   try {
     await copyText(obsClipboardText());
+    rememberSteps({ obsSetUp: true });
     showObsResult('todo', 'Copied the server and the stream key.', [
       [
         'Still to click in OBS',
@@ -541,6 +609,7 @@ async function refreshStatus(): Promise<void> {
     }
   }
   renderMatrix(st.matrix.state, st.matrix.user);
+  renderReach(st);
   if (st.matrix.homeserver) {
     const f = loginForm.elements;
     const hs = f.namedItem('homeserver') as HTMLInputElement;
@@ -549,6 +618,18 @@ async function refreshStatus(): Promise<void> {
     if (!user.value) user.value = st.matrix.user;
   }
   renderState();
+}
+
+/** Reach or HTTPS changed: the link to share (and its QR code) may have too. */
+async function onReach(): Promise<void> {
+  try {
+    info = await invoke<AppInfo>('app_info');
+    handle.info = info;
+    renderShare();
+    await refreshStatus();
+  } catch (e) {
+    showError(errorText(e));
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -17,7 +17,14 @@ import {
   type Transport,
   type TransportMode,
 } from './transport';
-import { WhepError, WhepSession, estimateWebRtcLatency, webRtcSupported, type WebRtcStats } from './whep';
+import {
+  WhepError,
+  WhepSession,
+  estimateWebRtcLatency,
+  fetchIceServers,
+  webRtcSupported,
+  type WebRtcStats,
+} from './whep';
 
 import type { StreamStatus } from './api/StreamStatus';
 
@@ -141,8 +148,10 @@ export interface LivePlayerOptions {
   transport?: TransportMode;
   /** How long a WHEP attempt may take from POST to `connected` (ms, default 4000). */
   iceTimeoutMs?: number;
-  /** ICE servers for the first WHEP session (later ones use the server's `Link` headers). */
+  /** ICE servers for the first WHEP session (else the server's, asked with `OPTIONS`). */
   iceServers?: RTCIceServer[];
+  /** 'relay': WebRTC through TURN only (`?ice=relay`). */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   /**
    * In 'auto' mode, skip WebRTC when `/api/streams` says the stream has
    * B-frames (browsers' WebRTC stacks do not reorder frames). Default true.
@@ -449,11 +458,19 @@ export class LivePlayer {
    */
   private async startWebRtc(gen: number, retryWithServerIce: boolean): Promise<void> {
     this.setTransport('webrtc');
+    if (this.learnedIceServers === null && !this.opts.iceServers) {
+      // The server's STUN/TURN servers before the first offer, so a viewer whose network lets
+      // only TURN through connects at the first try.
+      const servers = await fetchIceServers(this.whepUrl, 1000);
+      if (gen !== this.generation) return;
+      this.learnedIceServers = servers ?? [];
+    }
     let session: WhepSession;
     try {
       session = new WhepSession({
         url: this.whepUrl,
         iceServers: this.learnedIceServers ?? this.opts.iceServers ?? [],
+        iceTransportPolicy: this.opts.iceTransportPolicy,
         onConnectionStateChange: (s) => this.onPcState(gen, s),
       });
     } catch (e) {
@@ -810,6 +827,7 @@ export interface PlayerViewOptions {
   transport?: TransportMode;
   iceTimeoutMs?: number;
   iceServers?: RTCIceServer[];
+  iceTransportPolicy?: RTCIceTransportPolicy;
   onStateChange?: (state: PlayerState, message: string) => void;
   onTransportChange?: (transport: Transport) => void;
   onStats?: (stats: PlayerStats) => void;
@@ -917,6 +935,7 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
     transport: opts.transport,
     iceTimeoutMs: opts.iceTimeoutMs,
     iceServers: opts.iceServers,
+    iceTransportPolicy: opts.iceTransportPolicy,
     onStateChange: (state, message) => {
       container.dataset.state = state;
       errorText.textContent = message || 'Playback error';

@@ -43,15 +43,18 @@ export const MAX_WEBRTC_DROPS = 3;
  */
 export function playerOptionsFromQuery(
   search: string = window.location.search,
-): { transport?: TransportMode; iceTimeoutMs?: number } {
+): { transport?: TransportMode; iceTimeoutMs?: number; iceTransportPolicy?: RTCIceTransportPolicy } {
   const q = new URLSearchParams(search);
-  const out: { transport?: TransportMode; iceTimeoutMs?: number } = {};
+  const out: { transport?: TransportMode; iceTimeoutMs?: number; iceTransportPolicy?: RTCIceTransportPolicy } = {};
   const t = (q.get('transport') ?? '').toLowerCase();
   if (t === 'hls' || t === 'llhls') out.transport = 'hls';
   else if (t === 'webrtc' || t === 'whep') out.transport = 'webrtc';
   else if (t === 'auto') out.transport = 'auto';
   const ms = Number(q.get('ice-timeout') ?? '');
   if (q.has('ice-timeout') && Number.isFinite(ms) && ms > 0) out.iceTimeoutMs = ms;
+  // `?ice=relay`: WebRTC through the TURN server only (what a viewer on a UDP-hostile network
+  // gets anyway; for checking a TURN set-up).
+  if ((q.get('ice') ?? '').toLowerCase() === 'relay') out.iceTransportPolicy = 'relay';
   return out;
 }
 

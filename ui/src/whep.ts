@@ -38,6 +38,8 @@ export interface WhepOptions {
   url: string;
   /** ICE servers for this peer connection (e.g. learned from an earlier 201). */
   iceServers?: RTCIceServer[];
+  /** 'relay': TURN only (default 'all'). */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   /** Longest wait for our own candidates before POSTing (ms, default 1000). */
   gatherTimeoutMs?: number;
   /** `connectionState` changes, for the whole life of the session. */
@@ -152,6 +154,24 @@ export function parseLinkIceServers(header: string | null | undefined): RTCIceSe
     servers.push(server);
   }
   return servers;
+}
+
+/**
+ * The ICE servers a WHEP endpoint hands out, asked before the offer with `OPTIONS` (answered
+ * with the same `Link` headers as the 201), so the first peer connection already has the TURN
+ * server. Null when the endpoint does not say within `timeoutMs`.
+ */
+export async function fetchIceServers(url: string, timeoutMs: number): Promise<RTCIceServer[] | null> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), timeoutMs);
+  try {
+    const res = await fetch(new URL(url, document.baseURI).href, { method: 'OPTIONS', signal: ctl.signal });
+    return res.ok ? parseLinkIceServers(res.headers.get('Link')) : null;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function iceServerKey(s: RTCIceServer): string {
@@ -308,14 +328,15 @@ export class WhepSession {
     this.endpoint = new URL(opts.url, document.baseURI).href;
     this.gatherTimeoutMs = opts.gatherTimeoutMs ?? 1000;
     let iceServers = opts.iceServers ?? [];
+    const iceTransportPolicy = opts.iceTransportPolicy ?? 'all';
     let pc: RTCPeerConnection;
     try {
-      pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+      pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
     } catch (e) {
       if (iceServers.length === 0) throw new WhepError('unsupported', `RTCPeerConnection: ${String(e)}`);
       console.warn('onair: ICE servers refused, continuing without them', iceServers, e);
       iceServers = [];
-      pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+      pc = new RTCPeerConnection({ iceTransportPolicy, bundlePolicy: 'max-bundle' });
     }
     this.pc = pc;
     this.iceServers = iceServers;

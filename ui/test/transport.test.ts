@@ -36,6 +36,14 @@ describe('playerOptionsFromQuery', () => {
     expect(playerOptionsFromQuery('?transport=LLHLS')).toEqual({ transport: 'hls' });
   });
 
+  it('forces relay-only ICE with ?ice=relay', () => {
+    expect(playerOptionsFromQuery('?transport=webrtc&ice=relay')).toEqual({
+      transport: 'webrtc',
+      iceTransportPolicy: 'relay',
+    });
+    expect(playerOptionsFromQuery('?ice=all')).toEqual({});
+  });
+
   it('forces WebRTC with ?transport=webrtc or whep', () => {
     expect(playerOptionsFromQuery('?transport=webrtc')).toEqual({ transport: 'webrtc' });
     expect(playerOptionsFromQuery('?transport=WHEP')).toEqual({ transport: 'webrtc' });

@@ -422,9 +422,18 @@ impl Control {
         lock(&self.reach).clone()
     }
 
-    /// Sets what [`Control::reach`] reports (from `crate::reach`).
+    /// Sets what [`Control::reach`] reports (from `crate::reach`); front ends get an
+    /// [`EngineEvent::Reach`] when the state or the public link changes.
     pub fn set_reach(&self, reach: ReachStatus) {
-        *lock(&self.reach) = reach;
+        let changed = {
+            let mut now = lock(&self.reach);
+            let changed = now.state != reach.state || now.public_base != reach.public_base;
+            *now = reach;
+            changed
+        };
+        if changed {
+            self.emit_reach();
+        }
     }
 
     /// HTTPS and RTMPS as served now.
@@ -432,9 +441,24 @@ impl Control {
         lock(&self.https).clone()
     }
 
-    /// Sets what [`Control::https`] reports (from `crate::tls`).
+    /// Sets what [`Control::https`] reports (from `crate::tls`); front ends get an
+    /// [`EngineEvent::Reach`] when its state changes.
     pub fn set_https(&self, https: HttpsStatus) {
-        *lock(&self.https) = https;
+        let changed = {
+            let mut now = lock(&self.https);
+            let changed = now.state != https.state;
+            *now = https;
+            changed
+        };
+        if changed {
+            self.emit_reach();
+        }
+    }
+
+    fn emit_reach(&self) {
+        let reach = self.reach();
+        let https = lock(&self.https).state.clone();
+        self.registry.emit(EngineEvent::Reach { state: reach.state, public_base: reach.public_base, https });
     }
 
     fn chat_info(&self, stream: &str) -> Option<ChatInfo> {

@@ -70,6 +70,15 @@ pub enum EngineEvent {
     Matrix {
         state: String,
     },
+    /// How viewers on the internet reach the engine, or its HTTPS, changed: the new state and
+    /// the public base URL (`null` while there is none); `GET /api/control/status` has the rest.
+    Reach {
+        #[ts(as = "crate::status::ReachState")]
+        state: crate::status::ReachState,
+        public_base: Option<String>,
+        /// HTTPS: `off`, `ok`, `obtaining`, `renewing`, `error`.
+        https: String,
+    },
     /// A live stream's figures (the `/api/streams/<stream>` JSON), every 2 s.
     Stats {
         stream: String,
@@ -91,7 +100,7 @@ impl EngineEvent {
             | EngineEvent::Title { stream, .. }
             | EngineEvent::Chat { stream, .. }
             | EngineEvent::Stats { stream, .. } => Some(stream),
-            EngineEvent::Matrix { .. } => None,
+            EngineEvent::Matrix { .. } | EngineEvent::Reach { .. } => None,
         }
     }
 }

@@ -147,7 +147,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams", get(api_streams))
         .route("/api/streams/{stream}", get(api_stream))
         .route("/metrics", get(metrics))
-        .route("/live/{stream}/whep", post(whep_offer).patch(whep_patch).layer(DefaultBodyLimit::max(MAX_OFFER_BYTES)))
+        .route(
+            "/live/{stream}/whep",
+            post(whep_offer).patch(whep_patch).options(whep_options).layer(DefaultBodyLimit::max(MAX_OFFER_BYTES)),
+        )
         .route("/live/{stream}/whep/{session}", delete(whep_delete).patch(whep_patch))
         .route("/live/{stream}/{file}", get(playlist))
         .route("/live/{stream}/{session}/{file}", get(media))
@@ -160,10 +163,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `Access-Control-Allow-Origin: *` on everything, and preflight answers.
+/// `Access-Control-Allow-Origin: *` on everything, and preflight answers (a WHEP endpoint's
+/// `OPTIONS` also hands out the ICE servers: [`whep_options`]).
 async fn cors(req: Request, next: Next) -> Response {
-    let mut res =
-        if req.method() == Method::OPTIONS { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let whep = req.uri().path().ends_with("/whep");
+    let mut res = if req.method() == Method::OPTIONS && !whep {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS, POST, DELETE, PATCH"));
@@ -333,12 +341,26 @@ async fn whep_offer(
         answer.sdp,
     )
         .into_response();
-    for link in st.ice.servers(std::time::SystemTime::now()).iter().flat_map(IceServer::link_headers) {
+    append_ice_links(&mut res, &st.ice);
+    Ok(res)
+}
+
+/// `OPTIONS` of a WHEP endpoint: `204` with the ICE servers (STUN, TURN with fresh credentials) in
+/// `Link` headers, as the `201` has them — so a player can give its first peer connection the
+/// TURN server (a viewer on a network that lets only TURN through connects at the first try).
+/// It answers CORS preflights too.
+async fn whep_options(State(st): State<AppState>) -> Response {
+    let mut res = (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, NO_CACHE)]).into_response();
+    append_ice_links(&mut res, &st.ice);
+    res
+}
+
+fn append_ice_links(res: &mut Response, ice: &IceSettings) {
+    for link in ice.servers(std::time::SystemTime::now()).iter().flat_map(IceServer::link_headers) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             res.headers_mut().append(header::LINK, v);
         }
     }
-    Ok(res)
 }
 
 /// WHEP `DELETE` of a session resource.
@@ -471,6 +493,30 @@ pub(crate) mod tests {
                 r#"<turn:turn.example.org:3478?transport=udp>; rel="ice-server"; username="{user}"; credential="{credential}"; credential-type="password""#
             )
         );
+    }
+
+    #[tokio::test]
+    async fn whep_options_hand_out_the_ice_servers() {
+        let (mut state, _) = state(&LimitsSettings::default());
+        state.ice = Arc::new(IceSettings {
+            stun_urls: vec!["stun:stun.example.org:3478".into()],
+            turn_urls: vec!["turn:turn.example.org:3478".into()],
+            turn_secret: Some("north".into()),
+            turn_ttl: Duration::from_secs(3600),
+        });
+        let app = router(state);
+        let (status, headers, _) = call(&app, "OPTIONS", "/live/x/whep").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let links: Vec<&str> = headers.get_all("link").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert!(links[0].starts_with("<stun:stun.example.org:3478>; rel=\"ice-server\""), "{links:?}");
+        assert!(links[1].contains("turn:turn.example.org:3478") && links[1].contains("credential="), "{links:?}");
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert!(headers["access-control-expose-headers"].to_str().unwrap().contains("Link"));
+        // Other preflights stay plain.
+        let (status, headers, _) = call(&app, "OPTIONS", "/live/x/llhls.m3u8").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(headers.get("link").is_none());
     }
 
     #[tokio::test]

@@ -241,8 +241,26 @@ async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
     let expires = startup::expires_ms(SystemTime::now(), startup::KEY_VALIDITY);
     print_obs(&urls.obs_settings(&signing_key, stream, expires)?);
     println!("Press Ctrl-C to stop.");
+    // How viewers on the internet get in is learnt after the start (router, STUN): say it when
+    // it is known and whenever it changes.
+    let control = engine.control();
+    let mut events = control.subscribe();
+    let stream_name = stream.clone();
+    let reach_lines = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(onair_engine::EngineEvent::Reach { .. }) => {
+                    let status = serde_json::to_value(control.control_status()).unwrap_or_default();
+                    print!("{}", remote::reach_lines(&status, &stream_name));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 
     let signal = onair_engine::shutdown_signal().await;
+    reach_lines.abort();
     tracing::info!(%signal, "shutting down");
     engine.shutdown().await;
     Ok(())

@@ -131,6 +131,14 @@ fn clock(ts_ms: u64) -> String {
 
 /// Prints `onair status`.
 pub fn print_status(status: &Value) {
+    print!("{}", status_text(status));
+}
+
+/// The text of `onair status`.
+fn status_text(status: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let o = &mut out;
     let m = &status["matrix"];
     let chat = match m["state"].as_str() {
         Some("off") => "off (no Matrix homeserver configured)".to_owned(),
@@ -139,10 +147,11 @@ pub fn print_status(status: &Value) {
         }
         None => "?".into(),
     };
-    println!("Chat (Matrix): {chat}");
+    let _ = writeln!(o, "Chat (Matrix): {chat}");
     if status["require_go_live"] == true {
-        println!("Publishes need Go live first.");
+        let _ = writeln!(o, "Publishes need Go live first.");
     }
+    reach_text(o, &status["reach"], &status["https"]);
     for s in status["streams"].as_array().into_iter().flatten() {
         let name = s["name"].as_str().unwrap_or("?");
         let state = if s["live"] == true {
@@ -152,10 +161,11 @@ pub fn print_status(status: &Value) {
         } else {
             "offline (Go live not pressed)"
         };
-        println!("{name}: {state} — \"{}\"", s["title"].as_str().unwrap_or(""));
+        let _ = writeln!(o, "{name}: {state} — \"{}\"", s["title"].as_str().unwrap_or(""));
         if s["live"] == true {
             let v = &s["video"];
-            println!(
+            let _ = writeln!(
+                o,
                 "  {}x{} {} fps, {} kb/s, keyframe every {} s, viewers: {} WebRTC + {} HLS{}",
                 v["width"],
                 v["height"],
@@ -168,9 +178,104 @@ pub fn print_status(status: &Value) {
             );
         }
         if let Some(room) = s["chat"]["alias"].as_str() {
-            println!("  chat room {room}");
+            let _ = writeln!(o, "  chat room {room}");
         }
-        println!("  {}{}", status["viewer_base"].as_str().unwrap_or(""), s["urls"]["viewer"].as_str().unwrap_or(""));
+        let _ = writeln!(o, "  {}{}", status["viewer_base"].as_str().unwrap_or(""), s["urls"]["viewer"].as_str().unwrap_or(""));
+    }
+    out
+}
+
+/// What `onair serve` prints when reach changes: the reach lines, and the viewer link of
+/// `stream` to share when viewers on the internet can open it.
+pub fn reach_lines(status: &Value, stream: &str) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    reach_text(&mut o, &status["reach"], &status["https"]);
+    if status["reach"]["state"] == "reachable"
+        && let Some(base) = status["reach"]["public_base"].as_str()
+    {
+        let _ = writeln!(o, "  Viewer link for the internet: {}/{stream}", base.trim_end_matches('/'));
+    }
+    o
+}
+
+/// The reach and HTTPS lines of `onair status`: how viewers on the internet get in, and what the
+/// streamer must do when OnAir cannot open the way itself.
+fn reach_text(o: &mut String, reach: &Value, https: &Value) {
+    use std::fmt::Write as _;
+    let state = match reach["state"].as_str() {
+        Some("reachable") => "reachable from the internet".to_owned(),
+        Some("lan_only") => "this network only (LAN)".to_owned(),
+        Some("cgnat") => "behind carrier-grade NAT (no port can be opened from here)".to_owned(),
+        Some("checking") => "checking…".to_owned(),
+        Some(other) => other.to_owned(),
+        None => return,
+    };
+    let _ = writeln!(o, "Reach: {state}");
+    if let Some(base) = reach["public_base"].as_str() {
+        let _ = writeln!(o, "  public link base: {base}");
+    }
+    let ip = |k: &str| reach[k].as_str().map(str::to_owned);
+    match (ip("public_ip"), ip("router_external_ip")) {
+        (Some(p), Some(r)) if p != r => {
+            let _ = writeln!(o, "  public address {p} (the router says {r})");
+        }
+        (Some(p), _) => {
+            let _ = writeln!(o, "  public address {p}");
+        }
+        (None, Some(r)) => {
+            let _ = writeln!(o, "  router's external address {r}");
+        }
+        (None, None) => {}
+    }
+    let port = |m: &Value| {
+        format!(
+            "{} {} {} → {}",
+            m["purpose"].as_str().unwrap_or("?"),
+            m["protocol"].as_str().unwrap_or("?"),
+            m["external_port"],
+            m["internal"].as_str().unwrap_or("?")
+        )
+    };
+    if let Some(mapping) = reach["mapping"].as_str() {
+        let _ = writeln!(o, "  port mapping: {mapping}");
+    }
+    for m in reach["mappings"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "    mapped {}", port(m));
+    }
+    let forward: Vec<&Value> = reach["ports_to_forward"].as_array().into_iter().flatten().collect();
+    if !forward.is_empty() {
+        let _ = writeln!(o, "  forward these ports on your router to this PC:");
+        for m in forward {
+            let _ = writeln!(o, "    {}", port(m));
+        }
+    }
+    if let Some(advice) = reach["advice"].as_str().filter(|a| !a.is_empty()) {
+        let _ = writeln!(o, "  {advice}");
+    }
+    match https["state"].as_str() {
+        None | Some("off") => {}
+        Some(state) => {
+            let domain = https["domain"].as_str().unwrap_or("");
+            let mut line = format!("HTTPS ({}): {state}", https["mode"].as_str().unwrap_or("?"));
+            if !domain.is_empty() {
+                let _ = write!(line, " for {domain}");
+            }
+            if let Some(p) = https["https_port"].as_u64() {
+                let _ = write!(line, ", port {p}");
+            }
+            if let Some(p) = https["rtmps_port"].as_u64() {
+                let _ = write!(line, ", RTMPS port {p}");
+            }
+            if let Some(e) = https["expires_unix_s"].as_u64() {
+                let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e);
+                let _ = write!(line, ", certificate valid until {}", humantime::format_rfc3339_seconds(until));
+            }
+            let _ = writeln!(o, "{line}");
+            if let Some(e) = https["error"].as_str() {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
     }
 }
 
@@ -186,6 +291,44 @@ mod tests {
             s.push(b"1}\n\n: keep-alive\n\ndata: x\r\ndata: y\n\n"),
             vec!["{\"a\":1}".to_string(), "x\ny".into()]
         );
+    }
+
+    #[test]
+    fn status_says_how_viewers_get_in_and_what_to_forward() {
+        let status = serde_json::json!({
+            "matrix": {"state": "off"},
+            "require_go_live": false,
+            "streams": [],
+            "reach": {
+                "state": "lan_only", "public_base": null, "public_ip": "11.77.0.1",
+                "router_external_ip": "11.77.0.1", "mapping": "refused by the router (UPnP 606)",
+                "mappings": [],
+                "ports_to_forward": [
+                    {"purpose": "HTTP", "protocol": "TCP", "external_port": 8080, "internal": "192.168.1.20:8080", "lease_s": null},
+                    {"purpose": "WebRTC", "protocol": "UDP", "external_port": 8189, "internal": "192.168.1.20:8189", "lease_s": null}
+                ],
+                "advice": "Forward the ports below."
+            },
+            "https": {"mode": "acme", "state": "error", "domain": "tv.example.org", "expires_unix_s": null,
+                      "error": "the CA cannot be reached", "https_port": 8443, "rtmps_port": null}
+        });
+        let text = status_text(&status);
+        assert!(text.contains("Reach: this network only (LAN)"), "{text}");
+        assert!(text.contains("public address 11.77.0.1\n"), "{text}");
+        assert!(text.contains("port mapping: refused by the router (UPnP 606)"), "{text}");
+        assert!(text.contains("    HTTP TCP 8080 → 192.168.1.20:8080\n"), "{text}");
+        assert!(text.contains("    WebRTC UDP 8189 → 192.168.1.20:8189\n"), "{text}");
+        assert!(text.contains("HTTPS (acme): error for tv.example.org, port 8443\n  the CA cannot be reached"), "{text}");
+        let mut reachable = status.clone();
+        reachable["reach"] = serde_json::json!({"state": "reachable", "public_base": "http://11.77.0.1:8080",
+            "public_ip": "11.77.0.1", "router_external_ip": "11.77.0.1", "mapping": "UPnP",
+            "mappings": [{"purpose": "HTTP", "protocol": "TCP", "external_port": 8080, "internal": "192.168.77.10:8080", "lease_s": 3600}],
+            "ports_to_forward": [], "advice": ""});
+        reachable["https"] = serde_json::json!({"mode": "off", "state": "off"});
+        let text = status_text(&reachable);
+        assert!(text.contains("Reach: reachable from the internet\n  public link base: http://11.77.0.1:8080"), "{text}");
+        assert!(text.contains("    mapped HTTP TCP 8080 → 192.168.77.10:8080"), "{text}");
+        assert!(!text.contains("HTTPS"), "{text}");
     }
 
     #[test]
