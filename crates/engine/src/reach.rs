@@ -192,7 +192,7 @@ impl Reach {
             _ = learn => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let mut next = Instant::now();
+        let mut next = Instant::now() + RELEARN_EVERY;
         loop {
             let live = !on_air.borrow_and_update().is_empty();
             if live && self.setup.settings.port_mapping {
@@ -409,7 +409,7 @@ impl Reach {
                 _ => status
                     .public_ip
                     .as_deref()
-                    .and_then(|ip| ip.parse().ok())
+                    .and_then(|ip| ip.parse::<IpAddr>().ok())
                     .filter(|ip| is_public(*ip))
                     .into_iter()
                     .collect(),

@@ -103,8 +103,12 @@ pub fn classify(learnt: &Learnt, mapping: &Mapping, wanted: &[PortMapping], publ
             IpAddr::V4(v4) => format!("http://{v4}:{port}"),
         })
     };
-    let where_seen =
-        public_ip.map(|ip| format!(" Then viewers on the internet use http://{ip}:<HTTP port>.")).unwrap_or_default();
+    let http_port = wanted.iter().find(|p| p.purpose == "HTTP").map(|p| p.external_port);
+    let where_seen = match (public_ip, http_port) {
+        (Some(IpAddr::V4(ip)), Some(port)) => format!(" Then viewers on the internet open http://{ip}:{port}."),
+        (Some(IpAddr::V6(ip)), Some(port)) => format!(" Then viewers on the internet open http://[{ip}]:{port}."),
+        _ => String::new(),
+    };
     match mapping {
         Mapping::Off => {
             s.ports_to_forward = wanted.to_vec();
@@ -146,7 +150,7 @@ pub fn classify(learnt: &Learnt, mapping: &Mapping, wanted: &[PortMapping], publ
                 .all(|w| mapped.iter().any(|m| m.internal == w.internal && m.protocol == w.protocol))
                 && !mapped.is_empty();
             s.ports_to_forward = failed.iter().map(|(p, _)| p.clone()).collect();
-            match link(Some(mapped)) {
+            match link(Some(mapped.as_slice())) {
                 Some(base) if viewer_ports_ok => {
                     s.state = ReachState::Reachable;
                     s.advice = if failed.is_empty() {

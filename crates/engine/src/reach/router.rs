@@ -190,7 +190,8 @@ async fn upnp_add(
     lease_s: u32,
     purpose: &str,
 ) -> Result<(), String> {
-    let add = gw.add_port(igd_protocol(protocol), external, internal, lease_s, &format!("OnAir {purpose}"));
+    let description = format!("OnAir {purpose}");
+    let add = gw.add_port(igd_protocol(protocol), external, internal, lease_s, &description);
     match timeout(UPNP_REQUEST, add).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("no answer".into()),
