@@ -199,31 +199,32 @@ fn go_live_maps_the_ports_and_end_stream_removes_them() {
         &publish_log,
     );
     let llhls = format!("http://{wan}:8080/live/{STREAM}/llhls.m3u8");
-    wait_until("the LL-HLS playlist through the mapped port", Duration::from_secs(20), || {
-        lab.curl_from_internet(&llhls) == Ok(200)
+    wait_until("the stream to be live", Duration::from_secs(20), || {
+        let status: Value = serde_json::from_str(&onair.cli(&lab, &["status", "--json"])).unwrap();
+        status["streams"].as_array().is_some_and(|a| a.iter().any(|s| s["name"] == STREAM && s["live"] == true))
     });
+    assert_eq!(lab.curl_from_internet(&llhls), Ok(200));
+    // ffprobe on the internet side reads LL-HLS through the mapped port (a few tries: the
+    // first segment may still be open).
     let internet = lab.internet.clone();
-    let probe = lab.exec(
-        &internet,
-        &[
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            "-rw_timeout",
-            "10000000",
-            &llhls,
-        ],
-    );
-    let codecs = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        codecs.contains("h264") && codecs.contains("aac"),
-        "ffprobe from the internet: {codecs} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let mut codecs = Vec::new();
+    for _ in 0..5 {
+        let probe = lab.exec(
+            &internet,
+            &["ffprobe", "-v", "error", "-rw_timeout", "10000000", "-of", "json", "-show_streams", &llhls],
+        );
+        let json: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+        codecs = json["streams"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if codecs.len() >= 2 {
+            break;
+        }
+        eprintln!("ffprobe from the internet: {json} {}", String::from_utf8_lossy(&probe.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(codecs.contains(&"h264".to_string()) && codecs.contains(&"aac".to_string()), "{codecs:?}");
     lab.stop("ffmpeg", Duration::from_secs(5));
 
     // End stream: the mappings go, the viewer is refused again.

@@ -127,7 +127,9 @@ impl Active {
     pub async fn renew(&mut self, lease_s: u32, purpose: &str) -> Result<(), String> {
         match self {
             Active::Upnp { gw, protocol, external, internal } => {
-                upnp_add(gw, *protocol, *external, *internal, lease_s, purpose).await
+                upnp_add(gw, *protocol, *external, *internal, lease_s, purpose).await.map_err(|e| match e {
+                    UpnpFailure::Refused(e) | UpnpFailure::Other(e) => e,
+                })
             }
             Active::Pmp(m) => match timeout(Duration::from_secs(5), m.renew()).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -153,8 +155,10 @@ impl Active {
     }
 }
 
-/// Maps `port` (to `internal`, the same external port asked for): UPnP-IGD first, then
-/// PCP/NAT-PMP. The error says why each refused.
+/// Maps `port` (to `internal`, the same external port asked for): UPnP-IGD first; PCP/NAT-PMP
+/// when there is no UPnP router or it did not answer — not when it refused: the same router
+/// refuses through PCP too (and miniupnpd 2.3 then tries every other port, for seconds). The
+/// error says why.
 pub async fn map(router: &Router, port: &Port, internal: SocketAddr, lease_s: u32) -> Result<Active, String> {
     let mut why = Vec::new();
     if let Some(gw) = &router.upnp {
@@ -167,7 +171,8 @@ pub async fn map(router: &Router, port: &Port, internal: SocketAddr, lease_s: u3
                     internal,
                 });
             }
-            Err(e) => why.push(format!("UPnP: {e}")),
+            Err(UpnpFailure::Refused(e)) => return Err(format!("UPnP: {e}")),
+            Err(UpnpFailure::Other(e)) => why.push(format!("UPnP: {e}")),
         }
     }
     if let Some(gw) = router.pmp {
@@ -182,6 +187,12 @@ pub async fn map(router: &Router, port: &Port, internal: SocketAddr, lease_s: u3
     Err(why.join("; "))
 }
 
+/// Why UPnP did not map: the router said no, or something else went wrong.
+enum UpnpFailure {
+    Refused(String),
+    Other(String),
+}
+
 async fn upnp_add(
     gw: &Gateway<Tokio>,
     protocol: Protocol,
@@ -189,12 +200,17 @@ async fn upnp_add(
     internal: SocketAddr,
     lease_s: u32,
     purpose: &str,
-) -> Result<(), String> {
+) -> Result<(), UpnpFailure> {
+    use igd_next::{AddPortError as E, RequestError as R};
     let description = format!("OnAir {purpose}");
     let add = gw.add_port(igd_protocol(protocol), external, internal, lease_s, &description);
     match timeout(UPNP_REQUEST, add).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("no answer".into()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ (E::RequestError(R::ErrorCode(..)) | E::ActionNotAuthorized | E::PortInUse))) => {
+            Err(UpnpFailure::Refused(e.to_string()))
+        }
+        Ok(Err(e)) => Err(UpnpFailure::Other(e.to_string())),
+        Err(_) => Err(UpnpFailure::Other("no answer".into())),
     }
 }
 
