@@ -4,7 +4,8 @@
 //!
 //! - Go live maps HTTP and the WebRTC UDP/ICE-TCP ports (seen by `upnpc -l` and in the router's
 //!   nftables rules), the status says `reachable` with the router's WAN address, and a viewer on
-//!   the internet side loads the viewer page and plays LL-HLS through the mapped port; End stream
+//!   the internet side loads the viewer page, probes LL-HLS and plays WebRTC (headless Chromium,
+//!   the router's address advertised as a candidate) through the mapped ports; End stream
 //!   removes the mappings (the viewer is refused again), and so does stopping OnAir.
 //! - A router that refuses gives `lan_only` with the exact ports to forward.
 //! - A router whose WAN is in 100.64.0.0/10 (miniupnpd refuses to map then) and a STUN server
@@ -225,6 +226,31 @@ fn go_live_maps_the_ports_and_end_stream_removes_them() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert!(codecs.contains(&"h264".to_string()) && codecs.contains(&"aac".to_string()), "{codecs:?}");
+    // Headless Chromium on the internet side plays the viewer page over WebRTC: the answer
+    // carries the router's address as a candidate (set by reach), media flows through the
+    // mapped UDP port.
+    let play = onair_tests::repo_root().join("tests/browser/play.mjs");
+    let out = lab.exec(
+        &internet,
+        &[
+            onair_tests::require_tool("node").to_str().unwrap(),
+            play.to_str().unwrap(),
+            &page,
+            "--expect-transport",
+            "webrtc",
+            "--timeout",
+            "30000",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("{}");
+    let json: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    assert_eq!(json["ok"], true, "WebRTC from the internet: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    println!("WebRTC viewer on the internet side: {json}");
+    assert_eq!(json["transport"], "webrtc", "{json}");
+    assert_eq!(json["webrtc"]["candidateType"]["protocol"], "udp", "{json}");
+    let log = lab.log("onair.log");
+    assert!(log.contains(&format!("public candidates udp {wan}:8189")), "{log}");
     lab.stop("ffmpeg", Duration::from_secs(5));
 
     // End stream: the mappings go, the viewer is refused again.
