@@ -130,13 +130,19 @@ impl Lab {
     /// Starts miniupnpd in the router namespace (UPnP on port 5000 and NAT-PMP/PCP) and waits
     /// until it listens.
     pub fn start_router(&mut self, rules: Rules) {
+        self.start_router_with(rules, true)
+    }
+
+    /// [`Lab::start_router`], with UPnP-IGD turned off when `upnp` is false (NAT-PMP/PCP only).
+    pub fn start_router_with(&mut self, rules: Rules, upnp: bool) {
         let d = self.dir.display();
+        let upnp = if upnp { "yes" } else { "no" };
         let allow = match rules {
             Rules::AllowLan => "allow 1024-65535 192.168.77.0/24 1024-65535\n",
             Rules::DenyAll => "",
         };
         let conf = format!(
-            "ext_ifname={}\nlistening_ip={}\nhttp_port=5000\nenable_upnp=yes\nenable_natpmp=yes\nsecure_mode=yes\n\
+            "ext_ifname={}\nlistening_ip={}\nhttp_port=5000\nenable_upnp={upnp}\nenable_natpmp=yes\nsecure_mode=yes\n\
              system_uptime=yes\nuuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\nlease_file={d}/upnp.leases\n\
              {allow}deny 0-65535 0.0.0.0/0 0-65535\n",
             self.rtr_wan_if, self.rtr_lan_if

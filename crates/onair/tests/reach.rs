@@ -7,6 +7,7 @@
 //!   the internet side loads the viewer page, probes LL-HLS and plays WebRTC (headless Chromium,
 //!   the router's address advertised as a candidate) through the mapped ports; End stream
 //!   removes the mappings (the viewer is refused again), and so does stopping OnAir.
+//! - With UPnP off in the router, PCP/NAT-PMP maps the same ports.
 //! - A router that refuses gives `lan_only` with the exact ports to forward.
 //! - A router whose WAN is in 100.64.0.0/10 (miniupnpd refuses to map then) and a STUN server
 //!   that sees that address give `cgnat`.
@@ -329,4 +330,28 @@ fn a_router_behind_carrier_grade_nat_gives_cgnat() {
     let r = onair.reach_until(&lab, "state cgnat after Go live", |r| r["state"] == "cgnat");
     assert_eq!(mapped_ports(&r), vec![], "{r:#}");
     assert!(upnp_has_none(&lab), "{}", lab.upnp_list());
+}
+
+#[test]
+fn without_upnp_the_ports_are_mapped_through_pcp_or_nat_pmp() {
+    let mut lab = Lab::new("11.77.0");
+    lab.start_router_with(Rules::AllowLan, false);
+    let stun = lab.start_stun();
+    let onair = Onair::start(&mut lab, &stun);
+    let wan = lab.router_wan_ip();
+    onair.cli(&lab, &["go-live", STREAM]);
+    let r = onair.reach_until(&lab, "three mappings", |r| mapped_ports(r) == expected_ports());
+    assert_eq!(r["state"], "reachable", "{r:#}");
+    println!("mapped by {}", r["mapping"]);
+    assert!(["PCP", "NAT-PMP"].contains(&r["mapping"].as_str().unwrap()), "{r:#}");
+    assert_eq!(r["router_external_ip"], wan.as_str(), "NAT-PMP's public address: {r:#}");
+    let rules = lab.nft_rules();
+    assert!(rules.contains(&format!("dnat ip to {LAN_IP}:8080")), "{rules}");
+    assert_eq!(lab.curl_from_internet(&format!("http://{wan}:8080/{STREAM}")), Ok(200));
+    onair.cli(&lab, &["end", STREAM]);
+    onair.reach_until(&lab, "no mappings after End stream", |r| r["mappings"].as_array().is_some_and(|a| a.is_empty()));
+    wait_until("the DNAT rules to go", Duration::from_secs(10), || {
+        !lab.nft_rules().contains(&format!("{LAN_IP}:8080"))
+    });
+    assert!(lab.curl_from_internet(&format!("http://{wan}:8080/{STREAM}")).is_err());
 }
