@@ -195,29 +195,10 @@ impl Reach {
         let mut next = Instant::now() + RELEARN_EVERY;
         loop {
             let live = !on_air.borrow_and_update().is_empty();
-            if live && self.setup.settings.port_mapping {
-                if !self.asked {
-                    self.map_all().await;
-                    next = self.next_renewal();
-                } else if Instant::now() >= next {
-                    self.renew_all().await;
-                    if !self.failed.is_empty() || self.held.is_empty() {
-                        // Something was refused or lost: look again and ask again.
-                        self.learn().await;
-                        self.map_all().await;
-                    }
-                    next = self.next_renewal();
-                }
-            } else {
-                if self.asked {
-                    self.remove_all().await;
-                    self.asked = false;
-                } else if Instant::now() >= next {
-                    self.learn().await;
-                }
-                if Instant::now() >= next {
-                    next = Instant::now() + RELEARN_EVERY;
-                }
+            // A step waits for the router (bounded); shutdown cuts it short.
+            tokio::select! {
+                _ = self.step(live, &mut next) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
             }
             self.report();
             tokio::select! {
@@ -228,6 +209,35 @@ impl Reach {
         }
         if tokio::time::timeout(REMOVE_WAIT, self.remove_all()).await.is_err() {
             warn!("reach: the router did not confirm removing every port mapping in time");
+        }
+    }
+
+    /// Maps, renews, retries or removes as the on-air state and the time say; `next` is when
+    /// to come back.
+    async fn step(&mut self, live: bool, next: &mut Instant) {
+        if live && self.setup.settings.port_mapping {
+            if !self.asked {
+                self.map_all().await;
+                *next = self.next_renewal();
+            } else if Instant::now() >= *next {
+                self.renew_all().await;
+                if !self.failed.is_empty() || self.held.is_empty() {
+                    // Something was refused or lost: look again and ask again.
+                    self.learn().await;
+                    self.map_all().await;
+                }
+                *next = self.next_renewal();
+            }
+        } else {
+            if self.asked {
+                self.remove_all().await;
+                self.asked = false;
+            } else if Instant::now() >= *next {
+                self.learn().await;
+            }
+            if Instant::now() >= *next {
+                *next = Instant::now() + RELEARN_EVERY;
+            }
         }
     }
 
@@ -308,23 +318,26 @@ impl Reach {
         }
     }
 
+    /// Renews every held mapping; one that fails moves to `failed`. Held mappings stay in
+    /// `held` until done with, so a step cut short by shutdown still removes them.
     async fn renew_all(&mut self) {
         let lease = self.setup.settings.lease_s.min(u32::MAX as u64) as u32;
-        let mut kept = Vec::new();
-        for mut h in std::mem::take(&mut self.held) {
-            match h.active.renew(lease, &h.port.purpose).await {
-                Ok(()) => kept.push(h),
+        let mut i = 0;
+        while i < self.held.len() {
+            let purpose = self.held[i].port.purpose.clone();
+            match self.held[i].active.renew(lease, &purpose).await {
+                Ok(()) => i += 1,
                 Err(why) => {
+                    let h = self.held.remove(i);
                     warn!("reach: renewing {} {} failed: {why}", h.port.purpose, h.port.protocol);
                     self.failed.push((h.port, why));
                 }
             }
         }
-        self.held = kept;
     }
 
     async fn remove_all(&mut self) {
-        for h in std::mem::take(&mut self.held) {
+        while let Some(h) = self.held.pop() {
             let what = format!("{} {} {}", h.port.purpose, h.port.protocol, h.active.external_port());
             match h.active.remove().await {
                 Ok(()) => info!("reach: mapping of {what} removed"),
