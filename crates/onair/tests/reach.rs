@@ -7,6 +7,7 @@
 //!   the internet side loads the viewer page, probes LL-HLS and plays WebRTC (headless Chromium,
 //!   the router's address advertised as a candidate) through the mapped ports; End stream
 //!   removes the mappings (the viewer is refused again), and so does stopping OnAir.
+//! - A mapping is renewed at half its lease.
 //! - With UPnP off in the router, PCP/NAT-PMP maps the same ports.
 //! - A router that refuses gives `lan_only` with the exact ports to forward.
 //! - A router whose WAN is in 100.64.0.0/10 (miniupnpd refuses to map then) and a STUN server
@@ -32,6 +33,11 @@ struct Onair {
 
 impl Onair {
     fn start(lab: &mut Lab, stun: &str) -> Onair {
+        Onair::start_with_lease(lab, stun, 600)
+    }
+
+    fn start_with_lease(lab: &mut Lab, stun: &str, lease_s: u64) -> Onair {
+        let lease = lease_s.to_string();
         let data = lab.dir.join("data");
         let log = lab.dir.join("onair.log");
         let lan = lab.lan.clone();
@@ -48,7 +54,7 @@ impl Onair {
                 ("ONAIR_DEFAULT_STREAM", STREAM),
                 ("ONAIR_REQUIRE_GO_LIVE", "true"),
                 ("ONAIR_REACH_STUN_SERVERS", stun),
-                ("ONAIR_REACH_LEASE_S", "600"),
+                ("ONAIR_REACH_LEASE_S", &lease),
                 ("HOME", home.to_str().unwrap()),
                 ("RUST_LOG", "info,onair_engine=debug"),
             ],
@@ -354,4 +360,29 @@ fn without_upnp_the_ports_are_mapped_through_pcp_or_nat_pmp() {
         !lab.nft_rules().contains(&format!("{LAN_IP}:8080"))
     });
     assert!(lab.curl_from_internet(&format!("http://{wan}:8080/{STREAM}")).is_err());
+}
+
+/// The seconds left on the router's UPnP lease of the HTTP mapping (`upnpc -l`'s last column).
+fn http_lease_left(lab: &Lab) -> Option<u64> {
+    let list = lab.upnp_list();
+    let line = list.lines().find(|l| l.contains(&format!("TCP  8080->{LAN_IP}:8080")))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+#[test]
+fn mappings_are_renewed_at_half_their_lease() {
+    let mut lab = Lab::new("11.77.0");
+    lab.start_router(Rules::AllowLan);
+    let stun = lab.start_stun();
+    // The shortest lease OnAir asks for: renewed after 60 s.
+    let onair = Onair::start_with_lease(&mut lab, &stun, 120);
+    onair.cli(&lab, &["go-live", STREAM]);
+    onair.reach_until(&lab, "three mappings", |r| mapped_ports(r) == expected_ports());
+    let first = http_lease_left(&lab).expect("the HTTP mapping in upnpc -l");
+    assert!((100..=120).contains(&first), "lease left {first}");
+    // Past the renewal: the lease starts again (without renewal it would be below 60 s).
+    std::thread::sleep(Duration::from_secs(66));
+    let left = http_lease_left(&lab).expect("the HTTP mapping is still there");
+    assert!(left > 100, "not renewed: {left} s left\n{}", lab.log("onair.log"));
+    assert_eq!(lab.curl_from_internet(&format!("http://{}:8080/{STREAM}", lab.router_wan_ip())), Ok(200));
 }
