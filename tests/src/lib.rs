@@ -549,6 +549,7 @@ pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> 
     start.elapsed()
 }
 
+pub mod netns;
 pub mod obs;
 
 // ---------- a scriptable RTMP publisher (for malformed media) ----------

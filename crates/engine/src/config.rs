@@ -58,6 +58,65 @@ pub struct Config {
     pub matrix: MatrixSettings,
     pub limits: LimitsSettings,
     pub metrics: MetricsSettings,
+    pub reach: ReachSettings,
+}
+
+/// How viewers on the internet reach this machine (see `[reach]` in `onair.toml` and
+/// [`crate::reach`]): the router's port mapping and the public address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReachSettings {
+    /// Ask the router (UPnP-IGD, else NAT-PMP/PCP) to forward OnAir's ports while a stream is
+    /// live (from Go live to End stream).
+    pub port_mapping: bool,
+    /// Also forward the RTMP port (publishing from outside this network).
+    pub map_rtmp: bool,
+    /// Seconds each mapping is asked for; renewed at half of it.
+    pub lease_s: u64,
+    /// STUN servers (`host:port`) that tell this network's public address; empty: none asked.
+    pub stun_servers: Vec<String>,
+    /// The router's address for NAT-PMP/PCP; empty: the default gateway (UPnP finds its router
+    /// by discovery).
+    pub gateway: String,
+}
+
+impl Default for ReachSettings {
+    fn default() -> Self {
+        Self {
+            port_mapping: true,
+            map_rtmp: false,
+            lease_s: 3600,
+            stun_servers: vec!["stun.l.google.com:19302".into(), "stun.cloudflare.com:3478".into()],
+            gateway: String::new(),
+        }
+    }
+}
+
+impl ReachSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(120..=604_800).contains(&self.lease_s) {
+            return Err(ConfigError::Invalid {
+                key: "reach.lease_s",
+                message: format!("{} s: use 120..=604800", self.lease_s),
+            });
+        }
+        for s in &self.stun_servers {
+            let ok = s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "reach.stun_servers",
+                    message: format!("{s:?}: use host:port, e.g. \"stun.example.org:3478\""),
+                });
+            }
+        }
+        if !self.gateway.is_empty() && self.gateway.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "reach.gateway",
+                message: format!("{:?} is not an IP address", self.gateway),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Bounds on what untrusted clients can make OnAir hold (see `[limits]` in `onair.toml`).
@@ -276,6 +335,7 @@ impl Default for Config {
             matrix: MatrixSettings::default(),
             limits: LimitsSettings::default(),
             metrics: MetricsSettings::default(),
+            reach: ReachSettings::default(),
         }
     }
 }
@@ -409,6 +469,7 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        self.reach.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -577,5 +638,27 @@ mod tests {
         let mut c = Config::default();
         c.limits.http_header_timeout_s = 0;
         assert!(c.validate().unwrap_err().to_string().contains("limits.http_header_timeout_s"));
+        let mut c = Config::default();
+        c.reach.stun_servers = vec!["stun.example.org".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("reach.stun_servers"));
+        c.reach.stun_servers = vec!["[2001:db8::1]:3478".into(), "11.77.0.50:3478".into()];
+        c.validate().unwrap();
+        c.reach.gateway = "router".into();
+        assert!(c.validate().unwrap_err().to_string().contains("reach.gateway"));
+    }
+
+    #[test]
+    fn reach_env() {
+        let mut value = toml::Value::try_from(Config::default()).unwrap();
+        let vars = [
+            ("ONAIR_REACH_PORT_MAPPING".to_string(), "off".to_string()),
+            ("ONAIR_REACH_STUN_SERVERS".to_string(), "11.77.0.50:3478".to_string()),
+            ("ONAIR_REACH_LEASE_S".to_string(), "600".to_string()),
+        ];
+        apply_env(&mut value, "ONAIR", vars).unwrap();
+        let c: Config = value.try_into().unwrap();
+        assert!(!c.reach.port_mapping);
+        assert_eq!(c.reach.stun_servers, ["11.77.0.50:3478"]);
+        assert_eq!(c.reach.lease_s, 600);
     }
 }

@@ -164,6 +164,9 @@ pub struct Control {
     titling: tokio::sync::Mutex<()>,
     reach: Mutex<ReachStatus>,
     https: Mutex<HttpsStatus>,
+    /// Streams put live with Go live and not ended since (`crate::reach` maps the router's
+    /// ports while any is).
+    on_air: watch::Sender<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -196,6 +199,7 @@ impl Control {
             titling: tokio::sync::Mutex::new(()),
             reach: Mutex::new(ReachStatus::default()),
             https: Mutex::new(HttpsStatus::default()),
+            on_air: watch::Sender::new(HashSet::new()),
         });
         let tasks = vec![
             tokio::spawn(notices(Arc::downgrade(&control), control.registry.subscribe())),
@@ -240,6 +244,7 @@ impl Control {
         if self.registry.set_armed(stream, true) {
             info!(%stream, "Go live: publishes are accepted");
         }
+        self.on_air.send_if_modified(|s| s.insert(stream.to_owned()));
         Ok(())
     }
 
@@ -249,8 +254,14 @@ impl Control {
         check_stream(stream)?;
         let live = self.registry.get(stream).is_some();
         self.registry.set_armed(stream, false);
+        self.on_air.send_if_modified(|s| s.remove(stream));
         info!(%stream, disconnected = live, "End stream");
         Ok(())
+    }
+
+    /// The streams put live with Go live and not ended since, now and as they change.
+    pub fn watch_on_air(&self) -> watch::Receiver<HashSet<String>> {
+        self.on_air.subscribe()
     }
 
     pub fn is_armed(&self, stream: &str) -> bool {

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod obs;
+pub mod reach;
 pub mod rtmp;
 pub mod secrets;
 pub mod serve;
@@ -198,6 +199,11 @@ impl Engine {
         });
         let http_server = serve::HttpServer::new(&config.limits, refusals.clone());
         let http_task = tokio::spawn(http_server.clone().serve(http, app, shutdown.subscribe()));
+        // Port mapping and the public address; ends (mappings removed) on shutdown.
+        let public_base = config.public_host.is_some().then(|| urls.http_base().to_owned());
+        let reach =
+            reach::ReachSetup::new(&config, http_addr, rtmp_addr, public_base, webrtc.as_ref(), control.clone());
+        let reach_task = reach::start(reach, shutdown.subscribe());
         info!(%http_addr, %rtmp_addr, "engine started");
         Ok(Engine {
             http_addr,
@@ -212,7 +218,7 @@ impl Engine {
             urls,
             webrtc,
             shutdown,
-            tasks: vec![rtmp_task, http_task],
+            tasks: vec![rtmp_task, http_task, reach_task],
         })
     }
 

@@ -60,6 +60,9 @@ struct Inner {
     ice_servers: Vec<IceServer>,
     /// Host candidates every answer carries: (`udp` | `tcp`, address).
     candidates: Vec<(TransportProtocol, SocketAddr)>,
+    /// Public addresses learnt at run time ([`WebrtcServer::set_public_ips`]), advertised with
+    /// the bound ports after `candidates`.
+    public: Mutex<Vec<(TransportProtocol, SocketAddr)>>,
     /// The limits and the sessions counted under them.
     admission: Arc<Admission>,
     /// Places for ICE-TCP connections (one permit per open connection); `None` without ICE-TCP.
@@ -210,6 +213,7 @@ impl WebrtcServer {
                 tcp_addr,
                 ice_servers: config.ice_servers,
                 candidates,
+                public: Mutex::new(Vec::new()),
                 admission,
                 tcp_slots,
                 tasks: Mutex::new(tasks),
@@ -247,7 +251,44 @@ impl WebrtcServer {
 
     /// The host candidates every answer carries (`udp`/`tcp`, address).
     pub fn candidates(&self) -> Vec<(String, SocketAddr)> {
-        self.inner.candidates.iter().map(|(p, a)| (proto_name(*p).to_owned(), *a)).collect()
+        self.all_candidates().iter().map(|(p, a)| (proto_name(*p).to_owned(), *a)).collect()
+    }
+
+    /// Advertises `ips` (with the bound UDP and ICE-TCP ports) as host candidates too, from the
+    /// next answer on, replacing the ones set before; empty: none. For a public address learnt
+    /// at run time (a router forwarding the same port numbers to this machine): unlike
+    /// [`WebrtcConfig::public_ips`] the machine's own addresses stay advertised, so players on
+    /// the LAN still connect directly. Datagrams through the router arrive on the machine's
+    /// address and are answered from it (the router's NAT rewrites them back).
+    pub fn set_public_ips(&self, ips: Vec<IpAddr>) {
+        let own: Vec<(TransportProtocol, u16)> = self.inner.candidates.iter().map(|(p, a)| (*p, a.port())).collect();
+        let mut extra = Vec::new();
+        for ip in ips {
+            for (proto, port) in &own {
+                let c = (*proto, SocketAddr::new(ip, *port));
+                if !self.inner.candidates.contains(&c) && !extra.contains(&c) {
+                    extra.push(c);
+                }
+            }
+        }
+        let mut public = self.inner.public.lock().unwrap_or_else(|e| e.into_inner());
+        if *public != extra {
+            info!(
+                "WebRTC: public candidates {}",
+                if extra.is_empty() {
+                    "none".to_string()
+                } else {
+                    extra.iter().map(|(p, a)| format!("{} {a}", proto_name(*p))).collect::<Vec<_>>().join(", ")
+                }
+            );
+            *public = extra;
+        }
+    }
+
+    fn all_candidates(&self) -> Vec<(TransportProtocol, SocketAddr)> {
+        let mut all = self.inner.candidates.clone();
+        all.extend(self.inner.public.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        all
     }
 
     /// The STUN/TURN servers to hand to players (e.g. as WHEP `Link` headers, see
@@ -306,7 +347,7 @@ impl WebrtcServer {
         let credentials = IceCredentials::random();
         // Certificate, SDP parsing and writing: CPU work, kept off the async worker threads.
         let (plan, credentials, built) = {
-            let candidates = self.inner.candidates.clone();
+            let candidates = self.all_candidates();
             let stream = stream.clone();
             tokio::task::spawn_blocking(move || {
                 let built = build_peer(offer, &plan, &credentials, &candidates, &stream, Instant::now());
