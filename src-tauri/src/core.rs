@@ -284,14 +284,13 @@ impl Core {
     }
 }
 
-/// The viewer link to share: at the configured public host (or HTTPS domain) if there is one;
-/// else at the public address OnAir opened for viewers on the internet (reach state
-/// `reachable`); else the LAN link, which works on this network only.
+/// The viewer link to share: the public one once viewers on the internet can open it (reach
+/// state `reachable`: the configured public host or HTTPS domain, else the public address OnAir
+/// opened on the router), else the engine's own link — the LAN one, which works on this network
+/// only, or the configured host's, which is the streamer's call.
 pub fn share_link(urls: &PublicUrls, reach: &ReachStatus, stream: &str) -> String {
     match (&reach.public_base, reach.state) {
-        (Some(base), ReachState::Reachable) if !urls.public_host_configured() => {
-            format!("{}/{stream}", base.trim_end_matches('/'))
-        }
+        (Some(base), ReachState::Reachable) => format!("{}/{stream}", base.trim_end_matches('/')),
         _ => urls.viewer(stream),
     }
 }
@@ -326,7 +325,8 @@ mod tests {
         assert_eq!(share_link(&urls, &reach, "s"), "http://11.77.0.1:8080/s");
         let host = "tv.example.org".parse().unwrap();
         let urls = PublicUrls::resolve(Some(&host), "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
-        assert_eq!(share_link(&urls, &reach, "s"), "http://tv.example.org:8080/s", "a configured host wins");
+        reach.state = ReachState::LanOnly;
+        assert_eq!(share_link(&urls, &reach, "s"), "http://tv.example.org:8080/s", "a configured host is the streamer's call");
     }
 
     #[test]
