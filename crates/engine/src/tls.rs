@@ -171,7 +171,7 @@ pub fn redirect_location(
     if !cert_names.iter().any(|n| name_matches(n, &plain)) {
         return None;
     }
-    let authority = authority(&hp.host.in_url(), https_port);
+    let authority = authority(&hp.host.in_url().to_ascii_lowercase(), https_port);
     let path = if path_and_query.is_empty() { "/" } else { path_and_query };
     Some(format!("https://{authority}{path}"))
 }
