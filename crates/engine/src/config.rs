@@ -468,6 +468,9 @@ pub struct TlsSettings {
     pub mode: TlsMode,
     /// HTTPS listen address (the same pages and API as `http`).
     pub https: SocketAddr,
+    /// The HTTPS port viewers use (the router's, e.g. 443 forwarded to `https`); 0: the
+    /// listener's port. Links and redirects use it.
+    pub https_public_port: u16,
     /// RTMPS listen address (OBS `rtmps://`); empty: no RTMPS.
     pub rtmps: String,
     /// Mode file: PEM certificate chain (leaf first, then intermediates) and PEM private key.
@@ -498,6 +501,7 @@ impl Default for TlsSettings {
         Self {
             mode: TlsMode::Off,
             https: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            https_public_port: 0,
             rtmps: "0.0.0.0:1936".into(),
             cert_file: PathBuf::new(),
             key_file: PathBuf::new(),
@@ -513,6 +517,11 @@ impl Default for TlsSettings {
 }
 
 impl TlsSettings {
+    /// The HTTPS port in links and redirects: `https_public_port`, else the bound `listener` port.
+    pub fn link_port(&self, listener: u16) -> u16 {
+        if self.https_public_port != 0 { self.https_public_port } else { listener }
+    }
+
     /// The RTMPS listen address; None when RTMPS is off (TLS off, or `rtmps` empty).
     pub fn rtmps_addr(&self) -> Option<SocketAddr> {
         if self.mode == TlsMode::Off {
@@ -710,6 +719,9 @@ mod tests {
         c.tls.rtmps = String::new();
         c.validate().unwrap();
         assert_eq!(c.tls.rtmps_addr(), None);
+        assert_eq!(c.tls.link_port(8443), 8443);
+        c.tls.https_public_port = 443;
+        assert_eq!(c.tls.link_port(8443), 443);
         c.tls.mode = TlsMode::File;
         assert!(c.validate().unwrap_err().to_string().contains("tls.cert_file"));
         let mut c = Config::default();

@@ -148,7 +148,7 @@ impl Engine {
         let challenges = acme::Challenges::default();
         let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr).with_tls(
             &config.tls,
-            https_addr.map_or(0, |a| a.port()),
+            https_addr.map_or(0, |a| config.tls.link_port(a.port())),
             rtmps_addr.map(|a| a.port()),
             &config.app,
         );
@@ -244,7 +244,7 @@ impl Engine {
                 resolver: cert_resolver.clone(),
                 challenges: challenges.clone(),
                 hsts: config.tls.hsts,
-                https_port: a.port(),
+                https_port: config.tls.link_port(a.port()),
                 acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(cert_resolver.clone(), &[b"http/1.1"])),
             })
         });
