@@ -315,7 +315,8 @@ mod tests {
     #[test]
     fn the_shared_link_is_the_one_that_works_for_viewers() {
         let lan = || "192.168.1.20".parse().unwrap();
-        let urls = PublicUrls::resolve(None, "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
+        let urls =
+            PublicUrls::resolve(None, "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
         let mut reach = ReachStatus::default();
         assert_eq!(share_link(&urls, &reach, "s"), "http://192.168.1.20:8080/s", "checking: the LAN link");
         reach.public_base = Some("http://11.77.0.1:8080".into());
@@ -324,9 +325,19 @@ mod tests {
         reach.state = ReachState::Reachable;
         assert_eq!(share_link(&urls, &reach, "s"), "http://11.77.0.1:8080/s");
         let host = "tv.example.org".parse().unwrap();
-        let urls = PublicUrls::resolve(Some(&host), "0.0.0.0:8080".parse().unwrap(), "0.0.0.0:1935".parse().unwrap(), "live", lan);
+        let urls = PublicUrls::resolve(
+            Some(&host),
+            "0.0.0.0:8080".parse().unwrap(),
+            "0.0.0.0:1935".parse().unwrap(),
+            "live",
+            lan,
+        );
         reach.state = ReachState::LanOnly;
-        assert_eq!(share_link(&urls, &reach, "s"), "http://tv.example.org:8080/s", "a configured host is the streamer's call");
+        assert_eq!(
+            share_link(&urls, &reach, "s"),
+            "http://tv.example.org:8080/s",
+            "a configured host is the streamer's call"
+        );
     }
 
     #[test]

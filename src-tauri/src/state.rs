@@ -226,7 +226,11 @@ mod tests {
             TrayState::Live.tooltip("s", ReachState::Reachable),
             "OnAir — s: LIVE\nViewers on the internet can watch"
         );
-        assert!(TrayState::Offline.tooltip("s", ReachState::Cgnat).ends_with("carrier-grade NAT: only your network can watch"));
+        assert!(
+            TrayState::Offline
+                .tooltip("s", ReachState::Cgnat)
+                .ends_with("carrier-grade NAT: only your network can watch")
+        );
         let mut t = StreamTracker::new("s", false, false);
         let reach = EngineEvent::Reach { state: ReachState::LanOnly, public_base: None, https: "off".into() };
         assert!(t.on_event(&reach, Instant::now()), "a reach change redraws the tooltip");

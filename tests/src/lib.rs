@@ -551,6 +551,7 @@ pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> 
 
 pub mod netns;
 pub mod obs;
+pub mod pebble;
 
 // ---------- a scriptable RTMP publisher (for malformed media) ----------
 

@@ -59,6 +59,7 @@ pub struct Config {
     pub limits: LimitsSettings,
     pub metrics: MetricsSettings,
     pub reach: ReachSettings,
+    pub tls: TlsSettings,
 }
 
 /// How viewers on the internet reach this machine (see `[reach]` in `onair.toml` and
@@ -336,6 +337,7 @@ impl Default for Config {
             limits: LimitsSettings::default(),
             metrics: MetricsSettings::default(),
             reach: ReachSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -470,6 +472,7 @@ impl Config {
         }
         self.limits.validate()?;
         self.reach.validate()?;
+        self.tls.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {
@@ -492,6 +495,135 @@ impl Config {
         directories::ProjectDirs::from("", "", "onair")
             .map(|d| d.data_dir().to_path_buf())
             .unwrap_or_else(|| PathBuf::from(".onair"))
+    }
+}
+
+// ---------- [tls]: HTTPS and RTMPS ----------
+
+/// Where HTTPS and RTMPS certificates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP and RTMP only.
+    Off,
+    /// The user's PEM certificate chain and key (`cert_file`, `key_file`).
+    File,
+    /// Automatic certificates from an ACME CA for `domain`.
+    Acme,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::File => "file",
+            TlsMode::Acme => "acme",
+        }
+    }
+}
+
+/// HTTPS and RTMPS (see `[tls]` in `onair.toml` and docs/https.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    /// HTTPS listen address (the same pages and API as `http`).
+    pub https: SocketAddr,
+    /// The HTTPS port viewers use (the router's, e.g. 443 forwarded to `https`); 0: the
+    /// listener's port. Links and redirects use it.
+    pub https_public_port: u16,
+    /// RTMPS listen address (OBS `rtmps://`); empty: no RTMPS.
+    pub rtmps: String,
+    /// Mode file: PEM certificate chain (leaf first, then intermediates) and PEM private key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The DNS name viewers and OBS use; the certificate's name in mode acme.
+    pub domain: String,
+    /// The ACME CA's directory URL.
+    pub acme_directory: String,
+    /// Contact address given to the CA (expiry notices); empty: none.
+    pub acme_email: String,
+    /// A PEM root certificate to trust (instead of the system's) for the ACME directory's own
+    /// HTTPS (test CAs); empty: the system's roots.
+    pub acme_ca_file: PathBuf,
+    /// Renew an automatic certificate this many days before it expires.
+    pub renew_before_days: u32,
+    /// Seconds between checks of the certificate (renewal; the files re-read in mode file).
+    pub renew_check_s: u64,
+    /// Send `Strict-Transport-Security` on HTTPS responses.
+    pub hsts: bool,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Off,
+            https: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            https_public_port: 0,
+            rtmps: "0.0.0.0:1936".into(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            domain: String::new(),
+            acme_directory: LETS_ENCRYPT_DIRECTORY.into(),
+            acme_email: String::new(),
+            acme_ca_file: PathBuf::new(),
+            renew_before_days: 30,
+            renew_check_s: 43_200,
+            hsts: false,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The HTTPS port in links and redirects: `https_public_port`, else the bound `listener` port.
+    pub fn link_port(&self, listener: u16) -> u16 {
+        if self.https_public_port != 0 { self.https_public_port } else { listener }
+    }
+
+    /// The RTMPS listen address; None when RTMPS is off (TLS off, or `rtmps` empty).
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        if self.mode == TlsMode::Off {
+            return None;
+        }
+        self.rtmps.trim().parse().ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let rtmps = self.rtmps.trim();
+        if !rtmps.is_empty() && !matches!(rtmps, "off") && rtmps.parse::<SocketAddr>().is_err() {
+            return invalid("tls.rtmps", format!("{rtmps:?}: an address such as 0.0.0.0:1936, or empty for none"));
+        }
+        if !(1..=3650).contains(&self.renew_before_days) {
+            return invalid("tls.renew_before_days", format!("{}: use 1..=3650", self.renew_before_days));
+        }
+        if !(1..=604_800).contains(&self.renew_check_s) {
+            return invalid("tls.renew_check_s", format!("{}: use 1..=604800", self.renew_check_s));
+        }
+        match self.mode {
+            TlsMode::Off => {}
+            TlsMode::File => {
+                if self.cert_file.as_os_str().is_empty() || self.key_file.as_os_str().is_empty() {
+                    return invalid("tls.cert_file", "mode \"file\" needs tls.cert_file and tls.key_file".into());
+                }
+            }
+            TlsMode::Acme => {
+                let d = self.domain.trim();
+                if d.is_empty() || d.parse::<std::net::IpAddr>().is_ok() || d.contains(['/', ':', ' ']) {
+                    return invalid(
+                        "tls.domain",
+                        format!("{d:?}: mode \"acme\" needs the DNS name of this host (e.g. tv.example.org)"),
+                    );
+                }
+                if !self.acme_directory.starts_with("https://") {
+                    return invalid("tls.acme_directory", format!("{:?}: an https:// URL", self.acme_directory));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -573,6 +705,8 @@ mod tests {
             ("ONAIR_WEBRTC_ICE_TCP".to_string(), "false".to_string()),
             ("ONAIR_MATRIX_HOMESERVER".to_string(), "http://127.0.0.1:8008".to_string()),
             ("ONAIR_MATRIX_USER".to_string(), "streamer".to_string()),
+            ("ONAIR_TLS_MODE".to_string(), "acme".to_string()),
+            ("ONAIR_TLS_RENEW_BEFORE_DAYS".to_string(), "10".to_string()),
         ];
         apply_env(&mut value, "ONAIR", vars).unwrap();
         let c: Config = value.try_into().unwrap();
@@ -584,6 +718,7 @@ mod tests {
         assert!(!c.webrtc.ice_tcp);
         assert_eq!(c.matrix.homeserver, "http://127.0.0.1:8008");
         assert_eq!(c.matrix.user, "streamer");
+        assert_eq!((c.tls.mode, c.tls.renew_before_days), (TlsMode::Acme, 10));
     }
 
     #[test]
@@ -635,6 +770,21 @@ mod tests {
         c.validate().unwrap();
         c.matrix.alias_template = "#comments_{site}_{stream}:{server}".into();
         assert!(c.validate().unwrap_err().to_string().contains("alias_template"), "no site set");
+        let mut c = Config::default();
+        c.tls.mode = TlsMode::Acme;
+        assert!(c.validate().unwrap_err().to_string().contains("tls.domain"));
+        c.tls.domain = "tv.example.org".into();
+        c.validate().unwrap();
+        c.tls.rtmps = "nonsense".into();
+        assert!(c.validate().unwrap_err().to_string().contains("tls.rtmps"));
+        c.tls.rtmps = String::new();
+        c.validate().unwrap();
+        assert_eq!(c.tls.rtmps_addr(), None);
+        assert_eq!(c.tls.link_port(8443), 8443);
+        c.tls.https_public_port = 443;
+        assert_eq!(c.tls.link_port(8443), 443);
+        c.tls.mode = TlsMode::File;
+        assert!(c.validate().unwrap_err().to_string().contains("tls.cert_file"));
         let mut c = Config::default();
         c.limits.http_header_timeout_s = 0;
         assert!(c.validate().unwrap_err().to_string().contains("limits.http_header_timeout_s"));

@@ -6,6 +6,7 @@
 //! [`Engine::start`] and keep the handle; [`Engine::shutdown`] stops everything cleanly. What the
 //! streamer does while it runs (Go live, titles, chat) goes through [`Engine::control`].
 
+pub mod acme;
 pub mod config;
 pub mod control;
 pub mod control_api;
@@ -24,6 +25,7 @@ pub mod serve;
 pub mod startup;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -94,6 +96,8 @@ impl From<SigningKey> for Secrets {
 pub struct Engine {
     http_addr: SocketAddr,
     rtmp_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    rtmps_addr: Option<SocketAddr>,
     registry: Arc<Registry>,
     control: Arc<Control>,
     refusals: Arc<limits::Refusals>,
@@ -121,7 +125,34 @@ impl Engine {
             net::listen(config.rtmp).map_err(|source| EngineError::Bind { what: "RTMP", addr: config.rtmp, source })?;
         let http_addr = http.local_addr().expect("bound");
         let rtmp_addr = rtmp.local_addr().expect("bound");
-        let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr);
+        // ---- [tls]: listeners and the certificate in use (set by the manager task below) ----
+        let tls = &config.tls;
+        let (https, rtmps) = if tls.mode == config::TlsMode::Off {
+            (None, None)
+        } else {
+            let https = net::listen(tls.https).map_err(|source| EngineError::Bind {
+                what: "HTTPS",
+                addr: tls.https,
+                source,
+            })?;
+            let rtmps = match tls.rtmps_addr() {
+                Some(addr) => {
+                    Some(net::listen(addr).map_err(|source| EngineError::Bind { what: "RTMPS", addr, source })?)
+                }
+                None => None,
+            };
+            (Some(https), rtmps)
+        };
+        let https_addr = https.as_ref().map(|l| l.local_addr().expect("bound"));
+        let rtmps_addr = rtmps.as_ref().map(|l| l.local_addr().expect("bound"));
+        let cert_resolver = Arc::new(tls::CertResolver::default());
+        let challenges = acme::Challenges::default();
+        let urls = startup::PublicUrls::new(&config, http_addr, rtmp_addr).with_tls(
+            &config.tls,
+            https_addr.map_or(0, |a| config.tls.link_port(a.port())),
+            rtmps_addr.map(|a| a.port()),
+            &config.app,
+        );
         let registry = Registry::new(config.hls.packager_config());
         let refusals = Arc::new(limits::Refusals::default());
         registry.set_require_go_live(config.require_go_live);
@@ -134,6 +165,17 @@ impl Engine {
             app: config.app.clone(),
         });
         let rtmp_limits = rtmp::RtmpLimits::new(&config.limits, refusals.clone());
+        let mut tasks = Vec::new();
+        if let Some(rtmps) = rtmps {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(cert_resolver.clone(), &[]));
+            tasks.push(tokio::spawn(rtmp::serve_tls(
+                rtmps,
+                ingest.clone(),
+                rtmp_limits.clone(),
+                acceptor,
+                shutdown.subscribe(),
+            )));
+        }
         let rtmp_task = tokio::spawn(rtmp::serve(rtmp, ingest, rtmp_limits.clone(), shutdown.subscribe()));
 
         let webrtc = if config.webrtc.enabled {
@@ -166,6 +208,7 @@ impl Engine {
             turn_ttl: std::time::Duration::from_secs(config.webrtc.turn_ttl_s),
         };
         let data_dir = config.data_dir();
+        let tls_store = store.clone();
         let control = Control::start(
             control::ControlSetup {
                 registry: registry.clone(),
@@ -197,17 +240,54 @@ impl Engine {
             metrics: Arc::new(metrics::Metrics::new(config.metrics.clone())),
             reload_waiters: Arc::new(http::ReloadWaiters::new(&config.limits)),
         });
-        let http_server = serve::HttpServer::new(&config.limits, refusals.clone());
+        let web_tls = https_addr.map(|a| {
+            Arc::new(tls::WebTls {
+                resolver: cert_resolver.clone(),
+                challenges: challenges.clone(),
+                hsts: config.tls.hsts,
+                https_port: config.tls.link_port(a.port()),
+                acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(cert_resolver.clone(), &[b"http/1.1"])),
+            })
+        });
+        let http_server = serve::HttpServer::new_with_tls(&config.limits, refusals.clone(), web_tls);
+        if let (Some(https), Some(https_addr)) = (https, https_addr) {
+            tasks.push(tokio::spawn(http_server.clone().serve_https(https, app.clone(), shutdown.subscribe())));
+            let manager = tls::CertManager {
+                settings: config.tls.clone(),
+                data_dir: data_dir.clone(),
+                resolver: cert_resolver,
+                challenges,
+                store: tls_store,
+                control: control.clone(),
+                https_port: https_addr.port(),
+                rtmps_port: rtmps_addr.map(|a| a.port()),
+            };
+            tasks.push(tokio::spawn(manager.run(shutdown.subscribe())));
+            info!(%https_addr, ?rtmps_addr, mode = config.tls.mode.as_str(), "HTTPS listening");
+        }
         let http_task = tokio::spawn(http_server.clone().serve(http, app, shutdown.subscribe()));
-        // Port mapping and the public address; ends (mappings removed) on shutdown.
-        let public_base = config.public_host.is_some().then(|| urls.http_base().to_owned());
-        let reach =
+        tasks.push(rtmp_task);
+        tasks.push(http_task);
+        // Port mapping and the public address; ends (mappings removed) on shutdown. The public
+        // link is the configured host's or the HTTPS domain's when there is one (else reach
+        // makes it from the public address it learns).
+        let named = config.public_host.is_some() || (https_addr.is_some() && !config.tls.domain.trim().is_empty());
+        let public_base = named.then(|| urls.http_base().to_owned());
+        let mut reach =
             reach::ReachSetup::new(&config, http_addr, rtmp_addr, public_base, webrtc.as_ref(), control.clone());
-        let reach_task = reach::start(reach, shutdown.subscribe());
+        if let Some(a) = https_addr {
+            reach.ports.insert(1, reach::Port::new("HTTPS", reach::Protocol::Tcp, a));
+        }
+        if let (Some(a), true) = (rtmps_addr, config.reach.map_rtmp) {
+            reach.ports.push(reach::Port::new("RTMPS", reach::Protocol::Tcp, a));
+        }
+        tasks.push(reach::start(reach, shutdown.subscribe()));
         info!(%http_addr, %rtmp_addr, "engine started");
         Ok(Engine {
             http_addr,
             rtmp_addr,
+            https_addr,
+            rtmps_addr,
             registry,
             control,
             refusals,
@@ -218,7 +298,7 @@ impl Engine {
             urls,
             webrtc,
             shutdown,
-            tasks: vec![rtmp_task, http_task, reach_task],
+            tasks,
         })
     }
 
@@ -228,6 +308,16 @@ impl Engine {
 
     pub fn rtmp_addr(&self) -> SocketAddr {
         self.rtmp_addr
+    }
+
+    /// The HTTPS listener, when `[tls]` is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// The RTMPS listener, when `[tls]` is on with `rtmps` set.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps_addr
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -21,8 +21,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -67,6 +67,9 @@ pub struct Ingest {
     out: Vec<u8>,
     closing: bool,
     bad_tag_logged: bool,
+    /// `rtmp` or `rtmps`: the scheme of the URL a signed key is checked against when the client
+    /// sent no tcUrl.
+    scheme: &'static str,
 }
 
 impl Ingest {
@@ -84,7 +87,14 @@ impl Ingest {
             out: Vec::new(),
             closing: false,
             bad_tag_logged: false,
+            scheme: "rtmp",
         }
+    }
+
+    /// The connection came over `scheme` (`rtmps` inside TLS).
+    pub fn with_scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
     }
 
     /// Bytes to send to the client now.
@@ -300,7 +310,7 @@ impl Ingest {
         // The URL as the client dialled it: its tcUrl plus the stream key (with its query).
         let base = match &self.tc_url {
             Some(tc) => tc.trim_end_matches('/').to_owned(),
-            None => format!("rtmp://{}/{}", self.local, app_name),
+            None => format!("{}://{}/{}", self.scheme, self.local, app_name),
         };
         let url = format!("{base}/{stream_key}");
         let policy = match onair_policy::verify(self.ctx.signing_key.as_bytes(), &url, self.remote.ip(), now.unix_ms) {
@@ -406,6 +416,29 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<IngestContext>,
     limits: RtmpLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_on(listener, ctx, limits, None, shutdown).await
+}
+
+/// RTMPS: [`serve`] behind a TLS handshake with `acceptor`. The same pending caps apply (shared
+/// with plain RTMP when `limits` is the same), and the handshake counts towards the time a
+/// connection has to publish.
+pub async fn serve_tls(
+    listener: TcpListener,
+    ctx: Arc<IngestContext>,
+    limits: RtmpLimits,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_on(listener, ctx, limits, Some(acceptor), shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    ctx: Arc<IngestContext>,
+    limits: RtmpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -426,8 +459,30 @@ pub async fn serve(
                     let ctx = ctx.clone();
                     let limits = limits.clone();
                     let shutdown = shutdown.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(socket, remote, ctx, slot, &limits, shutdown).await {
+                        let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+                        socket.set_nodelay(true).ok();
+                        let Ok(local) = socket.local_addr() else { return };
+                        let result = match tls {
+                            None => connection(socket, remote, local, "rtmp", ctx, slot, &limits, auth_deadline, shutdown).await,
+                            Some(acceptor) => {
+                                match tokio::time::timeout_at(auth_deadline, acceptor.accept(socket)).await {
+                                    Ok(Ok(stream)) => {
+                                        connection(stream, remote, local, "rtmps", ctx, slot, &limits, auth_deadline, shutdown).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        debug!(%remote, error = %e, "RTMPS TLS handshake failed");
+                                        Ok(())
+                                    }
+                                    Err(_) => {
+                                        limits.refuse(Refusal::RtmpAuthTimeout, remote);
+                                        Ok(())
+                                    }
+                                }
+                            }
+                        };
+                        if let Err(e) = result {
                             debug!(%remote, error = %e, "RTMP connection ended with an error");
                         }
                     });
@@ -447,20 +502,24 @@ const IDLE: Duration = Duration::from_secs(30);
 
 /// One connection; `pending` is its place among the connections not yet publishing, given back
 /// once a publish is accepted. Without an accepted publish by `limits.auth_timeout` it is closed.
-async fn connection(
-    mut socket: TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn connection<S>(
+    mut socket: S,
     remote: SocketAddr,
+    local: SocketAddr,
+    scheme: &'static str,
     ctx: Arc<IngestContext>,
     pending: Slot,
     limits: &RtmpLimits,
+    auth_deadline: tokio::time::Instant,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+) -> Result<(), IngestError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut pending = Some(pending);
     let io = |e: std::io::Error| IngestError::Session(e.to_string());
-    socket.set_nodelay(true).ok();
-    let local = socket.local_addr().map_err(io)?;
-    let mut ingest = Ingest::new(ctx, remote, local);
+    let mut ingest = Ingest::new(ctx, remote, local).with_scheme(scheme);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let expiry = ingest.stream_expire().map(|at| {

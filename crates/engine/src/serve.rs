@@ -18,6 +18,13 @@
 //! flood to one `info` line per reason per period). Handlers see the client's address as
 //! `ConnectInfo<SocketAddr>`, as with `axum::serve`. On shutdown the server stops accepting, idle
 //! connections close and busy ones finish their current request.
+//!
+//! **HTTPS** ([`HttpServer::serve_https`]) is the same server behind a TLS handshake
+//! ([`crate::tls::WebTls`]): the connection cap counts TLS connections too, and the handshake must
+//! be done within the header timeout of the connection's start. With TLS configured, plain HTTP
+//! answers ACME HTTP-01 challenges and, once a certificate is in use, redirects (308) requests for
+//! the certificate's names to HTTPS ([`crate::tls::redirect_location`]); HTTPS responses carry
+//! `Strict-Transport-Security` when `[tls] hsts` is on.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +51,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::LimitsSettings;
 use crate::limits::{Refusal, Refusals};
+use crate::tls::{CHALLENGE_PREFIX, WebTls};
 
 /// A connection's read buffer at most (hyper's default is ~400 KiB): a request head larger than
 /// this is answered `431`. Real heads are a few hundred bytes; this bounds what a slow client
@@ -62,10 +70,17 @@ pub struct HttpServer {
     refusals: Arc<Refusals>,
     /// The whole answer to a connection over the cap.
     full: Vec<u8>,
+    /// HTTPS, ACME challenges and redirects; None: TLS off.
+    tls: Option<Arc<WebTls>>,
 }
 
 impl HttpServer {
     pub fn new(limits: &LimitsSettings, refusals: Arc<Refusals>) -> Arc<HttpServer> {
+        Self::new_with_tls(limits, refusals, None)
+    }
+
+    /// A server that also answers HTTPS ([`HttpServer::serve_https`]) with `tls`.
+    pub fn new_with_tls(limits: &LimitsSettings, refusals: Arc<Refusals>, tls: Option<Arc<WebTls>>) -> Arc<HttpServer> {
         let reason = Refusal::HttpConnections.reason();
         let full = format!(
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -83,6 +98,7 @@ impl HttpServer {
             retry_after_s: limits.retry_after_s,
             refusals,
             full: full.into_bytes(),
+            tls,
         })
     }
 
@@ -98,7 +114,24 @@ impl HttpServer {
 
     /// Serves `app` on `listener` until `shutdown` turns true (or its sender goes), then waits
     /// for the open connections to finish.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
+        self.serve_on(listener, app, shutdown, false).await
+    }
+
+    /// [`HttpServer::serve`] over TLS (the server must have been made with TLS settings). The
+    /// connection cap is shared with plain HTTP.
+    pub async fn serve_https(self: Arc<Self>, listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
+        assert!(self.tls.is_some(), "serve_https needs a server made with new_with_tls");
+        self.serve_on(listener, app, shutdown, true).await
+    }
+
+    async fn serve_on(
+        self: Arc<Self>,
+        listener: TcpListener,
+        app: Router,
+        mut shutdown: watch::Receiver<bool>,
+        https: bool,
+    ) {
         loop {
             let (socket, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -114,8 +147,10 @@ impl HttpServer {
             };
             match self.connections.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tokio::spawn(self.clone().connection(socket, remote, permit, app.clone(), shutdown.clone()));
+                    tokio::spawn(self.clone().connection(socket, remote, permit, app.clone(), shutdown.clone(), https));
                 }
+                // A TLS client could not read a plain answer: just closed.
+                Err(_) if https => self.refuse(Refusal::HttpConnections, remote),
                 Err(_) => self.refuse_connection(socket, remote),
             }
         }
@@ -150,8 +185,10 @@ impl HttpServer {
         _permit: OwnedSemaphorePermit,
         app: Router,
         mut shutdown: watch::Receiver<bool>,
+        https: bool,
     ) {
         socket.set_nodelay(true).ok();
+        let start = tokio::time::Instant::now();
         // hyper's header timer starts with the first byte of a head: a connection that sends
         // nothing at all is cut off here, after the same time.
         tokio::select! {
@@ -161,6 +198,40 @@ impl HttpServer {
             },
             _ = stopped(&mut shutdown) => return,
         }
+        if !https {
+            return self.drive(socket, remote, app, shutdown, false).await;
+        }
+        // The TLS handshake, within the header timeout of the connection's start.
+        let acceptor = self.tls.as_ref().expect("checked in serve_https").acceptor.clone();
+        let handshake = tokio::time::timeout_at(start + self.header_timeout, acceptor.accept(socket));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.refuse(Refusal::HttpTimeout, remote);
+                    return;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        self.drive(stream, remote, app, shutdown, true).await
+    }
+
+    /// Serves HTTP/1.1 requests on an open connection (plain or TLS) until it closes.
+    async fn drive<S>(
+        self: Arc<Self>,
+        socket: S,
+        remote: SocketAddr,
+        app: Router,
+        mut shutdown: watch::Receiver<bool>,
+        https: bool,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         // Whether a request's headers arrived at all: a header timeout before the first one is a
         // refused client (slowloris, or a connection left idle); after it, an idle keep-alive
         // connection closing normally.
@@ -170,7 +241,7 @@ impl HttpServer {
             let requested = requested.clone();
             hyper::service::service_fn(move |req| {
                 requested.store(true, Ordering::Relaxed);
-                server.clone().request(req, remote, app.clone())
+                server.clone().request(req, remote, app.clone(), https)
             })
         };
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -201,6 +272,26 @@ impl HttpServer {
         req: Request<Incoming>,
         remote: SocketAddr,
         app: Router,
+        https: bool,
+    ) -> Result<Response<Body>, Infallible> {
+        if let Some(tls) = &self.tls {
+            if let Some(res) = tls_front(tls, &req, https) {
+                return Ok(res);
+            }
+            if https && tls.hsts {
+                let mut res = self.answer(req, remote, app).await?;
+                res.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+                return Ok(res);
+            }
+        }
+        self.answer(req, remote, app).await
+    }
+
+    async fn answer(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        app: Router,
     ) -> Result<Response<Body>, Infallible> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.refuse(Refusal::HttpInFlight, remote);
@@ -221,6 +312,33 @@ impl HttpServer {
         }
         Ok(res)
     }
+}
+
+/// `Strict-Transport-Security` when `[tls] hsts` is on: a year.
+const HSTS: &str = "max-age=31536000";
+
+/// What TLS settles before the app sees a request: an ACME HTTP-01 challenge's answer, or (plain
+/// HTTP, a certificate in use) the redirect to HTTPS.
+fn tls_front(tls: &WebTls, req: &Request<Incoming>, https: bool) -> Option<Response<Body>> {
+    let path = req.uri().path();
+    if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) {
+        return Some(match tls.challenges.get(token) {
+            Some(answer) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "no such ACME challenge\n").into_response(),
+        });
+    }
+    if https {
+        return None;
+    }
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = tls.redirect(path_and_query, host)?;
+    let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
+    res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    Some(res)
 }
 
 /// Until `shutdown` turns true or its sender is gone.

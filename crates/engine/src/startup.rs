@@ -187,6 +187,9 @@ pub struct PublicUrls {
     http_base: String,
     rtmp_server: String,
     public_host_configured: bool,
+    /// The plain-HTTP base and RTMP server, kept when HTTPS/RTMPS links replace them.
+    plain_http_base: String,
+    plain_rtmp_server: String,
 }
 
 impl PublicUrls {
@@ -211,14 +214,53 @@ impl PublicUrls {
                 HostPort { host: net::reachable_host(rtmp.ip(), &lan), port: None },
             ),
         };
+        let http_base = format!("http://{}", http_host.authority(http.port()));
+        let rtmp_server = rtmp_server(&rtmp_host, rtmp.port(), app);
         PublicUrls {
-            http_base: format!("http://{}", http_host.authority(http.port())),
-            rtmp_server: rtmp_server(&rtmp_host, rtmp.port(), app),
+            plain_http_base: http_base.clone(),
+            plain_rtmp_server: rtmp_server.clone(),
+            http_base,
+            rtmp_server,
             public_host_configured: public_host.is_some(),
         }
     }
 
-    /// `http://host:port`, no trailing slash.
+    /// With `[tls]` on: the links become `https://<host>:<https port>` (no `:443`) and OBS'
+    /// server `rtmps://<host>:<rtmps port>/<app>` (when RTMPS listens), where the host is
+    /// `tls.domain`, else `public_host`'s, else that of the plain links. The plain ones stay at
+    /// [`PublicUrls::plain_http_base`] and [`PublicUrls::plain_rtmp_server`].
+    pub fn with_tls(
+        mut self,
+        tls: &crate::config::TlsSettings,
+        https_port: u16,
+        rtmps_port: Option<u16>,
+        app: &str,
+    ) -> Self {
+        if tls.mode == crate::config::TlsMode::Off {
+            return self;
+        }
+        let host = match tls.domain.trim() {
+            "" => authority_host(&self.plain_http_base),
+            d => d.to_ascii_lowercase(),
+        };
+        self.http_base = crate::tls::https_base(&host, https_port);
+        if let Some(port) = rtmps_port {
+            self.rtmp_server = crate::tls::rtmps_server(&host, port, app);
+        }
+        self
+    }
+
+    /// `http://host:port` of the plain HTTP listener (the LAN link), no trailing slash.
+    pub fn plain_http_base(&self) -> &str {
+        &self.plain_http_base
+    }
+
+    /// `rtmp://host:port/<app>`: plain RTMP, also when RTMPS is offered.
+    pub fn plain_rtmp_server(&self) -> &str {
+        &self.plain_rtmp_server
+    }
+
+    /// `http://host:port` (`https://…` with TLS on), no trailing slash.
     pub fn http_base(&self) -> &str {
         &self.http_base
     }
@@ -249,7 +291,7 @@ impl PublicUrls {
         format!("{}/live/{stream}/whep", self.http_base)
     }
 
-    /// OBS' "Server": `rtmp://host:port/<app>`.
+    /// OBS' "Server": `rtmp://host:port/<app>` (`rtmps://…` with RTMPS on).
     pub fn rtmp_server(&self) -> &str {
         &self.rtmp_server
     }
@@ -261,10 +303,44 @@ impl PublicUrls {
     }
 }
 
+/// The host of `scheme://host:port` as it goes in a URL (IPv6 in brackets).
+fn authority_host(base: &str) -> String {
+    let authority = base.split_once("://").map_or(base, |(_, a)| a);
+    match authority.parse::<HostPort>() {
+        Ok(hp) => hp.host.in_url(),
+        Err(_) => authority.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::secrets::MemoryStore;
+
+    #[test]
+    fn tls_links_are_https_and_rtmps_and_the_plain_ones_stay() {
+        let mut tls = crate::config::TlsSettings::default();
+        let u = urls("", "0.0.0.0:8080", "0.0.0.0:1935");
+        assert_eq!(u.clone().with_tls(&tls, 8443, Some(1936), "live"), u, "TLS off changes nothing");
+        tls.mode = crate::config::TlsMode::Acme;
+        tls.domain = "TV.example.org".into();
+        let t = u.clone().with_tls(&tls, 443, Some(1936), "live");
+        assert_eq!(t.viewer("s"), "https://tv.example.org/s");
+        assert_eq!(t.embed("s"), "https://tv.example.org/embed/s");
+        assert_eq!(t.llhls("s"), "https://tv.example.org/live/s/llhls.m3u8");
+        assert_eq!(t.whep("s"), "https://tv.example.org/live/s/whep");
+        assert_eq!(t.rtmp_server(), "rtmps://tv.example.org:1936/live");
+        assert_eq!(t.plain_http_base(), "http://192.168.1.20:8080");
+        assert_eq!(t.plain_rtmp_server(), "rtmp://192.168.1.20:1935/live");
+        let t = u.clone().with_tls(&tls, 8443, None, "live");
+        assert_eq!(t.http_base(), "https://tv.example.org:8443");
+        assert_eq!(t.rtmp_server(), "rtmp://192.168.1.20:1935/live", "no RTMPS: plain RTMP for OBS");
+        tls.mode = crate::config::TlsMode::File;
+        tls.domain = String::new();
+        let t = urls("[::1]:8080", "[::]:8080", "[::]:1935").with_tls(&tls, 8443, Some(1936), "live");
+        assert_eq!(t.http_base(), "https://[::1]:8443");
+        assert_eq!(t.rtmp_server(), "rtmps://[::1]:1936/live");
+    }
 
     const LAN: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 20));
 

@@ -180,7 +180,12 @@ fn status_text(status: &Value) -> String {
         if let Some(room) = s["chat"]["alias"].as_str() {
             let _ = writeln!(o, "  chat room {room}");
         }
-        let _ = writeln!(o, "  {}{}", status["viewer_base"].as_str().unwrap_or(""), s["urls"]["viewer"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            o,
+            "  {}{}",
+            status["viewer_base"].as_str().unwrap_or(""),
+            s["urls"]["viewer"].as_str().unwrap_or("")
+        );
     }
     out
 }
@@ -318,7 +323,10 @@ mod tests {
         assert!(text.contains("port mapping: refused by the router (UPnP 606)"), "{text}");
         assert!(text.contains("    HTTP TCP 8080 → 192.168.1.20:8080\n"), "{text}");
         assert!(text.contains("    WebRTC UDP 8189 → 192.168.1.20:8189\n"), "{text}");
-        assert!(text.contains("HTTPS (acme): error for tv.example.org, port 8443\n  the CA cannot be reached"), "{text}");
+        assert!(
+            text.contains("HTTPS (acme): error for tv.example.org, port 8443\n  the CA cannot be reached"),
+            "{text}"
+        );
         let mut reachable = status.clone();
         reachable["reach"] = serde_json::json!({"state": "reachable", "public_base": "http://11.77.0.1:8080",
             "public_ip": "11.77.0.1", "router_external_ip": "11.77.0.1", "mapping": "UPnP",
@@ -326,7 +334,10 @@ mod tests {
             "ports_to_forward": [], "advice": ""});
         reachable["https"] = serde_json::json!({"mode": "off", "state": "off"});
         let text = status_text(&reachable);
-        assert!(text.contains("Reach: reachable from the internet\n  public link base: http://11.77.0.1:8080"), "{text}");
+        assert!(
+            text.contains("Reach: reachable from the internet\n  public link base: http://11.77.0.1:8080"),
+            "{text}"
+        );
         assert!(text.contains("    mapped HTTP TCP 8080 → 192.168.77.10:8080"), "{text}");
         assert!(!text.contains("HTTPS"), "{text}");
     }
