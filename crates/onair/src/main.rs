@@ -241,10 +241,14 @@ async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
     let expires = startup::expires_ms(SystemTime::now(), startup::KEY_VALIDITY);
     print_obs(&urls.obs_settings(&signing_key, stream, expires)?);
     println!("Press Ctrl-C to stop.");
-    // How viewers on the internet get in is learnt after the start (router, STUN): say it when
-    // it is known and whenever it changes.
+    // How viewers on the internet get in is learnt after the start (router, STUN): say it once
+    // it is known and whenever it changes (subscribed first, so no change is missed).
     let control = engine.control();
     let mut events = control.subscribe();
+    let status = serde_json::to_value(control.control_status()).unwrap_or_default();
+    if status["reach"]["state"] != "checking" {
+        print!("{}", remote::reach_lines(&status, stream));
+    }
     let stream_name = stream.clone();
     let reach_lines = tokio::spawn(async move {
         loop {

@@ -122,6 +122,10 @@ fn serve_answers_healthz_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+    // Then who can watch: listening on loopback, only this machine (nothing asked of a router).
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("Reach: this network only (LAN)") && rest.contains("loopback only"), "{rest}");
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("engine stopped"), "{stderr}");
