@@ -63,6 +63,13 @@ if [ $want_test = 1 ]; then
   need pebble pebble
   need pebble-challtestsrv pebble
   need turnserver coturn
+  # Beyond the home uplink (issue 12): nginx-rtmp as a restream destination (behind nginx's
+  # `stream` TLS for rtmps://), nginx `proxy_cache` and Varnish as the caches in front of LL-HLS.
+  # The tests start their own instances on loopback ports; the packages' services stay stopped.
+  need_pkg nginx
+  need_pkg libnginx-mod-rtmp
+  need_pkg libnginx-mod-stream
+  need_pkg varnish
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
