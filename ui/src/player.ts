@@ -27,6 +27,7 @@ import {
 } from './whep';
 
 import type { StreamStatus } from './api/StreamStatus';
+import { catchUpRate } from './catchup';
 
 export { playerOptionsFromQuery, type Transport, type TransportMode } from './transport';
 
@@ -175,8 +176,9 @@ export const LIVE_HLS_CONFIG: Partial<HlsConfig> = {
   // Keep a short back buffer: this is live, nobody seeks far back.
   backBufferLength: 30,
   liveDurationInfinity: true,
-  // Catch up (slightly faster playback) when we fall behind the target latency.
-  maxLiveSyncPlaybackRate: 1.5,
+  // hls.js's own catch-up only engages with more than 1 s buffered, which a sub-second target
+  // never has: LivePlayer catches up itself (catchup.ts), so this one stays off.
+  maxLiveSyncPlaybackRate: 1,
   // No liveSyncDuration(Count) here: setting one would override the
   // playlist's PART-HOLD-BACK, i.e. the low-latency target.
   startFragPrefetch: true,
@@ -245,7 +247,10 @@ export class LivePlayer {
     v.setAttribute('muted', '');
 
     this.listen('playing', () => this.onVideoPlaying());
-    this.listen('timeupdate', () => this.noteProgress());
+    this.listen('timeupdate', () => {
+      this.noteProgress();
+      this.catchUp();
+    });
     this.listen('ended', () => this.onVideoEnded());
     this.listen('error', () => this.onVideoError());
     this.listenWindow('pagehide', () => this.onPageHide());
@@ -592,6 +597,7 @@ export class LivePlayer {
     if (this.hls) {
       this.hls.destroy();
       this.hls = null;
+      this.video.playbackRate = 1;
     }
     if (hadHls) this.opts.onHlsChange?.(null);
     const session = this.whep;
@@ -663,6 +669,21 @@ export class LivePlayer {
       this.lastTime = t;
       this.lastProgressAt = performance.now();
     }
+  }
+
+  /** LL-HLS behind its target latency: play a little faster until back on it (catchup.ts). */
+  private catchUp(): void {
+    const hls = this.hls;
+    if (!hls || this.state !== 'playing' || this.video.paused) return;
+    const b = this.video.buffered;
+    const ahead = b.length > 0 ? b.end(b.length - 1) - this.video.currentTime : 0;
+    const rate = catchUpRate({
+      latency: this.latency(),
+      target: hls.targetLatency,
+      bufferAhead: ahead,
+      rate: this.video.playbackRate,
+    });
+    if (rate !== this.video.playbackRate) this.video.playbackRate = rate;
   }
 
   private onVideoPlaying(): void {

@@ -34,11 +34,12 @@ pub struct HlsConfig {
 }
 
 impl Default for HlsConfig {
-    /// Byte caps sized for 1080p60 at 20 Mb/s (2.5 MB/s) with a wide margin: a part of 334 ms
-    /// carries ~0.8 MB (a keyframe part a few), a 4 s GOP ~10 MB, the window ~7 of those.
+    /// Parts of 250 ms: with PART-HOLD-BACK at 3 × that, hls.js plays 0.8 s behind the camera
+    /// (docs/llhls.md). Byte caps sized for 1080p60 at 20 Mb/s (2.5 MB/s) with a wide margin: a
+    /// part carries ~0.6 MB (a keyframe part a few), a 4 s GOP ~10 MB, the window ~7 of those.
     fn default() -> Self {
         HlsConfig {
-            part_target_ms: 334,
+            part_target_ms: 250,
             min_segment_ms: 1000,
             window_segments: 6,
             max_part_bytes: 8 << 20,
@@ -847,6 +848,11 @@ impl Packager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The part target these tests' figures are worked out for (the default was 334 ms).
+    fn parts_334() -> HlsConfig {
+        HlsConfig { part_target_ms: 334, ..HlsConfig::default() }
+    }
     use crate::fmp4::tests::{Traf, aac_config, avc_config, parse_fragment};
 
     const T0: u64 = 1_795_599_000_123; // 2026-11-25T09:30:00.123Z
@@ -882,7 +888,7 @@ mod tests {
     }
 
     fn packager() -> Packager {
-        let mut p = Packager::new(HlsConfig::default(), "sess");
+        let mut p = Packager::new(parts_334(), "sess");
         p.set_video_config(avc_config());
         p.set_audio_config(aac_config());
         p
@@ -1191,7 +1197,7 @@ mod tests {
 
     #[test]
     fn all_intra_video_keeps_full_parts() {
-        let mut p = Packager::new(HlsConfig::default(), "i");
+        let mut p = Packager::new(parts_334(), "i");
         p.set_video_config(avc_config());
         for i in 0..200u64 {
             p.push(video(i * 100 / 3, 0, true, 1), T0);
@@ -1209,7 +1215,7 @@ mod tests {
 
     #[test]
     fn audio_only() {
-        let mut p = Packager::new(HlsConfig::default(), "a");
+        let mut p = Packager::new(parts_334(), "a");
         p.set_audio_config(aac_config());
         let mut segments = 0;
         for j in 0..500u64 {
@@ -1240,7 +1246,7 @@ mod tests {
 
     #[test]
     fn audio_resync_on_gap() {
-        let mut p = Packager::new(HlsConfig::default(), "a");
+        let mut p = Packager::new(parts_334(), "a");
         p.set_audio_config(aac_config());
         for j in 0..10u64 {
             p.push(audio(j * 64 / 3), T0);
@@ -1362,7 +1368,7 @@ mod tests {
         }
 
         // An audio config arriving after a video-only start: a new init with both tracks.
-        let mut p = Packager::new(HlsConfig::default(), "s");
+        let mut p = Packager::new(parts_334(), "s");
         p.set_video_config(avc_config());
         p.push(video(0, 0, true, 1), T0);
         p.push(video(33, 0, false, 1), T0);
@@ -1375,7 +1381,7 @@ mod tests {
 
     #[test]
     fn video_only_and_playlist_before_any_segment() {
-        let mut p = Packager::new(HlsConfig::default(), "v");
+        let mut p = Packager::new(parts_334(), "v");
         p.set_video_config(avc_config());
         let mut first_part = None;
         for i in 0..20u64 {
@@ -1403,7 +1409,7 @@ mod tests {
     #[test]
     fn low_frame_rates_respect_part_target() {
         for fps in [10u64, 12, 15, 24, 25, 30, 50, 60] {
-            let mut p = Packager::new(HlsConfig::default(), "f");
+            let mut p = Packager::new(parts_334(), "f");
             p.set_video_config(avc_config());
             // 29.97-style jitter: dts in ms rounded from an exact rate.
             for i in 0..(fps * 7) {
