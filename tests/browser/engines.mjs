@@ -90,6 +90,19 @@ const SAMPLE = `
         window.__onairHlsErrors.push((d.fatal ? 'fatal ' : '') + d.type + ': ' + d.details);
     });
   }
+  // The media element's events since the load (how a stall came about: e.g. WebKitGTK's
+  // ratechange → pause that found the cause of issue 9's stall).
+  window.__onairEvents = window.__onairEvents || [];
+  if (v && !v.__onairHooked) {
+    v.__onairHooked = true;
+    for (const type of ['play', 'playing', 'pause', 'waiting', 'stalled', 'seeking', 'seeked', 'ratechange', 'emptied']) {
+      v.addEventListener(type, () => {
+        if (window.__onairEvents.length < 60)
+          window.__onairEvents.push(type + '@' + Math.round(performance.now()) + ' t=' + v.currentTime.toFixed(3) +
+            ' readyState=' + v.readyState + ' rate=' + v.playbackRate);
+      });
+    }
+  }
   const b = v && v.buffered && v.buffered.length ? v.buffered : null;
   return {
     state: document.body ? document.body.dataset.state || null : null,
@@ -102,6 +115,8 @@ const SAMPLE = `
     bufferedRanges: b ? b.length : 0,
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
     hlsErrors: window.__onairHlsErrors.slice(),
+    events: window.__onairEvents.slice(),
+    userAgent: navigator.userAgent,
   };
 `;
 

@@ -7,6 +7,13 @@
 // few hundred milliseconds of buffer, speeds up gently (at most CATCH_UP.maxRate; browsers keep
 // the audio's pitch) and has hysteresis, so the rate does not flap between two values. LivePlayer
 // (player.ts) turns hls.js's catch-up off and asks this on every `timeupdate`.
+//
+// Not in WebKitGTK/WPE (Linux WebKit, media through GStreamer): there a change of playbackRate
+// is a flushing seek of the whole pipeline, and during live MSE playback it left the video paused
+// for good after a `pause`/`play`/`pause` burst, or deadlocked the web process at the start of a
+// load (its main thread waiting in the flush for the source's streaming thread, which waited for
+// the main thread) — the LL-HLS stall of issue 9, with hls.js's own catch-up as the trigger before
+// this module existed. Safari (AVFoundation), Chromium and Firefox change the rate without a seek.
 
 export const CATCH_UP = {
   /** Behind the target by more than this (seconds) → speed up. */
@@ -40,4 +47,14 @@ export function catchUpRate({ latency, target, bufferAhead, rate }: CatchUpInput
   // 5 % faster per 0.2 s behind, in steps of 0.05, between 1.05 and maxRate.
   const steps = Math.max(1, Math.round(behind / 0.2));
   return Math.min(CATCH_UP.maxRate, 1 + 0.05 * steps);
+}
+
+/**
+ * Whether this browser changes the playback rate without a seek of its media pipeline, i.e. it
+ * is not WebKitGTK or WPE (Linux WebKit: AppleWebKit without Chrome, on X11/Linux, not Android).
+ */
+export function playbackRateChangesAreSafe(userAgent: string): boolean {
+  const webkit = /AppleWebKit\//.test(userAgent) && !/(Chrome|Chromium|CriOS|Edg|OPR)\//.test(userAgent);
+  const linux = /(X11|Linux|WPE)/.test(userAgent) && !/Android/.test(userAgent);
+  return !(webkit && linux);
 }

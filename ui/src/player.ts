@@ -27,7 +27,7 @@ import {
 } from './whep';
 
 import type { StreamStatus } from './api/StreamStatus';
-import { catchUpRate } from './catchup';
+import { catchUpRate, playbackRateChangesAreSafe } from './catchup';
 
 export { playerOptionsFromQuery, type Transport, type TransportMode } from './transport';
 
@@ -205,6 +205,8 @@ export class LivePlayer {
   private generation = 0;
   private pollTimer: ReturnType<typeof setTimeout> | null = null;
   private healthTimer: ReturnType<typeof setInterval> | null = null;
+  /** Catching up by playback rate is safe here (not in WebKitGTK: see catchup.ts). */
+  private readonly rateChangesSafe = playbackRateChangesAreSafe(navigator.userAgent);
   private mediaRecoveryUsed = false;
   /** Which transport next, and what failures lead to (see transport.ts). */
   private readonly policy: TransportPolicy;
@@ -674,7 +676,7 @@ export class LivePlayer {
   /** LL-HLS behind its target latency: play a little faster until back on it (catchup.ts). */
   private catchUp(): void {
     const hls = this.hls;
-    if (!hls || this.state !== 'playing' || this.video.paused) return;
+    if (!hls || !this.rateChangesSafe || this.state !== 'playing' || this.video.paused) return;
     const b = this.video.buffered;
     const ahead = b.length > 0 ? b.end(b.length - 1) - this.video.currentTime : 0;
     const rate = catchUpRate({
