@@ -5,7 +5,9 @@
 //! feed ([`crate::hub::Stream::restream_feed`]) and publishes it through the sans-IO
 //! [`push::PushSession`] over TCP or TLS. A destination that drops or cannot be reached is tried
 //! again with backoff ([`retry::Retry`]); one that refuses the key stays *refused* until the next
-//! broadcast or an edit of it. The task ends when the broadcast does (End stream, unpublish).
+//! broadcast or an edit of it. Refusing is answering the publish with an error status, or (as
+//! nginx-rtmp and the big platforms do with a wrong key) closing the connection when asked to
+//! publish, twice in a row. The task ends when the broadcast does (End stream, unpublish).
 //! Each destination's state is in the stream's status and pushed as [`EngineEvent::Restream`];
 //! a destination failing persistently sends [`EngineEvent::RestreamFailing`] once.
 //!
@@ -37,6 +39,8 @@ use retry::Retry;
 
 /// How long connecting (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection checks its deadline and publishes its figures (bitrate, queue).
+const TICK: Duration = Duration::from_secs(1);
 /// How long the goodbye (`deleteStream`) may take to send at the end.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -516,7 +520,19 @@ enum Outcome {
     Ended,
     Refused(String),
     Failed(String),
+    /// The destination closed the connection when asked to publish (a wrong key, mostly).
+    ClosedAtPublish,
 }
+
+/// What the destination's task does after a connection.
+enum Verdict {
+    Ended,
+    Refused(String),
+    Retry(String),
+}
+
+/// What a connection closed at the publish request is, the first time (a retry follows).
+const CLOSED_AT_PUBLISH: &str = "the destination closed the connection when asked to publish (a wrong stream key?)";
 
 /// One destination's task: connect, publish, retry, until the broadcast ends or it is refused.
 struct Destination {
@@ -533,6 +549,7 @@ impl Destination {
     async fn run(self) {
         let (stream, name) = (&self.key.0, &self.key.1);
         let mut retry = Retry::default();
+        let mut closed_at_publish = false;
         loop {
             let Some((headers, feed)) = self.stream.restream_feed() else { break };
             self.shared.update(&self.key, |rt| {
@@ -546,9 +563,18 @@ impl Destination {
                 }
                 Err(e) => Outcome::Refused(e),
             };
-            match outcome {
-                Outcome::Ended => break,
-                Outcome::Refused(reason) => {
+            // Closed at the publish request twice in a row: refused; once: a failure.
+            let again = std::mem::replace(&mut closed_at_publish, matches!(outcome, Outcome::ClosedAtPublish));
+            let verdict = match outcome {
+                Outcome::Ended => Verdict::Ended,
+                Outcome::ClosedAtPublish if again => Verdict::Refused(CLOSED_AT_PUBLISH.into()),
+                Outcome::ClosedAtPublish => Verdict::Retry(CLOSED_AT_PUBLISH.into()),
+                Outcome::Refused(reason) => Verdict::Refused(reason),
+                Outcome::Failed(error) => Verdict::Retry(error),
+            };
+            match verdict {
+                Verdict::Ended => break,
+                Verdict::Refused(reason) => {
                     warn!(%stream, %name, url = %self.url, %reason, "the restream destination refused the publish: not retried until the next broadcast or an edit");
                     self.shared.update(&self.key, |rt| {
                         rt.state = RestreamState::Refused;
@@ -557,7 +583,7 @@ impl Destination {
                     });
                     return;
                 }
-                Outcome::Failed(error) => {
+                Verdict::Retry(error) => {
                     let now = Instant::now();
                     let f = retry.failed(now);
                     warn!(%stream, %name, url = %self.url, %error, retry_in_s = f.delay.as_secs(), attempts = f.attempts, "restream destination failed");
@@ -663,14 +689,16 @@ impl Destination {
         let mut pending = Bytes::new();
         let mut buf = vec![0u8; 16 * 1024];
         let mut live = false;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if pending.is_empty() {
                 pending = session.poll_output(Instant::now()).unwrap_or_default();
             }
-            let deadline = tokio::time::Instant::from_std(session.poll_timeout());
             tokio::select! {
                 read = rd.read(&mut buf) => {
                     let n = match read {
+                        Ok(0) if session.phase() == push::Phase::Publishing => return Outcome::ClosedAtPublish,
                         Ok(0) => return Outcome::Failed(if live {
                             "the destination closed the connection".into()
                         } else {
@@ -722,7 +750,7 @@ impl Destination {
                     Ok(n) => pending.advance(n),
                     Err(err) => return Outcome::Failed(format!("writing to the destination failed: {err}")),
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = tick.tick() => {
                     if let Err(err) = session.handle_timeout(Instant::now()) {
                         return Outcome::Failed(err.to_string());
                     }

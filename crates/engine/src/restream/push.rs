@@ -357,7 +357,7 @@ impl PushSession {
         }
     }
 
-    /// Checks the publish deadline at `now`.
+    /// Checks the publish deadline at `now` (call about once a second).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PushError> {
         if self.phase != Phase::Live && now >= self.deadline {
             return Err(PushError::Timeout);
@@ -367,11 +367,6 @@ impl PushSession {
             self.measure(now);
         }
         Ok(())
-    }
-
-    /// When [`PushSession::handle_timeout`] wants to be called next.
-    pub fn poll_timeout(&self) -> Instant {
-        if self.phase == Phase::Live { self.window.0 + BITRATE_WINDOW * 2 } else { self.deadline }
     }
 
     /// Ends the publish (`deleteStream`): the bytes to send before closing.
@@ -612,7 +607,6 @@ mod tests {
         let t0 = Instant::now();
         let mut c = PushSession::new(target(), SequenceHeaders::default(), 1 << 20, t0);
         assert!(c.poll_output(t0).is_some(), "C0+C1");
-        assert_eq!(c.poll_timeout(), t0 + PUBLISH_TIMEOUT);
         assert_eq!(c.handle_timeout(t0 + Duration::from_secs(1)), Ok(()));
         assert_eq!(c.handle_timeout(t0 + PUBLISH_TIMEOUT), Err(PushError::Timeout));
         // Garbage instead of a handshake is an error, not a panic.
