@@ -88,6 +88,8 @@ pub struct PushSession {
     headers: SequenceHeaders,
     /// Media is dropped up to the next video keyframe (at the start, and after a lag).
     need_keyframe: bool,
+    /// …because the destination lagged (those frames count as dropped).
+    lagging: bool,
     /// The decode time sent as timestamp 0 on this connection.
     base_dts: Option<u64>,
     dropped: u64,
@@ -117,6 +119,7 @@ impl PushSession {
             max_queue_bytes,
             headers,
             need_keyframe: true,
+            lagging: false,
             base_dts: None,
             dropped: 0,
             deadline: now + PUBLISH_TIMEOUT,
@@ -130,7 +133,7 @@ impl PushSession {
         self.phase
     }
 
-    /// Frames dropped so far because the destination lagged (or before its first keyframe).
+    /// Frames dropped so far because the destination lagged (not those before its first keyframe).
     pub fn dropped_frames(&self) -> u64 {
         self.dropped
     }
@@ -281,10 +284,11 @@ impl PushSession {
         }
         if self.need_keyframe {
             if !(tag.kind == TagKind::Video && tag.keyframe) {
-                self.dropped += 1;
+                self.dropped += u64::from(self.lagging);
                 return;
             }
             self.need_keyframe = false;
+            self.lagging = false;
         }
         self.enqueue(tag);
         if self.queued_bytes > self.max_queue_bytes {
@@ -304,6 +308,7 @@ impl PushSession {
         self.queued_bytes = self.queue.iter().map(|t| t.body.len()).sum();
         self.dropped += missed + (before - self.queue.len()) as u64;
         self.need_keyframe = true;
+        self.lagging = true;
     }
 
     fn enqueue(&mut self, tag: Arc<FlvTag>) {
@@ -549,7 +554,7 @@ mod tests {
         c.push(tag(TagKind::Audio, 5050, false, 10));
         c.push(tag(TagKind::Video, 5076, false, 10));
         pump(&mut c, &mut s, t0);
-        assert_eq!(c.dropped_frames(), 2);
+        assert_eq!(c.dropped_frames(), 0, "waiting for the first keyframe is not lagging");
         assert_eq!(s.media, [(true, 0, 0x17), (false, 0, 0xaf), (true, 0, 0x27), (false, 7, 0x27), (true, 33, 0x27)]);
     }
 
