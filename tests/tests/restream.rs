@@ -121,7 +121,13 @@ async fn destinations(server: &TestServer, stream: &str) -> serde_json::Value {
     serde_json::Value::Object(by_name)
 }
 
-async fn wait_state(server: &TestServer, stream: &str, name: &str, state: &str, timeout: Duration) -> serde_json::Value {
+async fn wait_state(
+    server: &TestServer,
+    stream: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> serde_json::Value {
     wait_for(&format!("{stream}/{name} to be {state}"), timeout, || async {
         let d = destinations(server, stream).await;
         (d[name]["state"] == state).then(|| d[name].clone())
@@ -179,14 +185,22 @@ async fn relays_over_rtmp_and_rtmps_refuses_a_bad_key_and_reconnects() {
     wait_state(&server, "show", "secure", "live", Duration::from_secs(15)).await;
     let refused = wait_state(&server, "show", "wrongkey", "refused", Duration::from_secs(15)).await;
     // nginx-rtmp closes the connection at the publish its on_publish refused (as Twitch does).
-    assert!(refused["last_error"].as_str().unwrap().contains("when asked to publish"), "{refused} {}", nginx.error_log());
+    assert!(
+        refused["last_error"].as_str().unwrap().contains("when asked to publish"),
+        "{refused} {}",
+        nginx.error_log()
+    );
     assert_eq!(plain["url"], format!("rtmp://127.0.0.1:{rtmp}/app"));
 
     // The relayed streams read back from nginx at the source's resolution and codecs.
     for name in [GOOD_KEY, TLS_KEY] {
         let url = format!("rtmp://127.0.0.1:{rtmp}/app/{name}");
         let video = probe_stream(&url, "video").await;
-        assert_eq!((video["codec_name"].as_str(), video["width"].as_u64(), video["height"].as_u64()), (Some("h264"), Some(320), Some(180)), "{video}");
+        assert_eq!(
+            (video["codec_name"].as_str(), video["width"].as_u64(), video["height"].as_u64()),
+            (Some("h264"), Some(320), Some(180)),
+            "{video}"
+        );
         let audio = probe_stream(&url, "audio").await;
         assert_eq!(audio["codec_name"], "aac", "{audio}");
     }
@@ -216,9 +230,14 @@ async fn relays_over_rtmp_and_rtmps_refuses_a_bad_key_and_reconnects() {
     // Disabled: it stops; the others go on.
     let ep = server.control_endpoint();
     let auth = format!("Bearer {}", ep.token);
-    let r = request_with("POST", &format!("{}/api/control/streams/show/restream/secure/disable", ep.url), &[("authorization", &auth)], b"")
-        .await
-        .unwrap();
+    let r = request_with(
+        "POST",
+        &format!("{}/api/control/streams/show/restream/secure/disable", ep.url),
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
     wait_state(&server, "show", "secure", "idle", Duration::from_secs(5)).await;
     assert_eq!(destinations(&server, "show").await["plain"]["state"], "live");
@@ -299,10 +318,14 @@ async fn slow_destination() -> (u16, tokio::task::JoinHandle<()>) {
             while let Some(r) = results.pop_front() {
                 match r {
                     ServerSessionResult::OutboundResponse(p) => out.extend(p.bytes),
-                    ServerSessionResult::RaisedEvent(ServerSessionEvent::ConnectionRequested { request_id, .. }) => {
+                    ServerSessionResult::RaisedEvent(ServerSessionEvent::ConnectionRequested {
+                        request_id, ..
+                    }) => {
                         results.extend(session.as_mut().unwrap().accept_request(request_id).unwrap());
                     }
-                    ServerSessionResult::RaisedEvent(ServerSessionEvent::PublishStreamRequested { request_id, .. }) => {
+                    ServerSessionResult::RaisedEvent(ServerSessionEvent::PublishStreamRequested {
+                        request_id, ..
+                    }) => {
                         results.extend(session.as_mut().unwrap().accept_request(request_id).unwrap());
                         publishing = true;
                     }

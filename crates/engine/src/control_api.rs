@@ -23,6 +23,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::restream::{DestinationBody, RestreamStatus};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -30,7 +31,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
-use crate::restream::{DestinationBody, RestreamStatus};
 use axum::{Extension, Router};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};

@@ -105,8 +105,7 @@ impl Endpoint {
         let stream = match &self.ome {
             None => secret.to_owned(),
             Some((stream, expires_s)) => {
-                let policy =
-                    onair_policy::Policy { url_expire: now_ms + expires_s * 1000, ..Default::default() };
+                let policy = onair_policy::Policy { url_expire: now_ms + expires_s * 1000, ..Default::default() };
                 let signed = onair_policy::sign_url(secret.as_bytes(), &format!("{tc_url}/{stream}"), &policy)
                     .expect("the base URL has a scheme, host and port");
                 signed.rsplit_once('/').map_or(signed.clone(), |(_, s)| s.to_owned())
@@ -779,7 +778,10 @@ mod tests {
         let e = Endpoint::parse("rtmp://live.twitch.tv/app", false).unwrap();
         assert_eq!((e.tls, e.host.as_str(), e.port, e.app.as_str()), (false, "live.twitch.tv", 1935, "app"));
         let t = e.target("live_123", 0);
-        assert_eq!((t.app.as_str(), t.stream.as_str(), t.tc_url.as_str()), ("app", "live_123", "rtmp://live.twitch.tv:1935/app"));
+        assert_eq!(
+            (t.app.as_str(), t.stream.as_str(), t.tc_url.as_str()),
+            ("app", "live_123", "rtmp://live.twitch.tv:1935/app")
+        );
         let e = Endpoint::parse("rtmps://a.rtmps.youtube.com/live2/", false).unwrap();
         assert_eq!((e.tls, e.port, e.app.as_str()), (true, 443, "live2"));
         let e = Endpoint::parse("rtmp://[::1]:1936/a/b", false).unwrap();

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -221,8 +220,9 @@ impl PushSession {
         match event {
             ClientSessionEvent::ConnectionRequestAccepted => {
                 let session = self.session.as_mut().expect("connected sessions exist");
-                let request =
-                    session.request_publishing(self.target.stream.clone(), PublishRequestType::Live).map_err(protocol)?;
+                let request = session
+                    .request_publishing(self.target.stream.clone(), PublishRequestType::Live)
+                    .map_err(protocol)?;
                 self.phase = Phase::Publishing;
                 self.apply(vec![request])?;
                 Ok(None)
@@ -233,7 +233,8 @@ impl PushSession {
             ClientSessionEvent::PublishRequestAccepted => {
                 self.phase = Phase::Live;
                 self.need_keyframe = true;
-                let headers = [(TagKind::Video, self.headers.video.clone()), (TagKind::Audio, self.headers.audio.clone())];
+                let headers =
+                    [(TagKind::Video, self.headers.video.clone()), (TagKind::Audio, self.headers.audio.clone())];
                 for (kind, body) in headers {
                     if let Some(body) = body {
                         let tag = FlvTag { kind, dts: 0, keyframe: false, header: true, body };
@@ -335,11 +336,7 @@ impl PushSession {
     }
 
     fn serialize(&mut self, tag: &FlvTag) -> Option<Bytes> {
-        let base = if tag.header {
-            self.base_dts.unwrap_or(tag.dts)
-        } else {
-            *self.base_dts.get_or_insert(tag.dts)
-        };
+        let base = if tag.header { self.base_dts.unwrap_or(tag.dts) } else { *self.base_dts.get_or_insert(tag.dts) };
         let ts = RtmpTimestamp::new(tag.dts.saturating_sub(base) as u32);
         let session = self.session.as_mut()?;
         let result = match tag.kind {
