@@ -1341,6 +1341,43 @@ mod tests {
     }
 
     #[test]
+    fn restream_feed_has_the_headers_and_the_tags_as_published_on_the_stream_timeline() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        let t0 = Now::system();
+        let mut p = reg.publish("r", "127.0.0.1:1".parse().unwrap(), t0).unwrap();
+        assert!(p.stream().restream_feed().is_none(), "not playable yet");
+        feed(&mut p, &tags, 0..3000, t0);
+        let (headers, mut rx) = p.stream().restream_feed().unwrap();
+        let config = |kind| tags.iter().find(|t| t.tag_type == kind && t.body.get(1) == Some(&0)).unwrap().body.clone();
+        assert_eq!(headers.video, Some(config(9)));
+        assert_eq!(headers.audio, Some(config(8)));
+        feed(&mut p, &tags, 3000..6000, t0);
+        let got: Vec<Arc<FlvTag>> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let sent: Vec<&onair_media::flv::FlvTag> =
+            tags.iter().filter(|t| (3000..6000).contains(&t.timestamp_ms) && matches!(t.tag_type, 8 | 9)).collect();
+        assert_eq!(got.len(), sent.len());
+        for (g, t) in got.iter().zip(&sent) {
+            assert_eq!(g.body, t.body, "passed through untouched");
+            assert_eq!(g.kind, if t.tag_type == 9 { TagKind::Video } else { TagKind::Audio });
+            assert_eq!(g.dts, u64::from(t.timestamp_ms), "a clean clock maps to itself");
+            assert_eq!(g.keyframe, t.tag_type == 9 && t.body[0] >> 4 == 1);
+            assert!(!g.header);
+        }
+        assert!(got.iter().any(|g| g.keyframe));
+        // A new decoder configuration goes through the feed too, marked as a header.
+        let mut other = config(9).to_vec();
+        other[8] ^= 0x01;
+        p.video(Bytes::from(other.clone()), 6000, t0.after(Duration::from_secs(6))).unwrap();
+        let h = rx.try_recv().unwrap();
+        assert!(h.header && h.kind == TagKind::Video && h.body == other);
+        // The broadcast ends: the feed closes.
+        p.set_end_reason(EndReason::Finished);
+        drop(p);
+        assert_eq!(rx.try_recv().unwrap_err(), broadcast::error::TryRecvError::Closed);
+    }
+
+    #[test]
     fn garbage_tags_are_errors_not_panics() {
         let reg = Registry::new(HlsConfig::default());
         let mut p = reg.publish("g", "127.0.0.1:1".parse().unwrap(), Now::system()).unwrap();
