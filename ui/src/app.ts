@@ -534,7 +534,14 @@ async function loadObsSetup(): Promise<void> {
 // Settings and Matrix account
 
 const settingsForm = $<HTMLFormElement>('settings-form');
-const toggleNames = ['went_live', 'publisher_dropped', 'stream_ended', 'obs_connected', 'chat_mention'] as const;
+const toggleNames = [
+  'went_live',
+  'publisher_dropped',
+  'stream_ended',
+  'obs_connected',
+  'chat_mention',
+  'restream_failing',
+] as const;
 
 function fillSettings(s: Settings): void {
   const f = settingsForm.elements;

@@ -188,7 +188,11 @@ impl PushSession {
 
     fn session_input(&mut self, bytes: &[u8]) -> Result<Vec<PushEvent>, PushError> {
         let Some(session) = &mut self.session else { return Ok(Vec::new()) };
-        let results = match session.handle_input(bytes) {
+        // rml_rtmp 0.8 panics on some malformed messages (see the ingest, `crate::rtmp`): such a
+        // panic ends this connection as an error, like any unreadable input.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes)))
+            .map_err(|_| PushError::Protocol("malformed RTMP message (the RTMP library panicked on it)".into()))?;
+        let results = match results {
             Ok(r) => r,
             // The server answered createStream with an error: it does not let us publish.
             Err(ClientSessionError::CreateStreamFailed) => {
