@@ -254,7 +254,8 @@ pub struct Restream {
     store: Arc<dyn SecretStore>,
     destinations: Mutex<Vec<RestreamDestination>>,
     config_file: Option<PathBuf>,
-    running: Mutex<HashMap<Key, JoinHandle<()>>>,
+    /// Each running destination's task, with the broadcast it follows.
+    running: Mutex<HashMap<Key, (Arc<Stream>, JoinHandle<()>)>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -304,7 +305,7 @@ impl Restream {
         if let Some(w) = lock(&self.watcher).take() {
             w.abort();
         }
-        for (_, task) in lock(&self.running).drain() {
+        for (_, (_, task)) in lock(&self.running).drain() {
             task.abort();
         }
     }
@@ -386,7 +387,7 @@ impl Restream {
             return Err(RestreamError::NoSuch { stream: stream.into(), name: name.into() });
         }
         let key = (stream.to_owned(), name.to_owned());
-        if let Some(task) = lock(&self.running).remove(&key) {
+        if let Some((_, task)) = lock(&self.running).remove(&key) {
             task.abort();
         }
         lock(&self.shared.runtime).remove(&key);
@@ -416,7 +417,7 @@ impl Restream {
     /// Stops `dest`'s task and starts it afresh when it is enabled and its stream live.
     fn restart(&self, dest: &RestreamDestination) {
         let key = (dest.stream.clone(), dest.name.clone());
-        if let Some(task) = lock(&self.running).remove(&key) {
+        if let Some((_, task)) = lock(&self.running).remove(&key) {
             task.abort();
         }
         self.shared.update(&key, |rt| *rt = Runtime::default());
@@ -432,7 +433,14 @@ impl Restream {
         let dests: Vec<RestreamDestination> =
             lock(&self.destinations).iter().filter(|d| d.stream == stream && d.enabled).cloned().collect();
         let mut running = lock(&self.running);
-        running.retain(|_, t| !t.is_finished());
+        // A task still finishing an earlier broadcast (sending its goodbye) gives way.
+        running.retain(|(of, _), (s, t)| {
+            let keep = of != stream || (Arc::ptr_eq(s, &live) && !t.is_finished());
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
         for d in dests {
             let key = (d.stream.clone(), d.name.clone());
             if running.contains_key(&key) {
@@ -462,7 +470,7 @@ impl Restream {
                 endpoint,
                 stream: live.clone(),
             };
-            running.insert(key, tokio::spawn(task.run()));
+            running.insert(key, (live.clone(), tokio::spawn(task.run())));
         }
     }
 
