@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use onair_engine::control::ControlStatus;
+use onair_engine::restream::{DestinationBody, RestreamStatus};
 use onair_engine::status::StreamStatus;
 use serde::Serialize;
 use tauri::State;
@@ -37,6 +38,11 @@ pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + 
         obs_apply,
         obs_write_profile,
         obs_save_password,
+        restream_list,
+        restream_put,
+        restream_remove,
+        restream_enable,
+        restream_disable,
     ]
 }
 
@@ -121,6 +127,51 @@ pub fn settings_set(core: State<'_, Arc<Core>>, settings: Settings) -> Result<Sa
     let restart_needed = paths.save(core.config(), &settings).map_err(msg)?;
     core.set_notify_toggles(settings.notifications);
     Ok(Saved { restart_needed })
+}
+
+// ---------- restream destinations (keys go to the OS keyring: blocking calls, off the workers) ----------
+
+/// `GET /api/control/streams/{stream}/restream`.
+#[tauri::command]
+pub fn restream_list(core: State<'_, Arc<Core>>, stream: String) -> Vec<RestreamStatus> {
+    core.control().restream().status(&stream)
+}
+
+/// `PUT /api/control/streams/{stream}/restream/{name}`.
+#[tauri::command]
+pub async fn restream_put(
+    core: State<'_, Arc<Core>>,
+    stream: String,
+    name: String,
+    body: DestinationBody,
+) -> Result<()> {
+    let control = core.control().clone();
+    tauri::async_runtime::spawn_blocking(move || control.restream().put(&stream, &name, body))
+        .await
+        .map_err(msg)?
+        .map_err(msg)
+}
+
+/// `DELETE /api/control/streams/{stream}/restream/{name}`.
+#[tauri::command]
+pub async fn restream_remove(core: State<'_, Arc<Core>>, stream: String, name: String) -> Result<()> {
+    let control = core.control().clone();
+    tauri::async_runtime::spawn_blocking(move || control.restream().remove(&stream, &name))
+        .await
+        .map_err(msg)?
+        .map_err(msg)
+}
+
+/// `POST /api/control/streams/{stream}/restream/{name}/enable`.
+#[tauri::command]
+pub fn restream_enable(core: State<'_, Arc<Core>>, stream: String, name: String) -> Result<()> {
+    core.control().restream().set_enabled(&stream, &name, true).map_err(msg)
+}
+
+/// `POST /api/control/streams/{stream}/restream/{name}/disable`.
+#[tauri::command]
+pub fn restream_disable(core: State<'_, Arc<Core>>, stream: String, name: String) -> Result<()> {
+    core.control().restream().set_enabled(&stream, &name, false).map_err(msg)
 }
 
 // ---------- one-click OBS (no control-API counterpart: the app's own) ----------

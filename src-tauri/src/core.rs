@@ -256,7 +256,11 @@ impl Core {
         let tracker = lock(&self.tracker);
         let state = tracker.state(Instant::now());
         let reach = self.control.reach().state;
-        TrayView { state, tooltip: state.tooltip(&self.stream, reach), toggle_label: tracker.toggle_label() }
+        let mut tooltip = state.tooltip(&self.stream, reach);
+        if let Some(line) = crate::state::restream_note(&self.control.restream().status(&self.stream)) {
+            tooltip = format!("{tooltip}\n{line}");
+        }
+        TrayView { state, tooltip, toggle_label: tracker.toggle_label() }
     }
 
     pub fn notify_toggles(&self) -> NotifyToggles {

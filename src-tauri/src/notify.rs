@@ -1,8 +1,10 @@
 //! Desktop notifications (notify-rust): went live, publisher dropped, stream ended, OBS connected,
-//! a chat message mentioning the streamer. Each kind can be turned off; a machine without a
+//! a chat message mentioning the streamer, a restream destination refusing the key or failing
+//! persistently. Each kind can be turned off; a machine without a
 //! notification daemon only gets a log line.
 
 use onair_engine::events::{EndReason, EngineEvent};
+use onair_engine::restream::RestreamState;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -15,6 +17,7 @@ pub struct NotifyToggles {
     pub stream_ended: bool,
     pub obs_connected: bool,
     pub chat_mention: bool,
+    pub restream_failing: bool,
 }
 
 impl Default for NotifyToggles {
@@ -25,6 +28,7 @@ impl Default for NotifyToggles {
             stream_ended: true,
             obs_connected: true,
             chat_mention: true,
+            restream_failing: true,
         }
     }
 }
@@ -63,6 +67,17 @@ pub fn note_for(event: &EngineEvent, stream: &str, on: &NotifyToggles) -> Option
             let who = if display_name.is_empty() { sender } else { display_name };
             note(&format!("{who} mentioned you"), body.chars().take(200).collect())
         }
+        EngineEvent::RestreamFailing { name, error, attempts, .. } if on.restream_failing => note(
+            &format!("Restream to {name} is failing"),
+            format!("{error} ({attempts} attempts). OnAir keeps trying; viewers here are not affected."),
+        ),
+        EngineEvent::Restream { name, state: RestreamState::Refused, error, .. } if on.restream_failing => note(
+            &format!("{name} refused the stream"),
+            format!(
+                "{}. Check the stream key of {name} (onair restream {stream} add {name} … --key-stdin).",
+                error.as_deref().unwrap_or("The destination rejected the publish")
+            ),
+        ),
         _ => None,
     }
 }
@@ -97,6 +112,31 @@ mod tests {
             ts_ms: 1,
             mentions_me,
         }
+    }
+
+    #[test]
+    fn restream_failures_are_told_once_per_run_and_can_be_turned_off() {
+        let on = NotifyToggles::default();
+        let failing = EngineEvent::RestreamFailing {
+            stream: "s".into(),
+            name: "twitch".into(),
+            error: "connection refused".into(),
+            attempts: 6,
+        };
+        let n = note_for(&failing, "s", &on).unwrap();
+        assert_eq!(n.summary, "Restream to twitch is failing");
+        assert!(n.body.starts_with("connection refused (6 attempts)"), "{}", n.body);
+        let refused = EngineEvent::Restream {
+            stream: "s".into(),
+            name: "yt".into(),
+            state: RestreamState::Refused,
+            error: Some("NetStream.Publish.BadName".into()),
+        };
+        assert_eq!(note_for(&refused, "s", &on).unwrap().summary, "yt refused the stream");
+        let live =
+            EngineEvent::Restream { stream: "s".into(), name: "yt".into(), state: RestreamState::Live, error: None };
+        assert_eq!(note_for(&live, "s", &on), None);
+        assert_eq!(note_for(&failing, "s", &NotifyToggles { restream_failing: false, ..on }), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use onair_engine::events::EngineEvent;
+use onair_engine::restream::{RestreamState, RestreamStatus};
 use onair_engine::status::ReachState;
 use serde::Serialize;
 
@@ -34,6 +35,26 @@ impl TrayState {
         };
         format!("OnAir — {stream}: {state}\n{}", reach_note(reach))
     }
+}
+
+/// The restream destinations in one tooltip line (`None` without any enabled one):
+/// `Restream: twitch live, youtube retrying`.
+pub fn restream_note(destinations: &[RestreamStatus]) -> Option<String> {
+    let parts: Vec<String> = destinations
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| {
+            let state = match d.state {
+                RestreamState::Idle => "idle",
+                RestreamState::Connecting => "connecting",
+                RestreamState::Live => "live",
+                RestreamState::Retrying => "retrying",
+                RestreamState::Refused => "refused",
+            };
+            format!("{} {state}", d.name)
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("Restream: {}", parts.join(", ")))
 }
 
 /// Who can open the viewer link, in a few words (tray tooltip).
@@ -128,6 +149,9 @@ impl StreamTracker {
         if event.stream() != Some(self.stream.as_str()) {
             return false;
         }
+        if let EngineEvent::Restream { .. } = event {
+            return true; // the tooltip has a line for the destinations
+        }
         let before = (self.armed, self.publishing, self.live, self.state(now));
         match event {
             EngineEvent::PublishStarted { .. } => {
@@ -218,6 +242,36 @@ mod tests {
             assert_eq!(MenuAction::from_id(a.id()), Some(a));
         }
         assert_eq!(MenuAction::from_id("nope"), None);
+    }
+
+    #[test]
+    fn the_tooltip_has_a_line_for_the_restream_destinations() {
+        let d = |name: &str, state, enabled| RestreamStatus {
+            name: name.into(),
+            url: "rtmp://h/app".into(),
+            enabled,
+            ome: false,
+            state,
+            bitrate_kbps: 0,
+            last_error: None,
+            next_attempt_s: None,
+            attempts: 0,
+            dropped_frames: 0,
+            queued_bytes: 0,
+        };
+        assert_eq!(restream_note(&[]), None);
+        assert_eq!(
+            restream_note(&[
+                d("twitch", RestreamState::Live, true),
+                d("yt", RestreamState::Retrying, true),
+                d("off", RestreamState::Idle, false)
+            ]),
+            Some("Restream: twitch live, yt retrying".into())
+        );
+        let mut t = StreamTracker::new("s", false, false);
+        let ev =
+            EngineEvent::Restream { stream: "s".into(), name: "yt".into(), state: RestreamState::Live, error: None };
+        assert!(t.on_event(&ev, Instant::now()), "a destination's state redraws the tooltip");
     }
 
     #[test]

@@ -34,6 +34,9 @@
 //   send_chat       POST /api/control/streams/{stream}/chat    {"text"}
 //   matrix_login    POST /api/control/matrix/login             {"homeserver","user","password"}
 //   matrix_logout   POST /api/control/matrix/logout
+//   restream_list   GET  /api/control/streams/{stream}/restream
+//   restream_put    PUT  /api/control/streams/{stream}/restream/{name}  {"url","key","enabled","ome_policy_expires_s"}
+//   restream_remove DELETE …/restream/{name}; restream_enable / restream_disable POST …/{name}/enable|disable
 // Engine events: an EventSource on /api/control/events?token=… in the page,
 // each message delivered to the `engine` listeners as Tauri would
 // ({event: "engine", id, payload}).
@@ -200,6 +203,11 @@ const COMMANDS = {
   send_chat: ({ stream, text }) => control('POST', `/streams/${enc(stream)}/chat`, { text }),
   matrix_login: ({ homeserver, user, password }) => control('POST', '/matrix/login', { homeserver, user, password }),
   matrix_logout: () => control('POST', '/matrix/logout'),
+  restream_list: ({ stream }) => control('GET', `/streams/${enc(stream)}/restream`),
+  restream_put: ({ stream, name, body }) => control('PUT', `/streams/${enc(stream)}/restream/${enc(name)}`, body),
+  restream_remove: ({ stream, name }) => control('DELETE', `/streams/${enc(stream)}/restream/${enc(name)}`),
+  restream_enable: ({ stream, name }) => control('POST', `/streams/${enc(stream)}/restream/${enc(name)}/enable`),
+  restream_disable: ({ stream, name }) => control('POST', `/streams/${enc(stream)}/restream/${enc(name)}/disable`),
   settings_get: () => settingsGet(),
   settings_set: async ({ settings: s }) => {
     const before = await settingsGet();

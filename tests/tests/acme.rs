@@ -23,9 +23,11 @@ async fn start_engine(
     tweak: impl FnOnce(&mut Config),
 ) -> TestServer {
     init_logs();
-    let mut config = Config::default();
-    config.http = format!("127.0.0.1:{http_port}").parse().unwrap();
-    config.rtmp = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        http: format!("127.0.0.1:{http_port}").parse().unwrap(),
+        rtmp: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     config.webrtc.udp = "127.0.0.1:0".parse().unwrap();
     config.webrtc.tcp = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data_dir.to_path_buf();

@@ -280,3 +280,38 @@ async fn the_window_previews_chats_edits_the_title_shows_health_and_goes_live() 
     server.shutdown().await;
     std::fs::remove_dir_all(dist).ok();
 }
+
+/// The window's Restream panel against a real engine (no Matrix needed): a destination added in
+/// the form is listed with its state, its key goes to the engine's secret store and never back
+/// to the page, Disable and Remove act on the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_adds_disables_and_removes_a_restream_destination() {
+    let dist = build_ui();
+    let server = TestServer::start().await;
+    let mut w = Window::launch(&dist, &server, "rtmp://127.0.0.1:1935/live", "stream?policy=x").await;
+    w.ok(json!({"op": "open", "timeout": 30_000})).await;
+    w.ok(json!({"op": "fill", "selector": "#restream-form [name=name]", "text": "twitch"})).await;
+    w.ok(json!({"op": "fill", "selector": "#restream-form [name=url]", "text": "rtmp://127.0.0.1:9/app"})).await;
+    w.ok(json!({"op": "fill", "selector": "#restream-form [name=key]", "text": "ui-Key-42f1"})).await;
+    w.click("#restream-form button[type=submit]").await;
+    let line = w
+        .until(
+            "[...document.querySelectorAll('#restream-list li')].map((li) => li.textContent).join('|').includes('twitch') && document.querySelector('#restream-list li').textContent",
+            10_000,
+        )
+        .await;
+    assert!(line.as_str().unwrap().contains("twitch → rtmp://127.0.0.1:9/app: starts with the broadcast"), "{line}");
+    let list = server.control().restream().status("stream");
+    assert_eq!((list.len(), list[0].name.as_str(), list[0].enabled), (1, "twitch", true));
+    w.click("#restream-list li button:has-text('Disable')").await;
+    w.until("document.querySelector('#restream-list li')?.dataset.state === 'disabled'", 10_000).await;
+    assert!(!server.control().restream().status("stream")[0].enabled);
+    w.click("#restream-list li button:has-text('Remove')").await;
+    w.until("document.querySelectorAll('#restream-list li').length === 0", 10_000).await;
+    assert!(server.control().restream().status("stream").is_empty());
+    let st = w.state().await;
+    assert!(!st.to_string().contains("ui-Key-42f1"), "the key came back to the page: {st}");
+    assert_eq!(st["pageErrors"], json!([]), "{st}");
+    w.close().await;
+    server.shutdown().await;
+}

@@ -73,6 +73,7 @@ export interface NotifyToggles {
   stream_ended: boolean;
   obs_connected: boolean;
   chat_mention: boolean;
+  restream_failing: boolean;
 }
 
 export interface Settings {

@@ -23,6 +23,8 @@ import {
 } from './app-bridge';
 import { BitrateHistory, drawGraph, figures } from './app-health';
 import { allDone, reachView, walkthrough, type Progress } from './reach-view';
+import { destinationBody, restreamStateText } from './restream-view';
+import type { RestreamStatus } from './api/RestreamStatus';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 
@@ -251,6 +253,7 @@ function onEvent(ev: EngineEvent): void {
         history.add(Date.now(), ev.status.bitrate_kbps ?? 0);
       }
       renderHealth();
+      renderRestream(ev.status.restream);
       break;
     case 'publish_refused':
       onRefused(ev.reason);
@@ -258,9 +261,73 @@ function onEvent(ev: EngineEvent): void {
     case 'reach':
       void onReach();
       break;
+    case 'restream':
+      void refreshRestream();
+      break;
   }
   renderState();
 }
+
+// ---------------------------------------------------------------------------
+// Restream destinations
+
+function renderRestream(list: RestreamStatus[]): void {
+  const ul = $('restream-list');
+  ul.replaceChildren();
+  for (const d of list) {
+    const li = document.createElement('li');
+    li.dataset.state = d.enabled ? d.state : 'disabled';
+    const text = document.createElement('span');
+    text.textContent = `${d.name} → ${d.url}${d.ome ? ' (OME)' : ''}: ${restreamStateText(d)}`;
+    const toggle = document.createElement('button');
+    toggle.type = 'button';
+    toggle.className = 'btn btn-quiet';
+    toggle.textContent = d.enabled ? 'Disable' : 'Enable';
+    toggle.addEventListener('click', () =>
+      restreamAction(d.enabled ? 'restream_disable' : 'restream_enable', { name: d.name }),
+    );
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'btn btn-quiet';
+    remove.textContent = 'Remove';
+    remove.addEventListener('click', () => restreamAction('restream_remove', { name: d.name }));
+    li.append(text, ' ', toggle, ' ', remove);
+    ul.append(li);
+  }
+}
+
+async function refreshRestream(): Promise<void> {
+  try {
+    renderRestream(await invoke<RestreamStatus[]>('restream_list', { stream: info.stream }));
+  } catch (e) {
+    $('restream-note').textContent = errorText(e);
+  }
+}
+
+async function restreamAction(cmd: string, args: Record<string, unknown>): Promise<void> {
+  const note = $('restream-note');
+  try {
+    await invoke(cmd, { stream: info.stream, ...args });
+    note.textContent = '';
+  } catch (err) {
+    note.textContent = errorText(err);
+  }
+  await refreshRestream();
+}
+
+const restreamForm = $<HTMLFormElement>('restream-form');
+restreamForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = restreamForm.elements;
+  const value = (n: string) => (f.namedItem(n) as HTMLInputElement).value;
+  const ome = (f.namedItem('ome') as HTMLInputElement).checked;
+  const body = destinationBody(value('url'), value('key'), ome ? 3600 : 0);
+  await restreamAction('restream_put', { name: value('name').trim(), body });
+  if ($('restream-note').textContent === '') {
+    restreamForm.reset();
+    $('restream-note').textContent = 'Saved (the key in the system keyring).';
+  }
+});
 
 // ---------------------------------------------------------------------------
 // Viewer link, OBS setup
@@ -534,7 +601,14 @@ async function loadObsSetup(): Promise<void> {
 // Settings and Matrix account
 
 const settingsForm = $<HTMLFormElement>('settings-form');
-const toggleNames = ['went_live', 'publisher_dropped', 'stream_ended', 'obs_connected', 'chat_mention'] as const;
+const toggleNames = [
+  'went_live',
+  'publisher_dropped',
+  'stream_ended',
+  'obs_connected',
+  'chat_mention',
+  'restream_failing',
+] as const;
 
 function fillSettings(s: Settings): void {
   const f = settingsForm.elements;
@@ -656,6 +730,7 @@ async function start(): Promise<void> {
     $('settings-note').textContent = `Settings unavailable: ${errorText(e)}`;
   }
   await loadObsSetup();
+  await refreshRestream();
   renderHealth();
   // Keep the graph's time axis moving between stats events.
   setInterval(() => drawGraph($<HTMLCanvasElement>('bitrate-graph'), history, Date.now()), 2000);

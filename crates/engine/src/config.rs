@@ -60,6 +60,97 @@ pub struct Config {
     pub metrics: MetricsSettings,
     pub reach: ReachSettings,
     pub tls: TlsSettings,
+    pub restream: RestreamSettings,
+    /// The config file these settings were read from (where edits such as restream
+    /// destinations are saved); not a key of the file.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// Restream: each stream relayed, as published, to RTMP/RTMPS destinations (see `[restream]` in
+/// `onair.toml` and docs/restream.md). Destination stream keys (and OME secrets) live in the OS
+/// keyring, entry `restream/<stream>/<name>`, never here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestreamSettings {
+    /// A PEM file of CA certificates to trust for `rtmps://` destinations besides the public
+    /// roots (a private CA); empty: the public roots only.
+    pub ca_file: PathBuf,
+    /// Bytes of media queued per destination before it counts as lagging: its queue is dropped
+    /// and sending resumes at the next keyframe.
+    pub max_queue_bytes: usize,
+    /// The destinations, `[[restream.destination]]` tables.
+    pub destination: Vec<RestreamDestination>,
+}
+
+impl Default for RestreamSettings {
+    fn default() -> Self {
+        Self { ca_file: PathBuf::new(), max_queue_bytes: 8 * 1024 * 1024, destination: Vec::new() }
+    }
+}
+
+/// One restream destination of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestreamDestination {
+    /// The OnAir stream relayed.
+    pub stream: String,
+    /// The destination's name (1-64 letters, digits, '-' or '_'), unique per stream.
+    pub name: String,
+    /// `rtmp://host[:port]/app` or `rtmps://…` (the stream key is kept in the keyring). For an
+    /// OME origin, the full publish URL `rtmp://host:port/app/stream` (signed by OnAir).
+    pub url: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Not 0: an OvenMediaEngine origin with SignedPolicy: the URL is signed with the origin's
+    /// secret (kept in the keyring as the key), valid for this many seconds from each connect.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ome_policy_expires_s: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl RestreamSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_queue_bytes < 256 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "restream.max_queue_bytes",
+                message: format!("{} bytes: use at least 262144 (a keyframe must fit)", self.max_queue_bytes),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.destination {
+            d.validate().map_err(|message| ConfigError::Invalid { key: "restream.destination", message })?;
+            if !seen.insert((&d.stream, &d.name)) {
+                return Err(ConfigError::Invalid {
+                    key: "restream.destination",
+                    message: format!("stream {:?} has two destinations named {:?}", d.stream, d.name),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RestreamDestination {
+    /// Explains a destination that cannot work (never repeating a secret: there is none here).
+    pub fn validate(&self) -> Result<(), String> {
+        if !crate::is_valid_stream_name(&self.stream) {
+            return Err(format!("stream {:?}: use 1-64 letters, digits, '-' or '_'", self.stream));
+        }
+        if !crate::is_valid_stream_name(&self.name) {
+            return Err(format!("name {:?}: use 1-64 letters, digits, '-' or '_'", self.name));
+        }
+        crate::restream::Endpoint::parse(&self.url, self.ome_policy_expires_s > 0)
+            .map(drop)
+            .map_err(|e| format!("{}/{}: {e}", self.stream, self.name))
+    }
 }
 
 /// How viewers on the internet reach this machine (see `[reach]` in `onair.toml` and
@@ -338,6 +429,8 @@ impl Default for Config {
             metrics: MetricsSettings::default(),
             reach: ReachSettings::default(),
             tls: TlsSettings::default(),
+            restream: RestreamSettings::default(),
+            file: None,
         }
     }
 }
@@ -389,10 +482,11 @@ impl Config {
             value.clone().try_into::<Config>().map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
         }
         apply_env(&mut value, "ONAIR", std::env::vars())?;
-        let config: Config = value
+        let mut config: Config = value
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid { key: "environment", message: e.to_string() })?;
         config.validate()?;
+        config.file = file.map(Path::to_path_buf).or_else(Self::default_path);
         Ok(config)
     }
 
@@ -473,6 +567,7 @@ impl Config {
         self.limits.validate()?;
         self.reach.validate()?;
         self.tls.validate()?;
+        self.restream.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {

@@ -138,6 +138,8 @@ pub struct ControlSetup {
     pub data_dir: PathBuf,
     pub matrix: MatrixSettings,
     pub store: Arc<dyn SecretStore>,
+    /// The restream destinations (their state shows in each stream's status).
+    pub restream: Arc<crate::restream::Restream>,
 }
 
 /// The streamer's controls. Cheap to share (`Arc`).
@@ -167,6 +169,7 @@ pub struct Control {
     /// Streams put live with Go live and not ended since (`crate::reach` maps the router's
     /// ports while any is).
     on_air: watch::Sender<HashSet<String>>,
+    restream: Arc<crate::restream::Restream>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -200,6 +203,7 @@ impl Control {
             reach: Mutex::new(ReachStatus::default()),
             https: Mutex::new(HttpsStatus::default()),
             on_air: watch::Sender::new(HashSet::new()),
+            restream: setup.restream,
         });
         let tasks = vec![
             tokio::spawn(notices(Arc::downgrade(&control), control.registry.subscribe())),
@@ -213,8 +217,14 @@ impl Control {
         control
     }
 
+    /// The restream destinations: their edits and state.
+    pub fn restream(&self) -> &Arc<crate::restream::Restream> {
+        &self.restream
+    }
+
     /// Stops the background work (the engine calls this on shutdown).
     pub fn stop(&self) {
+        self.restream.stop();
         for t in lock(&self.tasks).drain(..).chain(lock(&self.chat_tasks).drain(..)) {
             t.abort();
         }
@@ -405,6 +415,7 @@ impl Control {
         let mut s = crate::status::stream_status(stream, live.as_deref(), webrtc, std::time::Instant::now());
         s.title = self.title(stream);
         s.chat = self.chat_info(stream);
+        s.restream = self.restream.status(stream);
         s
     }
 
@@ -412,6 +423,7 @@ impl Control {
     pub fn control_status(&self) -> ControlStatus {
         let mut names: HashSet<String> = lock(&self.known).clone();
         names.extend(self.registry.list().iter().map(|s| s.name().to_owned()));
+        names.extend(self.restream.streams());
         let mut names: Vec<String> = names.into_iter().collect();
         names.sort();
         ControlStatus {
@@ -914,6 +926,8 @@ pub(crate) mod tests {
     pub(crate) fn control(registry: &Arc<Registry>) -> Arc<Control> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store: Arc<dyn SecretStore> = Arc::new(crate::secrets::MemoryStore::default());
+        let restream = crate::restream::Restream::start(&Default::default(), registry.clone(), store.clone(), None);
         Control::start(
             ControlSetup {
                 registry: registry.clone(),
@@ -922,7 +936,8 @@ pub(crate) mod tests {
                 viewer_base: "http://tv.example:8080".into(),
                 data_dir: std::env::temp_dir().join(format!("onair-control-{}-{n}", std::process::id())),
                 matrix: MatrixSettings::default(),
-                store: Arc::new(crate::secrets::MemoryStore::default()),
+                store,
+                restream,
             },
             None,
         )

@@ -9,6 +9,9 @@
 //! - `POST /streams/{stream}/chat` `{"text": "…"}`
 //! - `GET  /events[?stream=…]` → Server-Sent Events, one [`crate::events::EngineEvent`] JSON each
 //! - `POST /matrix/login` `{"homeserver", "user", "password"}`, `POST /matrix/logout`
+//! - `GET  /streams/{stream}/restream` → the destinations ([`crate::restream::RestreamStatus`]);
+//!   `PUT /streams/{stream}/restream/{name}` [`crate::restream::DestinationBody`] (add/replace;
+//!   the key goes to the keyring), `DELETE …/{name}`, `POST …/{name}/enable|disable`
 //!
 //! Its state is its own ([`ControlApiState`]: the control and the token); errors are
 //! [`ApiError`]s. The request bodies' types are exported to TypeScript like the status types.
@@ -20,6 +23,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::restream::{DestinationBody, RestreamStatus};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -100,6 +104,10 @@ pub fn router<S>(state: ControlApiState) -> Router<S> {
         .route("/events", get(events))
         .route("/matrix/login", post(matrix_login))
         .route("/matrix/logout", post(matrix_logout))
+        .route("/streams/{stream}/restream", get(restream_list))
+        .route("/streams/{stream}/restream/{name}", put(restream_put).delete(restream_remove))
+        .route("/streams/{stream}/restream/{name}/enable", post(restream_enable))
+        .route("/streams/{stream}/restream/{name}/disable", post(restream_disable))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -210,6 +218,57 @@ async fn matrix_login(
 
 async fn matrix_logout(State(st): State<ControlApiState>) -> Result<StatusCode, ApiError> {
     done(st.control.matrix_logout().await)
+}
+
+async fn restream_list(
+    State(st): State<ControlApiState>,
+    Path(stream): Path<String>,
+) -> Result<Json<Vec<RestreamStatus>>, ApiError> {
+    check_stream(&stream)?;
+    Ok(Json(st.control.restream().status(&stream)))
+}
+
+async fn restream_put(
+    State(st): State<ControlApiState>,
+    Path((stream, name)): Path<(String, String)>,
+    body: Result<Json<DestinationBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    check_stream(&stream)?;
+    let b = json(body, r#"{"url": "rtmp://host/app", "key": "…", "enabled": true}"#)?;
+    st.control.restream().put(&stream, &name, b)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restream_remove(
+    State(st): State<ControlApiState>,
+    Path((stream, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.control.restream().remove(&stream, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restream_enable(
+    State(st): State<ControlApiState>,
+    Path((stream, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.control.restream().set_enabled(&stream, &name, true)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restream_disable(
+    State(st): State<ControlApiState>,
+    Path((stream, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.control.restream().set_enabled(&stream, &name, false)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_stream(stream: &str) -> Result<(), ApiError> {
+    if crate::is_valid_stream_name(stream) {
+        Ok(())
+    } else {
+        Err(ApiError::Control(ControlError::BadStream(stream.into())))
+    }
 }
 
 /// Engine events as Server-Sent Events; `?stream=` keeps that stream's events (and the Matrix

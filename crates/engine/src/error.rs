@@ -9,6 +9,7 @@ use onair_webrtc::WhepError;
 
 use crate::control::ControlError;
 use crate::hub::ServeError;
+use crate::restream::RestreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -33,6 +34,8 @@ pub enum ApiError {
     Whep(#[from] WhepError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Restream(#[from] RestreamError),
     #[error("the control API only answers on this machine (loopback)")]
     NotLoopback,
     #[error("/metrics only answers on this machine (metrics.loopback_only)")]
@@ -67,6 +70,11 @@ impl ApiError {
                 ControlError::NoChat(_) => StatusCode::CONFLICT,
                 ControlError::Matrix(_) => StatusCode::BAD_GATEWAY,
                 ControlError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Restream(e) => match e {
+                RestreamError::Invalid(_) | RestreamError::NoKey(_) => StatusCode::BAD_REQUEST,
+                RestreamError::NoSuch { .. } => StatusCode::NOT_FOUND,
+                RestreamError::Secret(_) | RestreamError::Save { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::NotLoopback | ApiError::MetricsNotLoopback => StatusCode::FORBIDDEN,
             ApiError::BadToken => StatusCode::UNAUTHORIZED,

@@ -79,6 +79,22 @@ pub enum EngineEvent {
         /// HTTPS: `off`, `ok`, `obtaining`, `renewing`, `error`.
         https: String,
     },
+    /// A restream destination's state changed (`error`: why it is retrying or refused).
+    Restream {
+        stream: String,
+        name: String,
+        #[ts(as = "crate::restream::RestreamState")]
+        state: crate::restream::RestreamState,
+        error: Option<String>,
+    },
+    /// A restream destination has failed more than 5 times in a row or for 2 minutes (once per
+    /// run of failures): worth telling the streamer.
+    RestreamFailing {
+        stream: String,
+        name: String,
+        error: String,
+        attempts: u32,
+    },
     /// A live stream's figures (the `/api/streams/<stream>` JSON), every 2 s.
     Stats {
         stream: String,
@@ -99,6 +115,8 @@ impl EngineEvent {
             | EngineEvent::Armed { stream, .. }
             | EngineEvent::Title { stream, .. }
             | EngineEvent::Chat { stream, .. }
+            | EngineEvent::Restream { stream, .. }
+            | EngineEvent::RestreamFailing { stream, .. }
             | EngineEvent::Stats { stream, .. } => Some(stream),
             EngineEvent::Matrix { .. } | EngineEvent::Reach { .. } => None,
         }

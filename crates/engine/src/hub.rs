@@ -4,7 +4,9 @@
 //! A publisher turns FLV tag bodies into [`Frame`]s, feeds the stream's LL-HLS packager and its
 //! health figures, and wakes everyone waiting on the stream (blocking playlist reloads, preload
 //! hints) whenever a part completes. While WebRTC sessions watch the stream it also broadcasts
-//! the video frames and the audio transcoded once to Opus (never per viewer). The publisher's
+//! the video frames and the audio transcoded once to Opus (never per viewer). While restream
+//! destinations follow it, it broadcasts the FLV tags as published (H.264/AAC passed through) with
+//! the stream's corrected decode times ([`Stream::restream_feed`], [`FlvTag`]). The publisher's
 //! timestamps go through a [`Timeline`] that keeps them sane (jumps rebased, floods dropped).
 //!
 //! Dropping the publisher ends the broadcast: at once after a clean unpublish, End stream or an
@@ -138,6 +140,10 @@ struct Live {
     media: broadcast::Sender<Arc<Sample>>,
     /// Whether the audio can be transcoded to Opus for WebRTC.
     opus: bool,
+    /// FLV tags for restream destinations; closed when the broadcast ends.
+    restream: broadcast::Sender<Arc<FlvTag>>,
+    /// The current sequence headers (FLV tag bodies), sent first to each new destination.
+    headers: SequenceHeaders,
     /// The publisher dropped: the stream waits for it until this moment.
     reconnecting: Option<Instant>,
     /// The dropped publisher's timeline, for the one that comes back.
@@ -146,6 +152,39 @@ struct Live {
 
 /// Samples buffered per WebRTC session before it counts as lagging (≈ 4 s at 30 fps + Opus).
 const MEDIA_CAPACITY: usize = 320;
+
+/// FLV tags buffered per restream destination before it counts as lagging (≈ 6 s of 30 fps video
+/// with AAC at 48 kHz); each destination also bounds its own queue in bytes (`crate::restream`).
+const RESTREAM_CAPACITY: usize = 512;
+
+/// One FLV tag as published, for restream destinations: the body is passed through untouched
+/// (H.264 with its composition time, AAC), the timestamp is the stream's corrected decode time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlvTag {
+    pub kind: TagKind,
+    /// Decode time on the stream's timeline (ms; monotonic per track, jumps rebased).
+    pub dts: u64,
+    /// A video keyframe (audio frames and sequence headers are `false`).
+    pub keyframe: bool,
+    /// A sequence header (AVC decoder configuration or AAC AudioSpecificConfig).
+    pub header: bool,
+    /// The FLV VIDEODATA/AUDIODATA body.
+    pub body: Bytes,
+}
+
+/// The track of an [`FlvTag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    Video,
+    Audio,
+}
+
+/// The sequence headers in force (FLV tag bodies), for a destination that starts mid-stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceHeaders {
+    pub video: Option<Bytes>,
+    pub audio: Option<Bytes>,
+}
 
 /// Which playlist a player asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,9 +324,12 @@ impl Registry {
         }
         let session = new_session_id();
         let (media, _) = broadcast::channel(MEDIA_CAPACITY);
+        let (restream, _) = broadcast::channel(RESTREAM_CAPACITY);
         let live = Live {
             media: media.clone(),
             opus: false,
+            restream: restream.clone(),
+            headers: SequenceHeaders::default(),
             packager: Packager::new(self.hls, &session),
             session,
             stats: Stats::default(),
@@ -307,7 +349,7 @@ impl Registry {
         map.insert(name.into(), stream.clone());
         drop(map);
         self.emit(EngineEvent::PublishStarted { stream: name.into(), remote: remote.to_string() });
-        Ok(Publisher::new(self.clone(), stream, Timeline::default(), media, None, now))
+        Ok(Publisher::new(self.clone(), stream, Timeline::default(), (media, restream), None, now))
     }
 
     /// A publisher continuing `stream` after its last one dropped.
@@ -315,15 +357,18 @@ impl Registry {
         let resumed = stream.lock().as_mut().map(|live| {
             live.reconnecting = None;
             live.packager.discontinuity();
-            (live.timeline.take().unwrap_or_default(), live.media.clone(), live.audio.clone())
+            let feeds = (live.media.clone(), live.restream.clone());
+            (live.timeline.take().unwrap_or_default(), feeds, live.audio.clone())
         });
-        let (timeline, media, audio) =
-            resumed.unwrap_or_else(|| (Timeline::default(), broadcast::channel(MEDIA_CAPACITY).0, None));
+        let (timeline, feeds, audio) = resumed.unwrap_or_else(|| {
+            let feeds = (broadcast::channel(MEDIA_CAPACITY).0, broadcast::channel(RESTREAM_CAPACITY).0);
+            (Timeline::default(), feeds, None)
+        });
         stream.notify();
         tracing::info!(stream = %stream.name, %remote, "the publisher is back: the broadcast goes on (a discontinuity)");
         self.emit(EngineEvent::PublishStarted { stream: stream.name.clone(), remote: remote.to_string() });
         let transcoder = audio.and_then(|cfg| onair_audio::Transcoder::new(&cfg).ok());
-        let mut publisher = Publisher::new(self.clone(), stream, timeline, media, transcoder, now);
+        let mut publisher = Publisher::new(self.clone(), stream, timeline, feeds, transcoder, now);
         // WebRTC viewers get its video from its first keyframe on (the packager waits for it too).
         publisher.video_gap = true;
         publisher
@@ -489,6 +534,14 @@ impl Stream {
         Some((StreamTracks { video: live.video.clone(), audio: live.opus }, live.media.subscribe()))
     }
 
+    /// The sequence headers in force and a receiver of the stream's FLV tags from now on, once the
+    /// stream is playable (restream destinations). The receiver closes when the broadcast ends.
+    pub fn restream_feed(&self) -> Option<(SequenceHeaders, broadcast::Receiver<Arc<FlvTag>>)> {
+        let guard = self.lock();
+        let live = guard.as_ref().filter(|l| l.packager.is_ready())?;
+        Some((live.headers.clone(), live.restream.subscribe()))
+    }
+
     /// The figures of the publish in progress (`None` when offline), as of `now`.
     pub fn figures(&self, now: Instant) -> Option<Figures> {
         let guard = self.lock();
@@ -548,6 +601,7 @@ pub struct Publisher {
     logged: [Option<Instant>; 3],
     bad_tags: u64,
     media: broadcast::Sender<Arc<Sample>>,
+    restream: broadcast::Sender<Arc<FlvTag>>,
     transcoder: Option<onair_audio::Transcoder>,
     transcode_failures: u64,
     /// Reported when the publisher is dropped; a drop without a reason is a broken connection.
@@ -574,7 +628,7 @@ impl Publisher {
         registry: Arc<Registry>,
         stream: Arc<Stream>,
         timeline: Timeline,
-        media: broadcast::Sender<Arc<Sample>>,
+        (media, restream): (broadcast::Sender<Arc<Sample>>, broadcast::Sender<Arc<FlvTag>>),
         transcoder: Option<onair_audio::Transcoder>,
         now: Now,
     ) -> Publisher {
@@ -586,6 +640,7 @@ impl Publisher {
             logged: [None; 3],
             bad_tags: 0,
             media,
+            restream,
             transcoder,
             transcode_failures: 0,
             end_reason: EndReason::Dropped,
@@ -610,19 +665,25 @@ impl Publisher {
     /// One FLV VIDEODATA body with its RTMP timestamp (ms, 32-bit, may wrap), arrived at `now`.
     pub fn video(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
         self.last_now = now;
+        let original = body.clone();
         let tag = onair_media::parse_video_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             VideoTag::Config(cfg) => {
-                let changed = self
+                let (changed, fresh) = self
                     .with_live(|live| {
                         let changed = live.video.as_ref().is_some_and(|old| *old != cfg);
-                        if live.video.as_ref() != Some(&cfg) {
+                        let fresh = live.video.as_ref() != Some(&cfg);
+                        if fresh {
                             live.video = Some(cfg.clone());
+                            live.headers.video = Some(original.clone());
                             live.packager.set_video_config(cfg);
                         }
-                        changed
+                        (changed, fresh)
                     })
-                    .unwrap_or(false);
+                    .unwrap_or((false, false));
+                if fresh {
+                    self.relay(TagKind::Video, self.timeline.latest(), false, true, original);
+                }
                 if changed {
                     // WebRTC sessions were set up for the old parameters (their SPS/PPS go before
                     // every keyframe): end them by replacing the broadcast channel; their players
@@ -639,6 +700,7 @@ impl Publisher {
                 let Some(dts) = self.admit(Track::Video, timestamp, keyframe, data.len(), now) else {
                     return Ok(Pushed::default());
                 };
+                self.relay(TagKind::Video, dts, keyframe, false, original);
                 Ok(self.push(Frame { track: Track::Video, dts, cts: composition_time_ms, keyframe, data }, now))
             }
         }
@@ -647,11 +709,13 @@ impl Publisher {
     /// One FLV AUDIODATA body with its RTMP timestamp, arrived at `now`.
     pub fn audio(&mut self, body: Bytes, timestamp: u32, now: Now) -> Result<Pushed, MediaError> {
         self.last_now = now;
+        let original = body.clone();
         let tag = onair_media::parse_audio_tag(body).inspect_err(|_| self.bad_tags += 1)?;
         match tag {
             AudioTag::Config(cfg) => {
                 let changed = self.with_live(|live| live.audio.as_ref() != Some(&cfg)).unwrap_or(false);
                 if changed {
+                    self.relay(TagKind::Audio, self.timeline.latest(), false, true, original.clone());
                     self.transcoder = match onair_audio::Transcoder::new(&cfg) {
                         Ok(t) => Some(t),
                         Err(e) => {
@@ -662,6 +726,7 @@ impl Publisher {
                     let opus = self.transcoder.is_some();
                     self.with_live(|live| {
                         live.audio = Some(cfg.clone());
+                        live.headers.audio = Some(original);
                         live.opus = opus;
                         live.packager.set_audio_config(cfg);
                     });
@@ -675,6 +740,7 @@ impl Publisher {
                 if self.media.receiver_count() > 0 {
                     self.transcode(&data, dts);
                 }
+                self.relay(TagKind::Audio, dts, false, false, original);
                 Ok(self.push(Frame { track: Track::Audio, dts, cts: 0, keyframe: true, data }, now))
             }
         }
@@ -733,6 +799,13 @@ impl Publisher {
                 max = self.registry.hls.max_part_bytes,
                 "the publisher sent a frame larger than hls.max_part_bytes: dropped, with the video up to the next keyframe (logged once a minute)"
             ),
+        }
+    }
+
+    /// Sends a tag to the restream destinations following the stream (none: nothing to do).
+    fn relay(&self, kind: TagKind, dts: u64, keyframe: bool, header: bool, body: Bytes) {
+        if self.restream.receiver_count() > 0 {
+            let _ = self.restream.send(Arc::new(FlvTag { kind, dts, keyframe, header, body }));
         }
     }
 
@@ -866,6 +939,11 @@ struct Timeline {
 }
 
 impl Timeline {
+    /// The latest decode time of either track (0 before the first frame).
+    fn latest(&self) -> u64 {
+        self.last[0].max(self.last[1]).unwrap_or(0)
+    }
+
     /// The timeline for a publisher that continues this one's stream: its clock starts afresh
     /// and its first frame goes on from the latest decode time (plus the time that passed).
     fn resumed(&self) -> Timeline {
@@ -1260,6 +1338,43 @@ mod tests {
         assert!(p.stream().media(&session, Resource::Init(0)).unwrap().is_some(), "still listed");
         // The old WebRTC feed is closed once its buffered samples are read.
         assert!(closed(&mut rx));
+    }
+
+    #[test]
+    fn restream_feed_has_the_headers_and_the_tags_as_published_on_the_stream_timeline() {
+        let tags = capture();
+        let reg = Registry::new(HlsConfig::default());
+        let t0 = Now::system();
+        let mut p = reg.publish("r", "127.0.0.1:1".parse().unwrap(), t0).unwrap();
+        assert!(p.stream().restream_feed().is_none(), "not playable yet");
+        feed(&mut p, &tags, 0..3000, t0);
+        let (headers, mut rx) = p.stream().restream_feed().unwrap();
+        let config = |kind| tags.iter().find(|t| t.tag_type == kind && t.body.get(1) == Some(&0)).unwrap().body.clone();
+        assert_eq!(headers.video, Some(config(9)));
+        assert_eq!(headers.audio, Some(config(8)));
+        feed(&mut p, &tags, 3000..6000, t0);
+        let got: Vec<Arc<FlvTag>> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let sent: Vec<&onair_media::flv::FlvTag> =
+            tags.iter().filter(|t| (3000..6000).contains(&t.timestamp_ms) && matches!(t.tag_type, 8 | 9)).collect();
+        assert_eq!(got.len(), sent.len());
+        for (g, t) in got.iter().zip(&sent) {
+            assert_eq!(g.body, t.body, "passed through untouched");
+            assert_eq!(g.kind, if t.tag_type == 9 { TagKind::Video } else { TagKind::Audio });
+            assert_eq!(g.dts, u64::from(t.timestamp_ms), "a clean clock maps to itself");
+            assert_eq!(g.keyframe, t.tag_type == 9 && t.body[0] >> 4 == 1);
+            assert!(!g.header);
+        }
+        assert!(got.iter().any(|g| g.keyframe));
+        // A new decoder configuration goes through the feed too, marked as a header.
+        let mut other = config(9).to_vec();
+        other[8] ^= 0x01;
+        p.video(Bytes::from(other.clone()), 6000, t0.after(Duration::from_secs(6))).unwrap();
+        let h = rx.try_recv().unwrap();
+        assert!(h.header && h.kind == TagKind::Video && h.body == other);
+        // The broadcast ends: the feed closes.
+        p.set_end_reason(EndReason::Finished);
+        drop(p);
+        assert_eq!(rx.try_recv().unwrap_err(), broadcast::error::TryRecvError::Closed);
     }
 
     #[test]

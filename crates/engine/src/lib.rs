@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod net;
 pub mod obs;
 pub mod reach;
+pub mod restream;
 pub mod rtmp;
 pub mod secrets;
 pub mod serve;
@@ -209,6 +210,8 @@ impl Engine {
         };
         let data_dir = config.data_dir();
         let tls_store = store.clone();
+        let restream =
+            restream::Restream::start(&config.restream, registry.clone(), store.clone(), config.file.clone());
         let control = Control::start(
             control::ControlSetup {
                 registry: registry.clone(),
@@ -218,6 +221,7 @@ impl Engine {
                 data_dir: data_dir.clone(),
                 matrix: config.matrix.clone(),
                 store,
+                restream,
             },
             matrix_password,
         );

@@ -28,6 +28,8 @@ pub struct StreamStatus {
     pub urls: Urls,
     /// The stream's Matrix room, for the viewer page's guest chat; `null` without Matrix.
     pub chat: Option<ChatInfo>,
+    /// The stream's restream destinations and their state (never their keys).
+    pub restream: Vec<crate::restream::RestreamStatus>,
 }
 
 /// Where a browser finds a stream's chat.
@@ -101,6 +103,7 @@ pub fn stream_status(name: &str, stream: Option<&Stream>, webrtc_sessions: usize
         viewers: Viewers::default(),
         urls,
         chat: None,
+        restream: Vec::new(),
     };
     let Some(stream) = stream else { return s };
     s.viewers.hls = stream.hls_viewers(now);

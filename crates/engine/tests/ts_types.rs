@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use onair_engine::control::{ControlStatus, MatrixInfo, StreamControlStatus};
 use onair_engine::control_api::{ChatBody, LoginBody, TitleBody};
 use onair_engine::events::{EndReason, EngineEvent};
+use onair_engine::restream::{DestinationBody, RestreamState, RestreamStatus};
 use onair_engine::status::{
     AudioStatus, ChatInfo, HttpsStatus, PortMapping, ReachState, ReachStatus, StreamStatus, Urls, VideoStatus, Viewers,
 };
@@ -44,6 +45,9 @@ fn generated() -> BTreeMap<String, String> {
         ReachState,
         PortMapping,
         HttpsStatus,
+        RestreamStatus,
+        RestreamState,
+        DestinationBody,
     );
     files
 }

@@ -79,6 +79,16 @@ enum Command {
         #[command(flatten)]
         at: Running,
     },
+    /// Restream destinations of a stream on the running OnAir (Twitch, YouTube, an OME origin, any
+    /// RTMP/RTMPS server): the stream as published is relayed to them while it is live. Keys go
+    /// to the OS keyring, the rest to the config file.
+    Restream {
+        stream: String,
+        #[command(subcommand)]
+        action: RestreamAction,
+        #[command(flatten)]
+        at: Running,
+    },
     /// Print the OBS settings (server, signed stream key) for a stream.
     Obs {
         /// The stream name.
@@ -112,6 +122,40 @@ enum Command {
         #[arg(long, default_value_t = onair_obs::DEFAULT_KEYINT_S, value_parser = clap::value_parser!(u32).range(1..=10))]
         keyint: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum RestreamAction {
+    /// Add a destination (or replace one of the same name): rtmp:// or rtmps://host[:port]/app.
+    Add {
+        name: String,
+        url: String,
+        /// The stream key (it shows in `ps`: prefer --key-stdin). Omitted when replacing: kept.
+        #[arg(long, conflicts_with = "key_stdin")]
+        key: Option<String>,
+        /// Read the stream key from the first line of standard input.
+        #[arg(long)]
+        key_stdin: bool,
+        /// An OvenMediaEngine origin with SignedPolicy: URL is rtmp://host:port/app/stream, the
+        /// key is the origin's secret, and each signed URL is valid this long (e.g. 1h).
+        #[arg(long, value_name = "VALIDITY", value_parser = humantime::parse_duration)]
+        ome: Option<Duration>,
+        /// Add it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List the destinations and their state.
+    List {
+        /// Print the JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a destination (and its key from the keyring).
+    Remove { name: String },
+    /// Enable a destination (it starts at once when the stream is live).
+    Enable { name: String },
+    /// Disable a destination (it stops at once).
+    Disable { name: String },
 }
 
 /// Which running OnAir a command talks to: the one with this data dir.
@@ -181,6 +225,7 @@ fn main() -> Result<()> {
             println!("{stream}: ended");
             Ok(())
         }
+        Command::Restream { stream, action, at } => block_on(restream(&at.remote()?, &stream, action)),
         Command::Status { json, at } => {
             let status = block_on(at.remote()?.status())?;
             if json {
@@ -212,6 +257,53 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn restream(remote: &remote::Remote, stream: &str, action: RestreamAction) -> Result<()> {
+    match action {
+        RestreamAction::Add { name, url, key, key_stdin, ome, disabled } => {
+            let key = if key_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim().to_owned()).filter(|k| !k.is_empty())
+            } else {
+                key
+            };
+            let body = serde_json::json!({
+                "url": url,
+                "key": key,
+                "enabled": !disabled,
+                "ome_policy_expires_s": ome.map_or(0, |d| d.as_secs().max(1)),
+            });
+            remote.restream_put(stream, &name, body).await?;
+            println!("{stream}: restream destination {name} saved (its key in the OS keyring)");
+        }
+        RestreamAction::List { json } => {
+            let list = remote.restream_list(stream).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.as_array().is_none_or(|l| l.is_empty()) {
+                println!("{stream}: no restream destinations");
+            } else {
+                for d in list.as_array().into_iter().flatten() {
+                    println!("{}", remote::restream_line(d));
+                }
+            }
+        }
+        RestreamAction::Remove { name } => {
+            remote.restream_remove(stream, &name).await?;
+            println!("{stream}: restream destination {name} removed");
+        }
+        RestreamAction::Enable { name } => {
+            remote.post(&format!("/streams/{stream}/restream/{name}/enable")).await?;
+            println!("{stream}: restream destination {name} enabled");
+        }
+        RestreamAction::Disable { name } => {
+            remote.post(&format!("/streams/{stream}/restream/{name}/disable")).await?;
+            println!("{stream}: restream destination {name} disabled");
+        }
+    }
+    Ok(())
 }
 
 fn print_obs(s: &ObsSettings) {

@@ -1,4 +1,4 @@
-//! `onair title|chat|go-live|end|status`: talk to a running `onair serve` (or the tray app) through its
+//! `onair title|chat|go-live|end|status|restream`: talk to a running `onair serve` (or the tray app) through its
 //! loopback control API, found in `<data_dir>/control.json`.
 
 use std::io::Write;
@@ -56,6 +56,21 @@ impl Remote {
     pub async fn post(&self, path: &str) -> Result<()> {
         self.call(reqwest::Method::POST, path, None).await?;
         Ok(())
+    }
+
+    /// Adds or replaces a restream destination (`body`: url, key, enabled, ome_policy_expires_s).
+    pub async fn restream_put(&self, stream: &str, name: &str, body: Value) -> Result<()> {
+        self.call(reqwest::Method::PUT, &format!("/streams/{stream}/restream/{name}"), Some(body)).await?;
+        Ok(())
+    }
+
+    pub async fn restream_remove(&self, stream: &str, name: &str) -> Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/streams/{stream}/restream/{name}"), None).await?;
+        Ok(())
+    }
+
+    pub async fn restream_list(&self, stream: &str) -> Result<Value> {
+        Ok(self.call(reqwest::Method::GET, &format!("/streams/{stream}/restream"), None).await?.json().await?)
     }
 
     pub async fn status(&self) -> Result<Value> {
@@ -180,6 +195,9 @@ fn status_text(status: &Value) -> String {
         if let Some(room) = s["chat"]["alias"].as_str() {
             let _ = writeln!(o, "  chat room {room}");
         }
+        for d in s["restream"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  restream {}", restream_line(d));
+        }
         let _ = writeln!(
             o,
             "  {}{}",
@@ -188,6 +206,32 @@ fn status_text(status: &Value) -> String {
         );
     }
     out
+}
+
+/// One restream destination in a line: `name → url: state …` (never its key: the API has none).
+pub fn restream_line(d: &Value) -> String {
+    let state = match d["state"].as_str().unwrap_or("?") {
+        _ if d["enabled"] == false => "disabled".to_owned(),
+        "live" => format!("live, {} kb/s", d["bitrate_kbps"]),
+        "retrying" => format!(
+            "retrying in {} s (attempt {}): {}",
+            d["next_attempt_s"].as_f64().map_or("?".into(), |s| format!("{s:.0}")),
+            d["attempts"],
+            d["last_error"].as_str().unwrap_or("?")
+        ),
+        "refused" => format!("refused: {}", d["last_error"].as_str().unwrap_or("?")),
+        "idle" => "idle (starts with the broadcast)".to_owned(),
+        other => other.to_owned(),
+    };
+    let dropped =
+        d["dropped_frames"].as_u64().filter(|&n| n > 0).map(|n| format!(", {n} frames dropped (slow destination)"));
+    format!(
+        "{} → {}{}: {state}{}",
+        d["name"].as_str().unwrap_or("?"),
+        d["url"].as_str().unwrap_or("?"),
+        if d["ome"] == true { " (OME, signed)" } else { "" },
+        dropped.unwrap_or_default()
+    )
 }
 
 /// What `onair serve` prints when reach changes: the reach lines, and the viewer link of
@@ -340,6 +384,28 @@ mod tests {
         );
         assert!(text.contains("    mapped HTTP TCP 8080 → 192.168.77.10:8080"), "{text}");
         assert!(!text.contains("HTTPS"), "{text}");
+    }
+
+    #[test]
+    fn restream_lines_say_the_state() {
+        let d = serde_json::json!({"name": "twitch", "url": "rtmp://live.twitch.tv/app", "enabled": true, "ome": false,
+            "state": "retrying", "bitrate_kbps": 0, "last_error": "connection refused", "next_attempt_s": 3.9,
+            "attempts": 2, "dropped_frames": 0, "queued_bytes": 0});
+        assert_eq!(
+            restream_line(&d),
+            "twitch → rtmp://live.twitch.tv/app: retrying in 4 s (attempt 2): connection refused"
+        );
+        let mut live = d.clone();
+        live["state"] = "live".into();
+        live["bitrate_kbps"] = 2500.into();
+        live["dropped_frames"] = 12.into();
+        assert_eq!(
+            restream_line(&live),
+            "twitch → rtmp://live.twitch.tv/app: live, 2500 kb/s, 12 frames dropped (slow destination)"
+        );
+        let mut off = d;
+        off["enabled"] = false.into();
+        assert!(restream_line(&off).ends_with(": disabled"));
     }
 
     #[test]
