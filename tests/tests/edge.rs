@@ -14,6 +14,9 @@
 //!   waiters at once); through nginx the 95th percentile within 0.65 s (nginx's lock waiters
 //!   look at the cache every 500 ms: measured median 0.26 s, p95 0.48 s, max 0.51 s; Varnish
 //!   median 5–10 ms, see docs/edge.md).
+//!
+//! And with `hls.public_base_url` naming the nginx cache, the viewer page (headless Chromium)
+//! plays LL-HLS through it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -31,6 +34,9 @@ use onair_tests::*;
 const STREAM: &str = "edge";
 const PLAYERS: usize = 40;
 const WINDOW: Duration = Duration::from_secs(10);
+
+/// The tests of this file take turns: each measures latency or plays in a browser, on 2 cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------- the caches ----------
 
@@ -77,11 +83,10 @@ fn config_from_docs(file: &str, replace: &[(&str, String)]) -> String {
     text
 }
 
-/// nginx with `docs/edge/nginx.conf` in front of `origin`.
-fn start_nginx(origin: SocketAddr) -> Cache {
+/// nginx with `docs/edge/nginx.conf` on `port` in front of `origin`.
+fn start_nginx(origin: SocketAddr, port: u16) -> Cache {
     let nginx = require_tool("nginx");
     let dir = fresh_dir("nginx");
-    let port = free_port();
     let site = config_from_docs(
         "nginx.conf",
         &[
@@ -112,6 +117,11 @@ fn start_nginx(origin: SocketAddr) -> Cache {
         .spawn()
         .expect("nginx starts");
     Cache { name: "nginx", child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log: dir.join("error.log") }
+}
+
+/// What nginx logged of the requests it answered.
+fn nginx_access_log(cache: &Cache) -> String {
+    std::fs::read_to_string(cache.log.with_file_name("access.log")).unwrap_or_default()
 }
 
 /// varnishd with `docs/edge/onair.vcl` in front of `origin`.
@@ -516,12 +526,13 @@ async fn players_through(server: &TestServer, cache: &Cache) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_low_latency_players_through_nginx_and_varnish_reach_the_origin_once_per_object() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let server = TestServer::start().await;
     let publisher = Publisher::start(&server.signed_url(STREAM), &Source::small());
     wait_live(&server, STREAM, Duration::from_secs(20)).await;
     let origin = server.http();
 
-    let mut nginx = start_nginx(origin);
+    let mut nginx = start_nginx(origin, free_port());
     wait_cache(&mut nginx).await;
     // The cache keeps what OnAir says: a part is a HIT the second time, a blocking reload too.
     let ll = get(&format!("http://{}/live/{STREAM}/llhls.m3u8", nginx.addr)).await.unwrap();
@@ -545,5 +556,44 @@ async fn forty_low_latency_players_through_nginx_and_varnish_reach_the_origin_on
 
     publisher.stop().await;
     eprintln!("{nginx_summary}\n{varnish_summary}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_page_plays_through_the_cache_named_by_public_base_url() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = onair_engine::Config::default();
+    config.hls.public_base_url = format!("{base}/");
+    let server = TestServer::start_with(config).await;
+    let publisher = Publisher::start(&server.signed_url(STREAM), &Source::small());
+    wait_live(&server, STREAM, Duration::from_secs(20)).await;
+    let mut nginx = start_nginx(server.http(), port);
+    wait_cache(&mut nginx).await;
+
+    // The links handed out name the cache; the page carries it for its player.
+    let status = get(&server.url(&format!("/api/streams/{STREAM}"))).await.unwrap().json();
+    assert_eq!(status["urls"]["llhls"], format!("{base}/live/{STREAM}/llhls.m3u8"));
+    assert_eq!(server.engine.urls().llhls(STREAM), format!("{base}/live/{STREAM}/llhls.m3u8"));
+    let page = get(&server.url(&format!("/{STREAM}"))).await.unwrap().text();
+    assert!(page.contains(&format!("<meta name=\"onair-hls-base\" content=\"{base}\" />")), "{page}");
+
+    // The page is OnAir's, the playlists and parts come from the cache (another origin: CORS).
+    let played =
+        browser_play(&server.url(&format!("/{STREAM}?transport=hls")), &["--expect-width", "320"]).await.unwrap();
+    assert_eq!(played["ok"], true, "{played}");
+    assert_eq!(played["transport"], "llhls", "{played}");
+    let log = nginx_access_log(&nginx);
+    let through = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains("\" 200 ")).count();
+    assert!(
+        through(&format!("GET /live/{STREAM}/llhls.m3u8?_HLS_msn=")) >= 3,
+        "no blocking reloads through nginx:\n{log}"
+    );
+    assert!(through(".m4s HTTP/1.1") >= 3, "no parts through nginx:\n{log}");
+    assert!(through("/init.mp4 HTTP/1.1") >= 1, "no init segment through nginx:\n{log}");
+
+    drop(nginx);
+    publisher.stop().await;
     server.shutdown().await;
 }
