@@ -357,11 +357,11 @@ async fn player(addr: SocketAddr, style: Style, stop: Instant, rec: Arc<Mutex<Re
                 continue;
             }
         };
-        if last.is_none() {
-            if let Err(e) = get_logged(&mut mc, &format!("{base}{}", fresh.map), &rec).await {
-                fail(e);
-                continue;
-            }
+        if last.is_none()
+            && let Err(e) = get_logged(&mut mc, &format!("{base}{}", fresh.map), &rec).await
+        {
+            fail(e);
+            continue;
         }
         let start = match last {
             Some(l) => fresh.parts.iter().position(|(p, _)| *p > l).unwrap_or(fresh.parts.len()),
