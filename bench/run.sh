@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OnAir benchmark: 1080p30 at 6 Mb/s through `onair serve` on loopback.
 #
-#   bench/run.sh [all|cpu|latency|load|fanout|abuse]  (default: all; see bench/README.md)
+#   bench/run.sh [all|cpu|latency|load|fanout|abuse|edge]  (default: all; see bench/README.md)
 #
 #   cpu      engine CPU and RSS while packaging one stream (and four), no viewers
 #   latency  LL-HLS glass-to-glass latency: wall clock burnt into the frames, read back in Chromium
@@ -9,6 +9,8 @@
 #   fanout   CPU-seconds per GiB of 50 keep-alive clients fetching the newest segment, vs nginx
 #   abuse    engine CPU/RSS under the attack of tests/tests/abuse.rs while two viewers watch, and
 #            how long a new viewer waits for its first frame meanwhile
+#   edge     origin CPU and bytes with 0, 40 and 200 LL-HLS players behind an nginx cache
+#            (docs/edge/nginx.conf)
 #
 # Environment (all optional):
 #   ONAIR_BENCH_WORK      work dir (default /tmp/onair-bench): source clip, logs, results
@@ -29,6 +31,8 @@
 #   BENCH_WAIT_QUIET=S    before each part, wait up to S seconds for other processes to leave the CPU
 #   BENCH_FANOUT_CLIENTS, BENCH_FANOUT_SECONDS, BENCH_FANOUT_ROUNDS   fanout: clients (50), seconds
 #                         per turn (10), turns per server (3)
+#   BENCH_EDGE_PLAYERS    edge: player counts behind the cache (default 0,40,200)
+#   BENCH_EDGE_SECONDS    edge: seconds measured per count (default 20)
 #   BENCH_ONAIR           the onair binary to measure (default: the one built here), e.g. another
 #                         checkout's, for a before/after against nginx in the same conditions
 set -euo pipefail
@@ -538,6 +542,106 @@ step_fanout() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# edge: players behind nginx's proxy_cache (docs/edge/nginx.conf); what reaches the origin
+
+# The engine's onair_sent_bytes_total{transport="hls"} and onair_hls_requests_total by kind, one
+# line: "BYTES PLAYLIST BLOCKING PART".
+origin_counters() {
+  curl -fsS "$ENGINE_URL/metrics" | awk '
+    /^onair_sent_bytes_total\{transport="hls"\}/ { b = $2 }
+    /^onair_hls_requests_total\{kind="playlist"\}/ { p = $2 }
+    /^onair_hls_requests_total\{kind="blocking_playlist"\}/ { bp = $2 }
+    /^onair_hls_requests_total\{kind="part"\}/ { pt = $2 }
+    END { printf "%d %d %d %d\n", b, p, bp, pt }'
+}
+
+# nginx_edge_conf DIR — nginx with docs/edge/nginx.conf in front of the engine, on NGINX_PORT.
+nginx_edge_conf() {
+  local dir=$1
+  mkdir -p "$dir/cache"
+  sed -e "s|server 127.0.0.1:8080;|server 127.0.0.1:$HTTP_PORT;|" -e "s|listen 8081;|listen 127.0.0.1:$NGINX_PORT;|" \
+    -e "s|/var/cache/nginx/onair|$dir/cache|" "$ROOT/docs/edge/nginx.conf" >"$dir/onair.conf"
+  {
+    echo "# nginx as a caching proxy in front of the engine: docs/edge/nginx.conf (written by bench/run.sh)."
+    echo "worker_processes auto;"
+    echo "worker_rlimit_nofile 65536;"
+    echo "pid $dir/nginx.pid;"
+    echo "error_log $dir/error.log warn;"
+    echo "events { worker_connections 16384; }"
+    echo "http {"
+    echo "  access_log off;"
+    echo "  client_body_temp_path $dir/tmp-body;"
+    echo "  proxy_temp_path $dir/tmp-proxy;"
+    echo "  fastcgi_temp_path $dir/tmp-fastcgi;"
+    echo "  uwsgi_temp_path $dir/tmp-uwsgi;"
+    echo "  scgi_temp_path $dir/tmp-scgi;"
+    echo "  include $dir/onair.conf;"
+    echo "}"
+  } >"$dir/nginx.conf"
+}
+
+sum_ticks() { # sum_ticks PID+PID+… — utime + stime of all of them
+  local p t=0
+  for p in ${1//+/ }; do t=$((t + $(cpu_ticks "$p"))); done
+  echo "$t"
+}
+
+step_edge() {
+  need nginx "apt-get install nginx-light"
+  check_quiet edge
+  start_engine
+  publish_file bench
+  wait_live bench
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  local dir=$RUN/nginx-edge
+  nginx_edge_conf "$dir"
+  start nginx-edge "${SERVER_CPUS[@]}" nginx -c "$dir/nginx.conf" -g 'daemon off;'
+  local nginx_pid=$LAST_PID nginx_pids
+  wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
+  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  sleep 10 # the sliding window fills
+  local counts=${BENCH_EDGE_PLAYERS:-0,40,200} seconds=${BENCH_EDGE_SECONDS:-20} n
+  say ""
+  say "== edge: LL-HLS players (blocking reload, as in load) behind nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') with"
+  say "   docs/edge/nginx.conf (proxy_cache, cache lock), ${seconds} s per count. What reaches the engine (the"
+  say "   origin): its CPU (utime + stime: % of one core, CPU-seconds), the HLS bytes it sent, its HLS requests"
+  say "   by kind; nginx's CPU; then the load generator's line for the players (ok = players that kept up)"
+  say "$(printf '%7s %9s %9s %9s %9s %9s %9s %7s %10s' players 'eng CPU%' 'eng CPU-s' 'eng MB' 'eng Mb/s' playlists blocking parts 'nginx CPU%')"
+  for n in ${counts//,/ }; do
+    local gen_pid=
+    if ((n > 0)); then
+      "${CLIENT_CPUS[@]}" "$LOADGEN" load --targets "edge,blocking,$NGINX_URL/live/bench/llhls.m3u8,$ENGINE_PID" \
+        --monitor "$ENGINE_URL/live/bench/llhls.m3u8" --steps "$n" --bisect 0 --retries 0 --warmup 3 \
+        --measure "$seconds" --stagger 2 --same-agent "${BENCH_SAME_UA:-0}" >"$RUN/edge-$n.jsonl" 2>"$RUN/edge-$n.txt" &
+      gen_pid=$!
+      PIDS+=("$gen_pid")
+      sleep 6 # the load generator's monitor (1 s), the players joining (2 s), its warm-up (3 s)
+    fi
+    local c0 c1 k0 k1 m0 m1 t0 t1 secs
+    read -r -a m0 < <(origin_counters)
+    c0=$(cpu_ticks "$ENGINE_PID")
+    k0=$(sum_ticks "$nginx_pids")
+    t0=$(now_s)
+    sleep "$seconds"
+    t1=$(now_s)
+    c1=$(cpu_ticks "$ENGINE_PID")
+    k1=$(sum_ticks "$nginx_pids")
+    read -r -a m1 < <(origin_counters)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    say "$(printf '%7s %9s %9s %9s %9s %9s %9s %7s %10s' "$n" "$(pct_of_core $((c1 - c0)) "$secs")" \
+      "$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')" \
+      "$(awk -v b=$((m1[0] - m0[0])) 'BEGIN { printf "%.1f", b / 1e6 }')" \
+      "$(awk -v b=$((m1[0] - m0[0])) -v s="$secs" 'BEGIN { printf "%.2f", b * 8 / s / 1e6 }')" \
+      $((m1[1] - m0[1])) $((m1[2] - m0[2])) $((m1[3] - m0[3])) "$(pct_of_core $((k1 - k0)) "$secs")")"
+    if [[ -n $gen_pid ]]; then
+      wait "$gen_pid" || die "load generator failed, see $RUN/edge-$n.txt"
+      grep -E '^(server|edge) ' "$RUN/edge-$n.txt" | sed 's/^/        /' | tee -a "$SUMMARY" || true
+    fi
+  done
+  stop_all
+}
+
+# ---------------------------------------------------------------------------------------------
 # abuse: the attack of tests/tests/abuse.rs from outside the engine, with viewers watching
 
 ABUSE_SOURCE=$WORK/source-360p30-1M.flv
@@ -610,12 +714,12 @@ step_abuse() {
 main() {
   local what=${1:-all}
   case $what in
-    all | cpu | latency | load | fanout | abuse) ;;
+    all | cpu | latency | load | fanout | abuse | edge) ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'
       exit 0
       ;;
-    *) die "unknown step '$what' (all, cpu, latency, load, fanout, abuse)" ;;
+    *) die "unknown step '$what' (all, cpu, latency, load, fanout, abuse, edge)" ;;
   esac
   local t0=$SECONDS
   prepare
@@ -626,12 +730,14 @@ main() {
       step_load
       step_fanout
       step_abuse
+      step_edge
       ;;
     cpu) step_cpu ;;
     latency) step_latency ;;
     load) step_load ;;
     fanout) step_fanout ;;
     abuse) step_abuse ;;
+    edge) step_edge ;;
   esac
   say ""
   say "total time: $((SECONDS - t0)) s; command: bench/run.sh $what"

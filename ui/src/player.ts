@@ -87,6 +87,16 @@ export function whepUrl(stream: string, origin = ''): string {
   return joinOrigin(origin, `/live/${encodeURIComponent(stream)}/whep`);
 }
 
+/**
+ * The base the server's page names for HLS (`hls.public_base_url`: a CDN or caching proxy in
+ * front of OnAir), from `<meta name="onair-hls-base">`; '' when there is none (or it is not an
+ * http(s) URL): playlists then come from `origin`.
+ */
+export function hlsBaseFromPage(doc: Pick<Document, 'querySelector'> = document): string {
+  const v = doc.querySelector('meta[name="onair-hls-base"]')?.getAttribute('content')?.trim() ?? '';
+  return /^https?:\/\/[^/?#]+/i.test(v) ? v : '';
+}
+
 export function apiUrl(stream: string, origin = ''): string {
   return joinOrigin(origin, `/api/streams/${encodeURIComponent(stream)}`);
 }
@@ -141,6 +151,11 @@ export interface LivePlayerOptions {
   video: HTMLVideoElement;
   /** Server origin, e.g. "http://127.0.0.1:8080"; '' = same origin as the page. */
   origin?: string;
+  /**
+   * Where playlists (and the parts they name) are loaded from, e.g. a CDN in front of the
+   * server (the pages pass hlsBaseFromPage()); default: `origin`. WHEP and the API stay on `origin`.
+   */
+  hlsOrigin?: string;
   /** Playlist probe interval while offline (ms). */
   pollIntervalMs?: number;
   /** Extra hls.js settings (merged over the defaults below). */
@@ -188,6 +203,7 @@ export class LivePlayer {
   readonly stream: string;
   readonly video: HTMLVideoElement;
   readonly origin: string;
+  readonly hlsOrigin: string;
   readonly pollIntervalMs: number;
   readonly iceTimeoutMs: number;
 
@@ -235,6 +251,7 @@ export class LivePlayer {
     this.stream = opts.stream;
     this.video = opts.video;
     this.origin = opts.origin ?? '';
+    this.hlsOrigin = opts.hlsOrigin || this.origin;
     this.pollIntervalMs = opts.pollIntervalMs ?? 1500;
     this.policy = new TransportPolicy(opts.transport ?? 'auto', {
       avoidWebRtcWithBframes: opts.avoidWebRtcWithBframes,
@@ -265,7 +282,7 @@ export class LivePlayer {
   }
 
   get playlistUrl(): string {
-    return llhlsUrl(this.stream, this.origin);
+    return llhlsUrl(this.stream, this.hlsOrigin);
   }
 
   get whepUrl(): string {
@@ -845,6 +862,8 @@ export class LivePlayer {
 export interface PlayerViewOptions {
   stream: string;
   origin?: string;
+  /** See LivePlayerOptions; the pages pass hlsBaseFromPage(). */
+  hlsOrigin?: string;
   pollIntervalMs?: number;
   /** See LivePlayerOptions; the pages take them from playerOptionsFromQuery(). */
   transport?: TransportMode;
@@ -954,6 +973,7 @@ export function mountPlayer(container: HTMLElement, opts: PlayerViewOptions): Pl
     stream: opts.stream,
     video,
     origin: opts.origin,
+    hlsOrigin: opts.hlsOrigin,
     pollIntervalMs: opts.pollIntervalMs,
     transport: opts.transport,
     iceTimeoutMs: opts.iceTimeoutMs,

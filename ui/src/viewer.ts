@@ -3,6 +3,7 @@ import './style.css';
 import {
   describeStream,
   fetchStreamInfo,
+  hlsBaseFromPage,
   mountPlayer,
   playerOptionsFromQuery,
   streamFromLocation,
@@ -62,6 +63,7 @@ renderStatus('loading');
 
 const view = mountPlayer(playerEl, {
   stream,
+  hlsOrigin: hlsBaseFromPage(), // hls.public_base_url: a CDN or caching proxy in front of OnAir
   ...playerOptionsFromQuery(), // ?transport=hls|webrtc, ?ice-timeout=<ms>
   onStateChange: (state) => {
     document.body.dataset.state = state;

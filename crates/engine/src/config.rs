@@ -409,6 +409,10 @@ pub struct HlsSettings {
     pub max_segment_bytes: usize,
     /// Bytes of media kept per stream: the oldest segments are dropped beyond this.
     pub max_window_bytes: usize,
+    /// The base URL of a CDN or caching proxy in front of this server (`https://cdn.example.org`,
+    /// maybe with a path): the viewer and embed pages load `<base>/live/<stream>/llhls.m3u8`
+    /// from it, and the links handed out name it. Empty: players load HLS from this server.
+    pub public_base_url: String,
 }
 
 impl Default for Config {
@@ -445,11 +449,36 @@ impl Default for HlsSettings {
             max_part_bytes: d.max_part_bytes,
             max_segment_bytes: d.max_segment_bytes,
             max_window_bytes: d.max_window_bytes,
+            public_base_url: String::new(),
         }
     }
 }
 
 impl HlsSettings {
+    /// `public_base_url` without its trailing `/`; None when empty.
+    pub fn public_base(&self) -> Option<&str> {
+        Some(self.public_base_url.trim().trim_end_matches('/')).filter(|b| !b.is_empty())
+    }
+
+    /// Why `public_base_url` cannot be used: it must be an `http://` or `https://` URL with a
+    /// host (and maybe a port and a path), without a query, fragment, user name or spaces.
+    fn check_public_base_url(&self) -> Result<(), String> {
+        let Some(base) = self.public_base() else { return Ok(()) };
+        let lower = base.to_ascii_lowercase();
+        let Some(rest) = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://")) else {
+            return Err(format!("{base:?}: use an http:// or https:// URL"));
+        };
+        if let Some(c) = rest
+            .chars()
+            .find(|c| matches!(c, '?' | '#' | '@' | '"' | '<' | '>' | '\\') || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("{base:?}: no {c:?} allowed (no query, fragment or user name)"));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        authority.parse::<HostPort>().map_err(|e| format!("{base:?}: {e}"))?;
+        Ok(())
+    }
+
     pub fn packager_config(&self) -> onair_hls::HlsConfig {
         onair_hls::HlsConfig {
             part_target_ms: self.part_target_ms,
@@ -518,6 +547,9 @@ impl Config {
                 key: "publish_grace_s",
                 message: format!("{} s: use 0..=300", self.publish_grace_s),
             });
+        }
+        if let Err(message) = self.hls.check_public_base_url() {
+            return Err(ConfigError::Invalid { key: "hls.public_base_url", message });
         }
         if !(2..=60).contains(&self.hls.window_segments) {
             return Err(ConfigError::Invalid {
@@ -890,6 +922,45 @@ mod tests {
         c.validate().unwrap();
         c.reach.gateway = "router".into();
         assert!(c.validate().unwrap_err().to_string().contains("reach.gateway"));
+    }
+
+    #[test]
+    fn public_base_url_is_checked() {
+        let with = |url: &str| Config {
+            hls: HlsSettings { public_base_url: url.into(), ..Default::default() },
+            ..Config::default()
+        };
+        for good in [
+            "",
+            "https://cdn.example.org",
+            "http://127.0.0.1:8081/",
+            "https://cdn.example.org/onair/",
+            "HTTPS://[2001:db8::1]:8443",
+        ] {
+            with(good).validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert_eq!(with("https://cdn.example.org/onair/").hls.public_base(), Some("https://cdn.example.org/onair"));
+        assert_eq!(with(" ").hls.public_base(), None);
+        for bad in [
+            "cdn.example.org",
+            "ftp://cdn.example.org",
+            "https://",
+            "https:///live",
+            "https://cdn.example.org/?x=1",
+            "https://cdn.example.org/#x",
+            "https://user@cdn.example.org",
+            "https://cdn example.org",
+            "https://cdn.example.org:99999",
+            "https://cdn.example.org/\"><script>",
+        ] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("hls.public_base_url"), "{bad}: {e}");
+        }
+        let mut value = toml::Value::try_from(Config::default()).unwrap();
+        let vars = [("ONAIR_HLS_PUBLIC_BASE_URL".to_string(), "https://cdn.example.org".to_string())];
+        apply_env(&mut value, "ONAIR", vars).unwrap();
+        let c: Config = value.try_into().unwrap();
+        assert_eq!(c.hls.public_base(), Some("https://cdn.example.org"));
     }
 
     #[test]

@@ -318,6 +318,7 @@ mod tests {
             refusals: Default::default(),
             metrics: Default::default(),
             reload_waiters: Default::default(),
+            hls: Default::default(),
         };
         (crate::http::router(state), registry)
     }

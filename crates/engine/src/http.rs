@@ -2,6 +2,12 @@
 //! status API, WHEP, the viewer and embed pages, and mounts the loopback control API
 //! ([`crate::control_api`]). Errors are [`ApiError`]s.
 //!
+//! HLS answers carry what an HTTP cache in front needs ([`onair_hls::cache`]): `Cache-Control`
+//! per kind of answer, an `ETag` on playlists (`If-None-Match` → `304`), and the preload-hinted
+//! part (or the segment in progress) is answered `200` at once, its body following when it is
+//! complete, so a cache passes it on without waiting for the whole answer ([`media`]). With
+//! `hls.public_base_url` the pages load HLS from that base ([`HlsHttp`]). See `docs/edge.md`.
+//!
 //! [`router`] builds the whole app from an [`AppState`], so tests drive it without sockets.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,16 +27,18 @@ use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, http::HeaderMap};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use onair_hls::Resource;
+use onair_hls::cache::{self, Answer};
 use onair_webrtc::{IceServer, WebrtcServer};
 
-use crate::config::LimitsSettings;
+use crate::config::{HlsSettings, LimitsSettings};
 use crate::control::Control;
 use crate::control_api::ControlApiState;
 use crate::error::ApiError;
 use crate::hub::{PlaylistKind, PlaylistRequest, Registry};
 use crate::limits::{Refusal, Refusals, Slot, Slots};
-use crate::metrics::Metrics;
+use crate::metrics::{HlsRequest, Metrics};
 use crate::status::StreamStatus;
 use crate::ui;
 
@@ -54,12 +62,72 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Playlist and media requests each client may have held at once.
     pub reload_waiters: Arc<ReloadWaiters>,
+    /// Cache headers of HLS answers and where the pages load HLS from (`[hls]`).
+    pub hls: Arc<HlsHttp>,
+}
+
+/// What `[hls]` changes in HTTP answers: the lifetime of blocking playlist reload answers (from
+/// the part target, [`cache::blocking_max_age_s`]) and, with `hls.public_base_url`, the base the
+/// pages load HLS from (the pages are made once, with that base in them).
+#[derive(Debug)]
+pub struct HlsHttp {
+    part_target_ms: u32,
+    /// `hls.public_base_url` without its trailing `/`.
+    public_base: Option<String>,
+    /// The viewer and embed pages naming the base; None: the built pages as they are.
+    pages: Option<(Bytes, Bytes)>,
+}
+
+impl HlsHttp {
+    pub fn new(settings: &HlsSettings) -> Self {
+        let public_base = settings.public_base().map(str::to_owned);
+        let pages = public_base.as_deref().and_then(|base| {
+            let page = |file| ui::get(file).map(|html| with_hls_base(html, base));
+            Some((page("index.html")?, page("embed.html")?))
+        });
+        HlsHttp { part_target_ms: settings.part_target_ms, public_base, pages }
+    }
+
+    fn cache_control(&self, answer: Answer) -> HeaderValue {
+        HeaderValue::from_str(&cache::cache_control(answer, self.part_target_ms)).expect("an ASCII header value")
+    }
+
+    /// The status API's HLS links point at the base when there is one.
+    fn rebase(&self, mut status: StreamStatus) -> StreamStatus {
+        if let Some(base) = &self.public_base {
+            status.urls.llhls = format!("{base}{}", status.urls.llhls);
+            status.urls.hls = format!("{base}{}", status.urls.hls);
+        }
+        status
+    }
+}
+
+impl Default for HlsHttp {
+    fn default() -> Self {
+        HlsHttp::new(&HlsSettings::default())
+    }
+}
+
+/// `html` with `<meta name="onair-hls-base" content="<base>">` at the start of its `<head>`: the
+/// pages' player loads playlists from that base (`hlsBaseFromPage` in `ui/src/player.ts`).
+fn with_hls_base(html: &[u8], base: &str) -> Bytes {
+    let escaped = base.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;");
+    let meta = format!("<meta name=\"onair-hls-base\" content=\"{escaped}\" />");
+    let at = html.windows(6).position(|w| w == b"<head>").map_or(0, |i| i + 6);
+    let mut out = Vec::with_capacity(html.len() + meta.len());
+    out.extend_from_slice(&html[..at]);
+    out.extend_from_slice(meta.as_bytes());
+    out.extend_from_slice(&html[at..]);
+    Bytes::from(out)
 }
 
 /// Playlist and media requests (which may be held: blocking reloads, the preload-hinted part)
 /// one client network may have open at once (`limits.reload_waiters_per_ip`); over it, `503` with
 /// `Retry-After` — a status players retry (hls.js gives up on a 4xx such as 429). In total they are
-/// bounded by `limits.http_in_flight`, so the per-client map is too.
+/// bounded by the connections (`limits.http_connections`: a held request, or a held body of a
+/// pending part, occupies its connection), so the per-client map is too. A cache in front of
+/// the server is one client: it holds one request per URL it is filling (a handful at the live
+/// edge), see `docs/edge.md`.
 #[derive(Debug)]
 pub struct ReloadWaiters {
     slots: Arc<Slots>,
@@ -205,7 +273,9 @@ fn client_key(peer: Option<Extension<ConnectInfo<SocketAddr>>>, headers: &Header
     h.finish()
 }
 
-/// `llhls.m3u8` (with blocking reload) and `playlist.m3u8`.
+/// `llhls.m3u8` (with blocking reload) and `playlist.m3u8`, with their `Cache-Control`
+/// ([`Answer::BlockingPlaylist`], [`Answer::Playlist`]; a 404 is [`Answer::PlaylistNotFound`]),
+/// an `ETag`, and `304` for a matching `If-None-Match`.
 async fn playlist(
     State(st): State<AppState>,
     Path((name, file)): Path<(String, String)>,
@@ -218,28 +288,91 @@ async fn playlist(
         "playlist.m3u8" => PlaylistKind::Plain,
         _ => return Err(ApiError::NotFound),
     };
-    let msn = parse_u(&q, "_HLS_msn")?;
-    let part = parse_u(&q, "_HLS_part")?;
-    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
-    let req = PlaylistRequest { kind, msn, part, viewer: client_key(peer, &headers) };
-    let body = st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?;
+    let blocking = kind == PlaylistKind::LowLatency && q.contains_key("_HLS_msn");
+    st.metrics.count_hls_request(if blocking { HlsRequest::BlockingPlaylist } else { HlsRequest::Playlist });
+    let answer = if blocking { Answer::BlockingPlaylist } else { Answer::Playlist };
+    let served = async {
+        let msn = parse_u(&q, "_HLS_msn")?;
+        let part = parse_u(&q, "_HLS_part")?;
+        let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(None) };
+        let req = PlaylistRequest { kind, msn, part, viewer: client_key(peer, &headers) };
+        Ok::<_, ApiError>(Some(st.registry.serve_playlist(&name, req, tokio::time::Instant::now() + HOLD).await?))
+    };
+    let body = match served.await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Ok(st.reload_waiters.refused()),
+        Err(e) => {
+            let answer = if e.status() == StatusCode::NOT_FOUND { Answer::PlaylistNotFound } else { Answer::Error };
+            let mut res = e.into_response();
+            res.headers_mut().insert(header::CACHE_CONTROL, st.hls.cache_control(answer));
+            return Ok(res);
+        }
+    };
+    let etag = cache::etag(&body);
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| cache::if_none_match(v, &etag));
+    let etag = HeaderValue::from_str(&etag).expect("an ASCII tag");
+    let cache_control = st.hls.cache_control(answer);
+    if unchanged {
+        return Ok(
+            (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, cache_control), (header::ETAG, etag)]).into_response()
+        );
+    }
     st.metrics.count_hls(&st.registry, &name, body.len() as u64);
-    Ok(([(header::CONTENT_TYPE, PLAYLIST_TYPE), (header::CACHE_CONTROL, NO_CACHE)], body).into_response())
+    let content_type = HeaderValue::from_static(PLAYLIST_TYPE);
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache_control), (header::ETAG, etag)], body)
+        .into_response())
 }
 
-/// `init.mp4`, segments and parts of one publish session.
+/// `init.mp4`, segments and parts of one publish session: immutable ([`Answer::Media`]). A
+/// pending one (the preload-hinted part, the segment in progress) is answered `200` with its
+/// headers at once and its body (chunked) when it is complete, so that a cache in front can
+/// pass the answer on — and coalesce the players asking for it — before it is complete. The
+/// bytes cannot come earlier without changing the fMP4 contract: a part is one `moof` + `mdat`,
+/// and the `moof` lists every sample's size and duration, known only when the part closes. If
+/// it never completes (the stream ended without it, 10 s passed) the body is cut off (no last
+/// chunk), which caches do not store and players retry.
 async fn media(
     State(st): State<AppState>,
     Path((name, session, file)): Path<(String, String, String)>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let resource = onair_hls::parse_uri(&file).ok_or(ApiError::NotFound)?;
-    let Some(_slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
-    let body = st.registry.serve_media(&name, &session, resource, tokio::time::Instant::now() + HOLD).await?;
-    st.metrics.count_hls(&st.registry, &name, body.iter().map(|b| b.len() as u64).sum());
+    st.metrics.count_hls_request(match resource {
+        Resource::Init(_) => HlsRequest::Init,
+        Resource::Part(..) => HlsRequest::Part,
+        Resource::Segment(_) => HlsRequest::Segment,
+    });
+    let Some(slot) = st.reload_waiters.take(peer, &st.refusals) else { return Ok(st.reload_waiters.refused()) };
+    let stream = st.registry.get(&name).ok_or_else(|| crate::hub::ServeError::Offline(name.clone()))?;
     let kind = if matches!(resource, Resource::Init(_)) { "video/mp4" } else { "video/iso.segment" };
-    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, IMMUTABLE)], axum::body::Body::new(Chunks::new(body)))
-        .into_response())
+    let head = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+        (header::CACHE_CONTROL, st.hls.cache_control(Answer::Media)),
+    ];
+    if let Some(body) = stream.media(&session, resource)? {
+        st.metrics.count_hls(&st.registry, &name, body.iter().map(|b| b.len() as u64).sum());
+        return Ok((head, axum::body::Body::new(Chunks::new(body))).into_response());
+    }
+    drop(stream);
+    let body = futures_util::stream::once(async move {
+        let _slot = slot;
+        let deadline = tokio::time::Instant::now() + HOLD;
+        match st.registry.serve_media(&name, &session, resource, deadline).await {
+            Ok(chunks) => {
+                st.metrics.count_hls(&st.registry, &name, chunks.iter().map(|b| b.len() as u64).sum());
+                chunks.into_iter().map(Ok).collect()
+            }
+            Err(e) => {
+                tracing::debug!(stream = %name, %session, %resource, reason = %e, "pending HLS answer cut off");
+                vec![Err(e)]
+            }
+        }
+    })
+    .flat_map(futures_util::stream::iter);
+    Ok((head, axum::body::Body::from_stream(body)).into_response())
 }
 
 /// A body sent as the buffers it is made of (a segment is its parts): no copy, exact length.
@@ -284,7 +417,8 @@ fn bytes_response(body: Bytes, content_type: &'static str, cache: &'static str) 
 }
 
 async fn api_streams(State(st): State<AppState>) -> Response {
-    let list: Vec<StreamStatus> = st.registry.list().iter().map(|s| st.control.status(s.name())).collect();
+    let list: Vec<StreamStatus> =
+        st.registry.list().iter().map(|s| st.hls.rebase(st.control.status(s.name()))).collect();
     ([(header::CACHE_CONTROL, NO_CACHE)], Json(list)).into_response()
 }
 
@@ -292,7 +426,8 @@ async fn api_stream(State(st): State<AppState>, Path(name): Path<String>) -> Res
     if !crate::is_valid_stream_name(&name) {
         return Err(ApiError::BadRequest("invalid stream name".into()));
     }
-    Ok(([(header::CACHE_CONTROL, NO_CACHE)], Json(st.control.stream_status(&name).await)).into_response())
+    let status = st.hls.rebase(st.control.stream_status(&name).await);
+    Ok(([(header::CACHE_CONTROL, NO_CACHE)], Json(status)).into_response())
 }
 
 /// Prometheus metrics ([`crate::metrics`]).
@@ -379,28 +514,33 @@ async fn whep_patch() -> ApiError {
     ApiError::MethodNotAllowed("trickle ICE is not supported: the answer carries all candidates")
 }
 
-fn page(file: &str, extra: &[(header::HeaderName, &'static str)]) -> Result<Response, ApiError> {
-    let body = ui::get(file).ok_or(ApiError::PageMissing)?;
-    let mut res = bytes_response(Bytes::from_static(body), "text/html; charset=utf-8", "no-cache");
+/// A page: `made` (the built page with the HLS base in it), else the built `file` as it is.
+fn page(file: &str, made: Option<&Bytes>, extra: &[(header::HeaderName, &'static str)]) -> Result<Response, ApiError> {
+    let body = match made {
+        Some(b) => b.clone(),
+        None => Bytes::from_static(ui::get(file).ok_or(ApiError::PageMissing)?),
+    };
+    let mut res = bytes_response(body, "text/html; charset=utf-8", "no-cache");
     for (k, v) in extra {
         res.headers_mut().insert(k.clone(), HeaderValue::from_static(v));
     }
     Ok(res)
 }
 
-async fn viewer_page(Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn viewer_page(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
         return Err(ApiError::NotFound);
     }
-    page("index.html", &[(header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
+    page("index.html", st.hls.pages.as_ref().map(|p| &p.0), &[(header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
 }
 
-async fn embed_page(Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn embed_page(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
         return Err(ApiError::NotFound);
     }
     page(
         "embed.html",
+        st.hls.pages.as_ref().map(|p| &p.1),
         &[(header::CONTENT_SECURITY_POLICY, "frame-ancestors *"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
     )
 }
@@ -439,6 +579,7 @@ pub(crate) mod tests {
             refusals: Default::default(),
             metrics: Default::default(),
             reload_waiters: Arc::new(ReloadWaiters::new(limits)),
+            hls: Default::default(),
         };
         (state, registry)
     }
@@ -452,21 +593,170 @@ pub(crate) mod tests {
 
     /// Publishes the first `seconds` of the OBS capture into `name`.
     pub(crate) fn publish_capture(registry: &Arc<Registry>, name: &str, seconds: u32) -> crate::hub::Publisher {
+        let mut p = registry.publish(name, "127.0.0.1:9".parse().unwrap(), Now::system()).unwrap();
+        feed_capture(&mut p, 0..seconds * 1000);
+        p
+    }
+
+    /// Feeds the tags of the OBS capture whose timestamps are in `ms` to `p`.
+    fn feed_capture(p: &mut crate::hub::Publisher, ms: std::ops::Range<u32>) {
         let file = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../media/tests/data/obs29-x264-high-640x360p30-aac48k.flv"
         ))
         .unwrap();
         let now = Now::system();
-        let mut p = registry.publish(name, "127.0.0.1:9".parse().unwrap(), now).unwrap();
-        for tag in onair_media::flv::read_flv(&file).unwrap().into_iter().filter(|t| t.timestamp_ms < seconds * 1000) {
+        for tag in onair_media::flv::read_flv(&file).unwrap().into_iter().filter(|t| ms.contains(&t.timestamp_ms)) {
             match tag.tag_type {
                 9 => drop(p.video(tag.body, tag.timestamp_ms, now)),
                 8 => drop(p.audio(tag.body, tag.timestamp_ms, now)),
                 _ => {}
             }
         }
-        p
+    }
+
+    async fn call_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::builder().uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// The `URI="…"` of the first line starting with `tag`.
+    fn uri_of<'a>(playlist: &'a str, tag: &str) -> &'a str {
+        let line = playlist.lines().find(|l| l.starts_with(tag)).unwrap_or_else(|| panic!("no {tag} in {playlist}"));
+        line.split("URI=\"").nth(1).unwrap().split('"').next().unwrap()
+    }
+
+    #[tokio::test]
+    async fn cache_headers_per_kind_of_answer() {
+        let (app, registry) = app();
+        // Offline: a playlist 404 may be kept a second by a shared cache; a media 404 not at all.
+        let (status, headers, _) = call(&app, "GET", "/live/obs/llhls.m3u8").await;
+        assert_eq!(
+            (status, headers["cache-control"].to_str().unwrap()),
+            (StatusCode::NOT_FOUND, "public, max-age=0, s-maxage=1")
+        );
+        let (status, headers, _) = call(&app, "GET", "/live/obs/abc/0.0.m4s").await;
+        assert_eq!((status, headers["cache-control"].to_str().unwrap()), (StatusCode::NOT_FOUND, "no-cache"));
+        let _publisher = publish_capture(&registry, "obs", 4);
+        let pos = registry.get("obs").unwrap().figures(std::time::Instant::now()).unwrap().position.unwrap();
+        let mut all = Vec::new();
+        // Non-blocking playlists: a second for shared caches, revalidated by browsers.
+        for uri in ["/live/obs/llhls.m3u8", "/live/obs/playlist.m3u8"] {
+            let (status, headers, body) = call(&app, "GET", uri).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(headers["cache-control"], "public, max-age=0, s-maxage=1", "{uri}");
+            let etag = headers["etag"].to_str().unwrap().to_owned();
+            assert_eq!(etag, cache::etag(&body));
+            // Revalidation: 304 without a body, same headers.
+            let (status, h, body) = call_with(&app, uri, &[("if-none-match", &etag)]).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{uri}");
+            assert!(body.is_empty());
+            assert_eq!((h["etag"].to_str().unwrap(), &h["cache-control"]), (etag.as_str(), &headers["cache-control"]));
+            let (status, _, _) = call_with(&app, uri, &[("if-none-match", "\"other\"")]).await;
+            assert_eq!(status, StatusCode::OK);
+            all.push(headers);
+        }
+        // Blocking reloads: the same for everyone asking that URL, kept 2 × PART-HOLD-BACK.
+        let blocking = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part);
+        let (status, headers, body) = call(&app, "GET", &blocking).await;
+        assert_eq!((status, headers["cache-control"].to_str().unwrap()), (StatusCode::OK, "public, max-age=3"));
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        all.push(headers);
+        // Media: immutable.
+        for uri in [uri_of(&text, "#EXT-X-MAP:"), uri_of(&text, "#EXT-X-PART:")] {
+            let (status, headers, _) = call(&app, "GET", &format!("/live/obs/{uri}")).await;
+            assert_eq!((status, headers["cache-control"].to_str().unwrap()), (StatusCode::OK, IMMUTABLE), "{uri}");
+            assert!(headers.get("etag").is_none(), "immutable media needs no validator");
+            all.push(headers);
+        }
+        // Errors: not stored (a part that does not exist yet must not be served as 404 later).
+        let session = uri_of(&text, "#EXT-X-MAP:").split('/').next().unwrap();
+        let future = format!("/live/obs/{session}/{}.{}.m4s", pos.msn + 1, 5);
+        let bad = format!("/live/obs/llhls.m3u8?_HLS_msn={}", pos.msn + 10);
+        for (uri, want) in [(future.as_str(), StatusCode::NOT_FOUND), (bad.as_str(), StatusCode::BAD_REQUEST)] {
+            let (status, headers, _) = call(&app, "GET", uri).await;
+            assert_eq!((status, headers["cache-control"].to_str().unwrap()), (want, "no-cache"), "{uri}");
+            all.push(headers);
+        }
+        // Nothing varies with the request: no Vary, CORS open to all.
+        for h in all {
+            assert!(h.get("vary").is_none(), "{h:?}");
+            assert_eq!(h["access-control-allow-origin"], "*");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_preload_hinted_part_answers_its_headers_at_once_and_its_body_when_complete() {
+        let (app, registry) = app();
+        let mut publisher = registry.publish("obs", "127.0.0.1:9".parse().unwrap(), Now::system()).unwrap();
+        feed_capture(&mut publisher, 0..2000);
+        let (_, _, body) = call(&app, "GET", "/live/obs/llhls.m3u8").await;
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let hint = format!("/live/obs/{}", uri_of(&text, "#EXT-X-PRELOAD-HINT:"));
+        let req = Request::builder().uri(&hint).body(Body::empty()).unwrap();
+        let res = tokio::time::timeout(Duration::from_millis(500), app.clone().oneshot(req))
+            .await
+            .expect("the head comes before the part is complete")
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["cache-control"], IMMUTABLE);
+        assert!(res.headers().get("content-length").is_none(), "the length is not known yet: chunked");
+        let body = tokio::spawn(res.into_body().collect());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!body.is_finished(), "the body waits for the part");
+        feed_capture(&mut publisher, 2000..3000);
+        let part = tokio::time::timeout(Duration::from_secs(2), body).await.unwrap().unwrap().unwrap().to_bytes();
+        assert_eq!(&part[4..8], b"moof");
+        // The same part asked again now: the same bytes, with their length.
+        let (status, headers, again) = call(&app, "GET", &hint).await;
+        assert_eq!((status, again), (StatusCode::OK, part));
+        assert!(headers.get("content-length").is_some());
+        // A pending part that never comes (the stream ends without it): the body is cut off,
+        // so no cache stores it.
+        let (_, _, body) = call(&app, "GET", "/live/obs/llhls.m3u8").await;
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let hint = format!("/live/obs/{}", uri_of(&text, "#EXT-X-PRELOAD-HINT:"));
+        let res = app.clone().oneshot(Request::builder().uri(&hint).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = tokio::spawn(res.into_body().collect());
+        drop(publisher);
+        assert!(tokio::time::timeout(Duration::from_secs(2), body).await.unwrap().unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_public_base_url_goes_into_the_pages_and_the_status_links() {
+        let (mut st, _) = state(&LimitsSettings::default());
+        let settings = HlsSettings { public_base_url: "https://cdn.example.org/tv/".into(), ..Default::default() };
+        st.hls = Arc::new(HlsHttp::new(&settings));
+        let cdn = router(st);
+        for page in ["/show", "/embed/show"] {
+            let (status, _, body) = call(&cdn, "GET", page).await;
+            assert_eq!(status, StatusCode::OK);
+            let html = String::from_utf8(body.to_vec()).unwrap();
+            assert!(
+                html.contains(r#"<head><meta name="onair-hls-base" content="https://cdn.example.org/tv" />"#),
+                "{html}"
+            );
+            assert!(html.contains("<script"), "the rest of the page is there");
+        }
+        let (_, _, body) = call(&cdn, "GET", "/api/streams/show").await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["urls"]["llhls"], "https://cdn.example.org/tv/live/show/llhls.m3u8");
+        assert_eq!(v["urls"]["hls"], "https://cdn.example.org/tv/live/show/playlist.m3u8");
+        assert_eq!(v["urls"]["whep"], "/live/show/whep", "WebRTC stays on OnAir");
+        // Without one, the pages are the built ones.
+        let (app, _) = app();
+        let (_, _, body) = call(&app, "GET", "/show").await;
+        assert!(!String::from_utf8(body.to_vec()).unwrap().contains("onair-hls-base"));
+        assert_eq!(
+            with_hls_base(b"<html><head></head></html>", "https://a.example/?\"<x>&"),
+            Bytes::from_static(b"<html><head><meta name=\"onair-hls-base\" content=\"https://a.example/?&quot;&lt;x&gt;&amp;\" /></head></html>")
+        );
     }
 
     #[test]
@@ -570,7 +860,7 @@ pub(crate) mod tests {
         let (status, headers, body) = call(&app, "GET", "/live/obs/llhls.m3u8").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["content-type"], PLAYLIST_TYPE);
-        assert_eq!(headers["cache-control"], NO_CACHE);
+        assert_eq!(headers["cache-control"], "public, max-age=0, s-maxage=1");
         let text = String::from_utf8(body.to_vec()).unwrap();
         let map = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).unwrap().trim_end_matches('"');
         let (status, headers, init) = call(&app, "GET", &format!("/live/obs/{map}")).await;

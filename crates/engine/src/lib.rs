@@ -243,6 +243,7 @@ impl Engine {
             refusals: refusals.clone(),
             metrics: Arc::new(metrics::Metrics::new(config.metrics.clone())),
             reload_waiters: Arc::new(http::ReloadWaiters::new(&config.limits)),
+            hls: Arc::new(http::HlsHttp::new(&config.hls)),
         });
         let web_tls = https_addr.map(|a| {
             Arc::new(tls::WebTls {

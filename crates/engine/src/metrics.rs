@@ -5,9 +5,10 @@
 //! second copy of a figure: per-stream figures come from [`crate::status::stream_status`] (so
 //! they agree with `/api/streams`), refusals from [`Refusals`], WebRTC counters from
 //! [`WebrtcServer::stats`], process CPU and memory from `metrics-process` (Linux: `/proc/self`;
-//! macOS, Windows and the BSDs: their system calls). The one thing counted here is what nothing
-//! else counts: the bytes of HLS playlists, init segments, parts and segments answered, per stream
-//! ([`Metrics::count_hls`]).
+//! macOS, Windows and the BSDs: their system calls). What nothing else counts is counted here:
+//! the bytes of HLS playlists, init segments, parts and segments answered, per stream
+//! ([`Metrics::count_hls`]), and the HLS requests by kind ([`Metrics::count_hls_request`]; with a
+//! cache in front, what reaches the origin).
 //!
 //! `[metrics] enabled = false` answers 404; `loopback_only = true` answers 403 to any client not on
 //! this machine. See `docs/metrics.md` for the list of metrics.
@@ -39,7 +40,39 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 pub struct Metrics {
     settings: MetricsSettings,
     hls: Arc<HlsBytes>,
+    requests: Arc<HlsRequests>,
 }
+
+/// Which HLS resource a request asks for (the `kind` label of `onair_hls_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsRequest {
+    /// `llhls.m3u8` without `_HLS_msn`, `playlist.m3u8`.
+    Playlist,
+    /// `llhls.m3u8?_HLS_msn=…`.
+    BlockingPlaylist,
+    Init,
+    Part,
+    Segment,
+}
+
+impl HlsRequest {
+    const ALL: [HlsRequest; 5] =
+        [HlsRequest::Playlist, HlsRequest::BlockingPlaylist, HlsRequest::Init, HlsRequest::Part, HlsRequest::Segment];
+
+    fn label(self) -> &'static str {
+        match self {
+            HlsRequest::Playlist => "playlist",
+            HlsRequest::BlockingPlaylist => "blocking_playlist",
+            HlsRequest::Init => "init",
+            HlsRequest::Part => "part",
+            HlsRequest::Segment => "segment",
+        }
+    }
+}
+
+/// HLS requests received since start, by [`HlsRequest`] kind (all streams, answered or not).
+#[derive(Debug, Default)]
+struct HlsRequests([AtomicU64; 5]);
 
 /// Bytes of HLS responses: in total, and per stream for the streams the hub has.
 #[derive(Debug, Default)]
@@ -61,7 +94,13 @@ pub struct Sources<'a> {
 
 impl Metrics {
     pub fn new(settings: MetricsSettings) -> Self {
-        Metrics { settings, hls: Arc::default() }
+        Metrics { settings, hls: Arc::default(), requests: Arc::default() }
+    }
+
+    /// Records an HLS request for a resource of `kind` (counted on arrival, whatever the answer).
+    pub fn count_hls_request(&self, kind: HlsRequest) {
+        let i = HlsRequest::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.requests.0[i].fetch_add(1, Relaxed);
     }
 
     /// Records `bytes` of an HLS answer (playlist, init, part or segment) of `stream`, a stream
@@ -94,6 +133,7 @@ impl Metrics {
             webrtc: sources.webrtc.cloned(),
             refusals: sources.refusals.clone(),
             hls: self.hls.clone(),
+            requests: self.requests.clone(),
         }));
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
@@ -108,6 +148,7 @@ struct Scrape {
     webrtc: Option<WebrtcServer>,
     refusals: Arc<Refusals>,
     hls: Arc<HlsBytes>,
+    requests: Arc<HlsRequests>,
 }
 
 impl fmt::Debug for Scrape {
@@ -214,6 +255,12 @@ impl Collector for Scrape {
         )?;
         family(
             e,
+            "onair_hls_requests",
+            "HLS requests received since start, all streams, by what they ask for (with a cache in front: what reaches the origin)",
+            HlsRequest::ALL.iter().zip(&self.requests.0).map(|(k, n)| ([("kind", k.label())], count(n.load(Relaxed)))),
+        )?;
+        family(
+            e,
             "onair_refusals",
             "Clients refused by a limit since start, by reason (named after its [limits] key)",
             self.refusals
@@ -305,6 +352,7 @@ mod tests {
             refusals: refusals.clone(),
             metrics: Arc::new(Metrics::new(settings)),
             reload_waiters: Default::default(),
+            hls: Default::default(),
         };
         (router(state), registry, refusals)
     }
@@ -393,6 +441,10 @@ mod tests {
         assert_eq!(sample(&text, r#"onair_sent_bytes_total{transport="hls"}"#), Some(sent));
         assert_eq!(sample(&text, r#"onair_sent_bytes_total{transport="webrtc"}"#), Some(0.0));
         assert_eq!(sample(&text, r#"onair_refusals_total{reason="rtmp_pending"}"#), Some(1.0));
+        // Requests by kind, answered or not (the refused one for "nope" too).
+        assert_eq!(sample(&text, r#"onair_hls_requests_total{kind="playlist"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"onair_hls_requests_total{kind="init"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"onair_hls_requests_total{kind="blocking_playlist"}"#), Some(0.0));
         assert_eq!(sample(&text, "onair_webrtc_sessions"), Some(0.0));
         assert!(sample(&text, "process_cpu_seconds_total").is_some_and(|s| s > 0.0), "{text}");
         assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");

@@ -3,6 +3,8 @@
 //! the data directory, the public URLs people are given (viewer, embed, LL-HLS, WHEP, the RTMP
 //! server for OBS) and how long an OBS stream key stays valid.
 //!
+//! With `hls.public_base_url` (a CDN or caching proxy in front), the LL-HLS link names that base.
+//!
 //! Host names and ports are parsed by [`crate::net::HostPort`] only. `public_host` names the host
 //! viewers and OBS reach; a port on it is the HTTP port (a reverse proxy on :80, say) and OBS is
 //! always given the RTMP port. Without `public_host`, a listener bound to a wildcard address
@@ -190,6 +192,8 @@ pub struct PublicUrls {
     /// The plain-HTTP base and RTMP server, kept when HTTPS/RTMPS links replace them.
     plain_http_base: String,
     plain_rtmp_server: String,
+    /// `hls.public_base_url`: where players load HLS from, instead of `http_base`.
+    hls_base: Option<String>,
 }
 
 impl PublicUrls {
@@ -197,6 +201,14 @@ impl PublicUrls {
     /// or the configured ones when it is not running).
     pub fn new(config: &Config, http: SocketAddr, rtmp: SocketAddr) -> Self {
         Self::resolve(config.public_host.as_ref(), http, rtmp, &config.app, net::lan_ip)
+            .with_hls_base(config.hls.public_base())
+    }
+
+    /// With `base` (`hls.public_base_url`, no trailing `/`), the LL-HLS link is
+    /// `<base>/live/<stream>/llhls.m3u8`.
+    pub fn with_hls_base(mut self, base: Option<&str>) -> Self {
+        self.hls_base = base.map(str::to_owned);
+        self
     }
 
     /// [`PublicUrls::new`] with the LAN address given by `lan` (asked only for wildcard binds).
@@ -222,6 +234,7 @@ impl PublicUrls {
             http_base,
             rtmp_server,
             public_host_configured: public_host.is_some(),
+            hls_base: None,
         }
     }
 
@@ -281,9 +294,9 @@ impl PublicUrls {
         format!("{}/embed/{stream}", self.http_base)
     }
 
-    /// The LL-HLS playlist.
+    /// The LL-HLS playlist: at `hls.public_base_url` when set.
     pub fn llhls(&self, stream: &str) -> String {
-        format!("{}/live/{stream}/llhls.m3u8", self.http_base)
+        format!("{}/live/{stream}/llhls.m3u8", self.hls_base.as_deref().unwrap_or(&self.http_base))
     }
 
     /// The WHEP endpoint (WebRTC playback).
@@ -399,6 +412,24 @@ mod tests {
             urls("203.0.113.7", "127.0.0.1:8080", "127.0.0.1:1935").llhls("s"),
             "http://203.0.113.7:8080/live/s/llhls.m3u8"
         );
+    }
+
+    #[test]
+    fn the_llhls_link_names_the_public_base_url() {
+        let mut config = Config::default();
+        config.hls.public_base_url = "https://cdn.example.org/tv/".into();
+        let u = PublicUrls::new(&config, "127.0.0.1:8080".parse().unwrap(), "127.0.0.1:1935".parse().unwrap());
+        assert_eq!(u.llhls("s"), "https://cdn.example.org/tv/live/s/llhls.m3u8");
+        assert_eq!(u.viewer("s"), "http://127.0.0.1:8080/s", "the pages stay on OnAir");
+        assert_eq!(u.whep("s"), "http://127.0.0.1:8080/live/s/whep");
+        let tls = crate::config::TlsSettings {
+            mode: crate::config::TlsMode::Acme,
+            domain: "tv.example.org".into(),
+            ..Default::default()
+        };
+        let t = u.with_tls(&tls, 443, None, "live");
+        assert_eq!(t.llhls("s"), "https://cdn.example.org/tv/live/s/llhls.m3u8");
+        assert_eq!(t.viewer("s"), "https://tv.example.org/s");
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub struct AudioStatus {
     pub channels: u8,
 }
 
-/// The stream's URLs, relative to the server.
+/// The stream's URLs, relative to the server; in `/api/streams`, `llhls` and `hls` are at
+/// `hls.public_base_url` (a CDN or caching proxy) when it is set.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct Urls {
     pub llhls: String,

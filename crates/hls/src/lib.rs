@@ -78,12 +78,16 @@
 //! **Playlists** ([`playlist`]) are rendered when a part completes and served from a cache.
 //! After [`Packager::finish`] they end with `EXT-X-ENDLIST` and carry no preload hint.
 //!
+//! **HTTP caching** ([`cache`]): the `Cache-Control` of each kind of answer and playlist `ETag`s,
+//! for HTTP caches and CDNs in front of the server.
+//!
 //! **Blocking reload** ([`reload`]): `Ready` once the requested part (or, without `_HLS_part`,
 //! the whole segment) is complete, `BadRequest` beyond two segments or the advance part limit
 //! ahead, otherwise `Wait`.
 //!
 //! All public functions are panic-free on any input.
 
+pub mod cache;
 pub mod fmp4;
 pub mod playlist;
 pub mod reload;
