@@ -7,6 +7,7 @@
 //! streamer does while it runs (Go live, titles, chat) goes through [`Engine::control`].
 
 pub mod acme;
+pub mod budget;
 pub mod config;
 pub mod control;
 pub mod control_api;
