@@ -185,6 +185,13 @@ export interface LivePlayerOptions {
   onPeerConnectionChange?: (pc: RTCPeerConnection | null) => void;
 }
 
+/** How the engine's 503 answer to a new viewer over the upload budget begins. */
+export const FULL_ANSWER = 'the stream is full';
+/** What the page says then; it asks again after FULL_RETRY_MS. */
+export const FULL_MESSAGE =
+  'This stream is full right now: the streamer\'s connection is busy with the viewers already watching. Trying again shortly…';
+export const FULL_RETRY_MS = 30000;
+
 /** hls.js settings for low-latency live playback. */
 export const LIVE_HLS_CONFIG: Partial<HlsConfig> = {
   lowLatencyMode: true,
@@ -221,6 +228,8 @@ export class LivePlayer {
   private generation = 0;
   private pollTimer: ReturnType<typeof setTimeout> | null = null;
   private healthTimer: ReturnType<typeof setInterval> | null = null;
+  /** The last probe was refused because the stream is full (the streamer's upload budget). */
+  private full = false;
   /** Catching up by playback rate is safe here (not in WebKitGTK: see catchup.ts). */
   private readonly rateChangesSafe = playbackRateChangesAreSafe(navigator.userAgent);
   private mediaRecoveryUsed = false;
@@ -407,8 +416,13 @@ export class LivePlayer {
 
   /** 'live' on 200, 'offline' on 404/other HTTP status, 'unknown' on network failure. */
   private async probe(): Promise<'live' | 'offline' | 'unknown'> {
+    this.full = false;
     try {
       const res = await fetchWithTimeout(this.playlistUrl, 5000);
+      if (res.status === 503) {
+        // Over the streamer's upload budget (a new viewer, no edge to send it to).
+        this.full = (await res.text().catch(() => '')).startsWith(FULL_ANSWER);
+      }
       if (res.ok && this.policy.wantsPlaylistBody) return this.policy.playlistAnswer(true, await res.text());
       void res.body?.cancel().catch(() => undefined);
       return this.policy.playlistAnswer(res.ok);
@@ -423,6 +437,9 @@ export class LivePlayer {
     if (!this.running || gen !== this.generation) return;
     if (result === 'live') {
       this.attach();
+    } else if (this.full) {
+      this.setState('error', FULL_MESSAGE);
+      this.schedulePoll(FULL_RETRY_MS);
     } else {
       this.policy.endLivePeriod();
       this.setState('offline');

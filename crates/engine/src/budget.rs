@@ -11,7 +11,16 @@
 //! joining at once cannot overshoot the budget before the measurement catches up).
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use onair_webrtc::WebrtcServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::BudgetSettings;
+use crate::metrics::Metrics;
+use crate::restream::Restream;
 
 /// Time constant of the smoothed send rate.
 pub const SMOOTHING: Duration = Duration::from_secs(2);
@@ -46,13 +55,15 @@ pub struct Budget {
     rate_bps: f64,
     last: Option<(Instant, u64)>,
     pending: VecDeque<(Instant, u64)>,
+    /// What restream destinations send now (they measure it themselves).
+    other_bps: u64,
     refused: u64,
 }
 
 impl Budget {
     /// A budget of `capacity_bps` bits per second; 0: no budget.
     pub fn new(capacity_bps: u64) -> Self {
-        Budget { capacity_bps, rate_bps: 0.0, last: None, pending: VecDeque::new(), refused: 0 }
+        Budget { capacity_bps, rate_bps: 0.0, last: None, pending: VecDeque::new(), other_bps: 0, refused: 0 }
     }
 
     /// Changes the budget (the streamer set another one); 0 turns it off.
@@ -60,7 +71,13 @@ impl Budget {
         self.capacity_bps = capacity_bps;
     }
 
-    /// The bytes sent so far in all (a cumulative counter), read at `now`. A counter that went
+    /// What is sent besides the counted bytes (restream destinations, which measure their own
+    /// rate), in bits per second.
+    pub fn set_other_bps(&mut self, bps: u64) {
+        self.other_bps = bps;
+    }
+
+    /// The bytes sent to direct viewers so far (a cumulative counter), read at `now`. A counter that went
     /// back (a restart of what counts) starts the measurement over from there.
     pub fn observe(&mut self, now: Instant, total_bytes: u64) {
         let Some((then, bytes)) = self.last else {
@@ -97,6 +114,12 @@ impl Budget {
         Admission::Admit
     }
 
+    /// Whether a viewer taking `viewer_bps` would fit at `now`, without admitting it.
+    pub fn fits(&mut self, now: Instant, viewer_bps: u64) -> bool {
+        self.expire(now);
+        self.capacity_bps == 0 || self.used_bps().saturating_add(viewer_bps) <= self.capacity_bps
+    }
+
     /// The budget, its use and the refusals so far, at `now`.
     pub fn usage(&mut self, now: Instant) -> Usage {
         self.expire(now);
@@ -111,7 +134,110 @@ impl Budget {
 
     fn used_bps(&self) -> u64 {
         let reserved: u64 = self.pending.iter().map(|&(_, bps)| bps).sum();
-        (self.rate_bps.max(0.0) as u64).saturating_add(reserved)
+        (self.rate_bps.max(0.0) as u64).saturating_add(reserved).saturating_add(self.other_bps)
+    }
+}
+
+/// The engine's budget: [`Budget`] behind a short lock, with where viewers beyond it go. The
+/// engine feeds it the bytes it has sent once a second; the HTTP routes ask it before a new
+/// direct viewer gets anything.
+#[derive(Debug)]
+pub struct BudgetGate {
+    budget: Mutex<Budget>,
+    /// `budget.edge_url` (`{stream}` not yet replaced); None: none set.
+    edge_url: Option<String>,
+}
+
+/// A viewer's expected bit rate when the stream's is not known yet (a 1080p30 stream).
+pub const DEFAULT_VIEWER_BPS: u64 = 6_000_000;
+
+/// What a viewer of a stream sent at `stream_kbps` takes: its bit rate plus 5 % (RTP/HTTP
+/// framing); [`DEFAULT_VIEWER_BPS`] while the stream's is not known.
+fn viewer_bps(stream_kbps: u64) -> u64 {
+    if stream_kbps == 0 { DEFAULT_VIEWER_BPS } else { stream_kbps.saturating_mul(1050) }
+}
+
+impl Default for BudgetGate {
+    /// No budget.
+    fn default() -> Self {
+        BudgetGate::new(&BudgetSettings::default())
+    }
+}
+
+impl BudgetGate {
+    pub fn new(settings: &BudgetSettings) -> Self {
+        BudgetGate {
+            budget: Mutex::new(Budget::new(settings.capacity_bps())),
+            edge_url: Some(settings.edge_url.clone()).filter(|u| !u.is_empty()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the budget in megabits per second (0: none).
+    pub fn set_upload_mbps(&self, mbps: f64) {
+        self.lock().set_capacity((mbps.clamp(0.0, 100_000.0) * 1e6) as u64);
+    }
+
+    /// See [`Budget::observe`].
+    pub fn observe(&self, now: Instant, total_bytes: u64) {
+        self.lock().observe(now, total_bytes);
+    }
+
+    /// Whether a new direct viewer of a stream sent at `stream_kbps` (0: not known yet) fits.
+    /// The viewer takes the stream's bit rate plus 5 % (RTP/HTTP framing).
+    pub fn admit(&self, now: Instant, stream_kbps: u64) -> Admission {
+        self.lock().admit(now, viewer_bps(stream_kbps))
+    }
+
+    /// See [`Budget::usage`].
+    pub fn usage(&self, now: Instant) -> Usage {
+        self.lock().usage(now)
+    }
+
+    /// Whether a new direct viewer of a stream sent at `stream_kbps` would fit, without
+    /// admitting it.
+    pub fn fits(&self, now: Instant, stream_kbps: u64) -> bool {
+        self.lock().fits(now, viewer_bps(stream_kbps))
+    }
+
+    /// Once a second until `shutdown`: the bytes sent to HLS and WebRTC viewers, and the
+    /// restream destinations' rate.
+    pub fn spawn_sampler(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        webrtc: Option<WebrtcServer>,
+        restream: Arc<Restream>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let webrtc_bytes: u64 =
+                    webrtc.as_ref().map_or(0, |w| w.stats().shards.iter().map(|s| s.bytes_sent).sum());
+                let restream_bps: u64 = restream
+                    .streams()
+                    .iter()
+                    .flat_map(|s| restream.status(s))
+                    .map(|d| d.bitrate_kbps.saturating_mul(1000))
+                    .sum();
+                let mut budget = self.lock();
+                budget.set_other_bps(restream_bps);
+                budget.observe(Instant::now(), metrics.hls_bytes_total().saturating_add(webrtc_bytes));
+            }
+        })
+    }
+
+    /// The page viewers of `stream` beyond the budget are sent to, if one is set.
+    pub fn edge_page(&self, stream: &str) -> Option<String> {
+        self.edge_url.as_ref().map(|u| u.replace("{stream}", stream))
     }
 }
 
@@ -175,6 +301,16 @@ mod tests {
     }
 
     #[test]
+    fn restream_rate_counts_on_top() {
+        let mut b = Budget::new(20 * MBPS);
+        let t = Instant::now();
+        b.set_other_bps(12 * MBPS);
+        assert_eq!(b.admit(t, 6 * MBPS), Admission::Admit);
+        assert_eq!(b.admit(t, 6 * MBPS), Admission::Full);
+        assert_eq!(b.usage(t).used_bps, 18 * MBPS);
+    }
+
+    #[test]
     fn restream_and_hls_bytes_count_like_viewers() {
         // The counter is everything sent: a 12 Mb/s restream leaves room for one 6 Mb/s viewer
         // in 20 Mb/s, not two.
@@ -204,6 +340,26 @@ mod tests {
         b.observe(t + Duration::from_secs(1), 0);
         b.observe(t + Duration::from_secs(2), 0);
         assert!(b.usage(t + Duration::from_secs(2)).used_bps <= 5 * MBPS);
+    }
+
+    #[test]
+    fn the_gate_prices_a_viewer_at_the_stream_rate_and_names_the_edge() {
+        let settings = BudgetSettings { upload_mbps: 10.0, edge_url: "https://cdn.example/{stream}/".into() };
+        let gate = BudgetGate::new(&settings);
+        let t = Instant::now();
+        // 3 Mb/s + 5 % each: three fit in 10 Mb/s, a fourth does not.
+        for _ in 0..3 {
+            assert_eq!(gate.admit(t, 3000), Admission::Admit);
+        }
+        assert_eq!(gate.admit(t, 3000), Admission::Full);
+        assert_eq!(gate.usage(t).used_bps, 3 * 3_150_000);
+        assert_eq!(gate.edge_page("show").as_deref(), Some("https://cdn.example/show/"));
+        assert_eq!(BudgetGate::new(&BudgetSettings::default()).edge_page("show"), None);
+        // An unknown stream rate counts as a 6 Mb/s viewer.
+        assert_eq!(
+            BudgetGate::new(&BudgetSettings { upload_mbps: 5.0, ..Default::default() }).admit(t, 0),
+            Admission::Full
+        );
     }
 
     #[test]

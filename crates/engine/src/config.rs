@@ -61,10 +61,54 @@ pub struct Config {
     pub reach: ReachSettings,
     pub tls: TlsSettings,
     pub restream: RestreamSettings,
+    pub budget: BudgetSettings,
     /// The config file these settings were read from (where edits such as restream
     /// destinations are saved); not a key of the file.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// The upload budget (see `[budget]` in `onair.toml` and [`crate::budget`]): how much upload OnAir
+/// may use for direct viewers and restream destinations, and where viewers beyond it go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Upload in megabits per second OnAir may use; 0: no budget (every viewer is admitted).
+    pub upload_mbps: f64,
+    /// The page viewers beyond the budget are sent to (a CDN-hosted player, an OvenMediaEngine
+    /// edge's player); `{stream}` is replaced by the stream's name. Empty: none — HLS players go
+    /// to `hls.public_base_url` when set, the others are told that the stream is full.
+    pub edge_url: String,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        Self { upload_mbps: 0.0, edge_url: String::new() }
+    }
+}
+
+impl BudgetSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.upload_mbps.is_finite() || !(0.0..=100_000.0).contains(&self.upload_mbps) {
+            return Err(ConfigError::Invalid {
+                key: "budget.upload_mbps",
+                message: format!("{}: use 0 (no budget) up to 100000", self.upload_mbps),
+            });
+        }
+        let scheme_ok = self.edge_url.starts_with("https://") || self.edge_url.starts_with("http://");
+        if !self.edge_url.is_empty() && (!scheme_ok || self.edge_url.contains(char::is_whitespace)) {
+            return Err(ConfigError::Invalid {
+                key: "budget.edge_url",
+                message: format!("{:?}: use an http:// or https:// URL", self.edge_url),
+            });
+        }
+        Ok(())
+    }
+
+    /// The budget in bits per second (0: none).
+    pub fn capacity_bps(&self) -> u64 {
+        (self.upload_mbps * 1e6) as u64
+    }
 }
 
 /// Restream: each stream relayed, as published, to RTMP/RTMPS destinations (see `[restream]` in
@@ -434,6 +478,7 @@ impl Default for Config {
             reach: ReachSettings::default(),
             tls: TlsSettings::default(),
             restream: RestreamSettings::default(),
+            budget: BudgetSettings::default(),
             file: None,
         }
     }
@@ -600,6 +645,7 @@ impl Config {
         self.reach.validate()?;
         self.tls.validate()?;
         self.restream.validate()?;
+        self.budget.validate()?;
         if self.matrix.enabled() {
             if self.matrix.user.trim().is_empty() {
                 return Err(ConfigError::Invalid {

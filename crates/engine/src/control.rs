@@ -111,6 +111,19 @@ pub struct ControlStatus {
     pub reach: ReachStatus,
     /// HTTPS and RTMPS.
     pub https: HttpsStatus,
+    /// The upload budget and its use.
+    pub budget: BudgetStatus,
+}
+
+/// The upload budget (`[budget]`) and what OnAir sends now.
+#[derive(Debug, Clone, Copy, Serialize, ts_rs::TS)]
+pub struct BudgetStatus {
+    /// The budget in Mb/s; 0: none set.
+    pub upload_mbps: f64,
+    /// What OnAir sends now (viewers and restream), with the viewers just admitted, in Mb/s.
+    pub used_mbps: f64,
+    /// Direct viewers not admitted since the start (sent to the edge, or told it is full).
+    pub refused: u64,
 }
 
 #[derive(Debug, Serialize, ts_rs::TS)]
@@ -140,6 +153,8 @@ pub struct ControlSetup {
     pub store: Arc<dyn SecretStore>,
     /// The restream destinations (their state shows in each stream's status).
     pub restream: Arc<crate::restream::Restream>,
+    /// The upload budget.
+    pub budget: Arc<crate::budget::BudgetGate>,
 }
 
 /// The streamer's controls. Cheap to share (`Arc`).
@@ -170,6 +185,7 @@ pub struct Control {
     /// ports while any is).
     on_air: watch::Sender<HashSet<String>>,
     restream: Arc<crate::restream::Restream>,
+    budget: Arc<crate::budget::BudgetGate>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +220,7 @@ impl Control {
             https: Mutex::new(HttpsStatus::default()),
             on_air: watch::Sender::new(HashSet::new()),
             restream: setup.restream,
+            budget: setup.budget,
         });
         let tasks = vec![
             tokio::spawn(notices(Arc::downgrade(&control), control.registry.subscribe())),
@@ -437,6 +454,28 @@ impl Control {
                 .collect(),
             reach: self.reach(),
             https: self.https(),
+            budget: self.budget(),
+        }
+    }
+
+    /// Sets the upload budget (Mb/s, 0: none) until the engine stops (`[budget]` keeps the
+    /// configured one). A non-finite or negative value is refused.
+    pub fn set_upload_budget(&self, mbps: f64) -> Result<(), ControlError> {
+        if !mbps.is_finite() || !(0.0..=100_000.0).contains(&mbps) {
+            return Err(ControlError::BadInput(format!("upload budget {mbps} Mb/s: use 0 (none) up to 100000")));
+        }
+        self.budget.set_upload_mbps(mbps);
+        tracing::info!(upload_mbps = mbps, "upload budget set");
+        Ok(())
+    }
+
+    /// The upload budget and its use now.
+    pub fn budget(&self) -> BudgetStatus {
+        let u = self.budget.usage(std::time::Instant::now());
+        BudgetStatus {
+            upload_mbps: u.capacity_bps as f64 / 1e6,
+            used_mbps: (u.used_bps as f64 / 1e4).round() / 100.0,
+            refused: u.refused,
         }
     }
 
@@ -938,6 +977,7 @@ pub(crate) mod tests {
                 matrix: MatrixSettings::default(),
                 store,
                 restream,
+                budget: Default::default(),
             },
             None,
         )

@@ -108,6 +108,7 @@ pub fn router<S>(state: ControlApiState) -> Router<S> {
         .route("/streams/{stream}/restream/{name}", put(restream_put).delete(restream_remove))
         .route("/streams/{stream}/restream/{name}/enable", post(restream_enable))
         .route("/streams/{stream}/restream/{name}/disable", post(restream_disable))
+        .route("/budget", put(set_budget))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -183,6 +184,20 @@ async fn set_title(
 ) -> Result<StatusCode, ApiError> {
     let b = json(body, r#"{"title": "…"}"#)?;
     done(st.control.set_title(&stream, &b.title).await)
+}
+
+/// `PUT /budget`: the upload budget in Mb/s (0: none), until the engine stops.
+#[derive(Debug, Serialize, Deserialize, ts_rs::TS)]
+pub struct BudgetBody {
+    pub upload_mbps: f64,
+}
+
+async fn set_budget(
+    State(st): State<ControlApiState>,
+    body: Result<Json<BudgetBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let b = json(body, r#"{"upload_mbps": 20}"#)?;
+    done(st.control.set_upload_budget(b.upload_mbps))
 }
 
 /// `POST /streams/{stream}/chat`.
@@ -319,6 +334,7 @@ mod tests {
             metrics: Default::default(),
             reload_waiters: Default::default(),
             hls: Default::default(),
+            budget: Default::default(),
         };
         (crate::http::router(state), registry)
     }

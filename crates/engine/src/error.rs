@@ -44,6 +44,9 @@ pub enum ApiError {
     BadToken,
     #[error("page missing from build")]
     PageMissing,
+    /// A new direct viewer beyond the upload budget (`[budget]`), with no edge to send it to.
+    #[error("the stream is full: this connection's upload is taken by the viewers already watching; try again later")]
+    Full { retry_after_s: u64 },
 }
 
 impl ApiError {
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::NotLoopback | ApiError::MetricsNotLoopback => StatusCode::FORBIDDEN,
             ApiError::BadToken => StatusCode::UNAUTHORIZED,
             ApiError::PageMissing => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -93,7 +97,7 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), %reason, "HTTP request refused");
         }
         let mut res = (status, [(header::CACHE_CONTROL, "no-cache")], format!("{reason}\n")).into_response();
-        if let ApiError::Whep(WhepError::Busy { retry_after_s, .. }) = self {
+        if let ApiError::Whep(WhepError::Busy { retry_after_s, .. }) | ApiError::Full { retry_after_s } = self {
             res.headers_mut().insert(header::RETRY_AFTER, retry_after_s.into());
         }
         res

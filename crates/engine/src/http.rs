@@ -12,16 +12,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::{delete, get, post};
@@ -32,6 +32,7 @@ use onair_hls::Resource;
 use onair_hls::cache::{self, Answer};
 use onair_webrtc::{IceServer, WebrtcServer};
 
+use crate::budget::{Admission, BudgetGate};
 use crate::config::{HlsSettings, LimitsSettings};
 use crate::control::Control;
 use crate::control_api::ControlApiState;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub reload_waiters: Arc<ReloadWaiters>,
     /// Cache headers of HLS answers and where the pages load HLS from (`[hls]`).
     pub hls: Arc<HlsHttp>,
+    /// The upload budget new direct viewers are admitted against (`[budget]`).
+    pub budget: Arc<BudgetGate>,
 }
 
 /// What `[hls]` changes in HTTP answers: the lifetime of blocking playlist reload answers (from
@@ -282,12 +285,16 @@ async fn playlist(
     Query(q): Query<HashMap<String, String>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let kind = match file.as_str() {
         "llhls.m3u8" => PlaylistKind::LowLatency,
         "playlist.m3u8" => PlaylistKind::Plain,
         _ => return Err(ApiError::NotFound),
     };
+    if let Some(over) = hls_admission(&st, &name, &file, &uri, peer, &headers) {
+        return over;
+    }
     let blocking = kind == PlaylistKind::LowLatency && q.contains_key("_HLS_msn");
     st.metrics.count_hls_request(if blocking { HlsRequest::BlockingPlaylist } else { HlsRequest::Playlist });
     let answer = if blocking { Answer::BlockingPlaylist } else { Answer::Playlist };
@@ -463,6 +470,15 @@ async fn whep_offer(
     let stream = st.registry.get(&name).ok_or_else(offline)?;
     // The WebRTC limits first, before the stream's broadcast receiver exists.
     let client = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip());
+    // One viewer, one place in the budget: the page's player that probed the playlist (an HLS
+    // viewer now, admitted then) switches to WebRTC without being counted twice.
+    let now = Instant::now();
+    if !stream.is_hls_viewer(client_key(peer, &headers), now)
+        && st.budget.admit(now, stream_kbps(&stream)) == Admission::Full
+    {
+        refuse_over_budget(&st, &name, client);
+        return Err(ApiError::Full { retry_after_s: FULL_RETRY_AFTER_S });
+    }
     let reservation = server.reserve(&name, client)?;
     let (tracks, media) = stream.webrtc_feed().ok_or_else(offline)?;
     let answer = server.answer(reservation, offer, &tracks, media).await?;
@@ -514,6 +530,74 @@ async fn whep_patch() -> ApiError {
     ApiError::MethodNotAllowed("trickle ICE is not supported: the answer carries all candidates")
 }
 
+/// What a client over the upload budget is asked to wait before trying again.
+const FULL_RETRY_AFTER_S: u64 = 30;
+
+/// The bit rate a viewer of `stream` takes (0: not known yet).
+fn stream_kbps(stream: &crate::hub::Stream) -> u64 {
+    stream.figures(Instant::now()).map_or(0, |f| f.stats.bitrate_kbps)
+}
+
+/// The one log line of a viewer refused by the upload budget (at `info` once per period).
+fn refuse_over_budget(st: &AppState, stream: &str, client: IpAddr) {
+    let why = Refusal::UploadBudget;
+    match st.refusals.refuse(why, Instant::now()) {
+        Some(n) => tracing::info!(%stream, %client, refused = n, "viewer not admitted: {}", why.reason()),
+        None => tracing::debug!(%stream, %client, "viewer not admitted: {}", why.reason()),
+    }
+}
+
+/// The upload budget for a playlist request: a player already watching, or one that fits, goes
+/// on (None); a new one over the budget is redirected (`307`) to the same playlist at
+/// `hls.public_base_url` when that is set (a cache or CDN in front), else told that the stream
+/// is full (`503`).
+fn hls_admission(
+    st: &AppState,
+    name: &str,
+    file: &str,
+    uri: &Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Option<Result<Response, ApiError>> {
+    let stream = st.registry.get(name)?;
+    let now = Instant::now();
+    if stream.is_hls_viewer(client_key(peer, headers), now)
+        || st.budget.admit(now, stream_kbps(&stream)) == Admission::Admit
+    {
+        return None;
+    }
+    let client = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip());
+    refuse_over_budget(st, name, client);
+    let Some(base) = st.hls.public_base.as_deref() else {
+        return Some(Err(ApiError::Full { retry_after_s: FULL_RETRY_AFTER_S }));
+    };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("{base}/live/{name}/{file}{query}");
+    Some(Ok(redirect(&location)))
+}
+
+/// A viewer or embed page of a stream whose new viewers are over the upload budget, with a
+/// `budget.edge_url` set: a redirect (`307`) to that page (None: serve ours).
+fn page_to_edge(st: &AppState, name: &str) -> Option<Response> {
+    let edge = st.budget.edge_page(name)?;
+    let stream = st.registry.get(name)?;
+    if st.budget.fits(Instant::now(), stream_kbps(&stream)) {
+        return None;
+    }
+    Some(redirect(&edge))
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, v), (header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE))],
+        )
+            .into_response(),
+        Err(_) => ApiError::Full { retry_after_s: FULL_RETRY_AFTER_S }.into_response(),
+    }
+}
+
 /// A page: `made` (the built page with the HLS base in it), else the built `file` as it is.
 fn page(file: &str, made: Option<&Bytes>, extra: &[(header::HeaderName, &'static str)]) -> Result<Response, ApiError> {
     let body = match made {
@@ -531,12 +615,18 @@ async fn viewer_page(State(st): State<AppState>, Path(name): Path<String>) -> Re
     if !crate::is_valid_stream_name(&name) {
         return Err(ApiError::NotFound);
     }
+    if let Some(edge) = page_to_edge(&st, &name) {
+        return Ok(edge);
+    }
     page("index.html", st.hls.pages.as_ref().map(|p| &p.0), &[(header::X_CONTENT_TYPE_OPTIONS, "nosniff")])
 }
 
 async fn embed_page(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     if !crate::is_valid_stream_name(&name) {
         return Err(ApiError::NotFound);
+    }
+    if let Some(edge) = page_to_edge(&st, &name) {
+        return Ok(edge);
     }
     page(
         "embed.html",
@@ -580,6 +670,7 @@ pub(crate) mod tests {
             metrics: Default::default(),
             reload_waiters: Arc::new(ReloadWaiters::new(limits)),
             hls: Default::default(),
+            budget: Default::default(),
         };
         (state, registry)
     }
@@ -664,7 +755,8 @@ pub(crate) mod tests {
         // Blocking reloads: the same for everyone asking that URL, kept 2 × PART-HOLD-BACK.
         let blocking = format!("/live/obs/llhls.m3u8?_HLS_msn={}&_HLS_part={}", pos.msn, pos.part);
         let (status, headers, body) = call(&app, "GET", &blocking).await;
-        assert_eq!((status, headers["cache-control"].to_str().unwrap()), (StatusCode::OK, "public, max-age=3"));
+        let kept = format!("public, max-age={}", cache::blocking_max_age_s(HlsConfig::default().part_target_ms));
+        assert_eq!((status, headers["cache-control"].to_str().unwrap()), (StatusCode::OK, kept.as_str()));
         let text = String::from_utf8(body.to_vec()).unwrap();
         all.push(headers);
         // Media: immutable.

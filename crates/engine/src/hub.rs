@@ -574,6 +574,13 @@ impl Stream {
         }
     }
 
+    /// Whether the HLS player identified by `client` loaded a playlist within the last 10 s (it
+    /// is watching: the upload budget admitted it already).
+    pub fn is_hls_viewer(&self, client: u64, now: Instant) -> bool {
+        let guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.get(&client).is_some_and(|seen| now.saturating_duration_since(*seen) < HLS_VIEWER_TIMEOUT)
+    }
+
     /// HLS players seen within the last 10 s (one per address and user agent).
     pub fn hls_viewers(&self, now: Instant) -> usize {
         let guard = self.hls_viewers.lock().unwrap_or_else(|p| p.into_inner());

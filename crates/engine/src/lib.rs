@@ -213,6 +213,14 @@ impl Engine {
         let tls_store = store.clone();
         let restream =
             restream::Restream::start(&config.restream, registry.clone(), store.clone(), config.file.clone());
+        let metrics = Arc::new(metrics::Metrics::new(config.metrics.clone()));
+        let budget = Arc::new(budget::BudgetGate::new(&config.budget));
+        tasks.push(budget.clone().spawn_sampler(
+            metrics.clone(),
+            webrtc.clone(),
+            restream.clone(),
+            shutdown.subscribe(),
+        ));
         let control = Control::start(
             control::ControlSetup {
                 registry: registry.clone(),
@@ -223,6 +231,7 @@ impl Engine {
                 matrix: config.matrix.clone(),
                 store,
                 restream,
+                budget: budget.clone(),
             },
             matrix_password,
         );
@@ -242,9 +251,10 @@ impl Engine {
             control: control.clone(),
             control_token: endpoint.token.into(),
             refusals: refusals.clone(),
-            metrics: Arc::new(metrics::Metrics::new(config.metrics.clone())),
+            metrics: metrics.clone(),
             reload_waiters: Arc::new(http::ReloadWaiters::new(&config.limits)),
             hls: Arc::new(http::HlsHttp::new(&config.hls)),
+            budget: budget.clone(),
         });
         let web_tls = https_addr.map(|a| {
             Arc::new(tls::WebTls {

@@ -26,10 +26,12 @@ pub enum Refusal {
     RtmpPendingPerIp,
     /// RTMP: no valid publish within the deadline.
     RtmpAuthTimeout,
+    /// A new direct viewer over the upload budget (sent to the edge, or told the stream is full).
+    UploadBudget,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::HttpConnections,
         Refusal::HttpInFlight,
         Refusal::HttpTimeout,
@@ -37,6 +39,7 @@ impl Refusal {
         Refusal::RtmpPending,
         Refusal::RtmpPendingPerIp,
         Refusal::RtmpAuthTimeout,
+        Refusal::UploadBudget,
     ];
 
     /// What was refused, naming the setting, for the one log line per refusal.
@@ -55,6 +58,7 @@ impl Refusal {
                 "too many RTMP connections not yet publishing from one client (limits.rtmp_pending_per_ip)"
             }
             Refusal::RtmpAuthTimeout => "no valid publish in time (limits.rtmp_auth_timeout_s)",
+            Refusal::UploadBudget => "a new viewer would exceed the upload budget (budget.upload_mbps)",
         }
     }
 
@@ -67,6 +71,7 @@ impl Refusal {
             Refusal::RtmpPending => "rtmp_pending",
             Refusal::RtmpPendingPerIp => "rtmp_pending_per_ip",
             Refusal::RtmpAuthTimeout => "rtmp_auth_timeout",
+            Refusal::UploadBudget => "upload_budget",
         }
     }
 }

@@ -103,6 +103,11 @@ impl Metrics {
         self.requests.0[i].fetch_add(1, Relaxed);
     }
 
+    /// Bytes of HLS answers sent since the start, all streams.
+    pub fn hls_bytes_total(&self) -> u64 {
+        self.hls.total.load(Relaxed)
+    }
+
     /// Records `bytes` of an HLS answer (playlist, init, part or segment) of `stream`, a stream
     /// the hub has (the body was just taken from it).
     pub fn count_hls(&self, hub: &Registry, stream: &str, bytes: u64) {
@@ -353,6 +358,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(settings)),
             reload_waiters: Default::default(),
             hls: Default::default(),
+            budget: Default::default(),
         };
         (router(state), registry, refusals)
     }

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use onair_engine::control::{ControlStatus, MatrixInfo, StreamControlStatus};
-use onair_engine::control_api::{ChatBody, LoginBody, TitleBody};
+use onair_engine::control::{BudgetStatus, ControlStatus, MatrixInfo, StreamControlStatus};
+use onair_engine::control_api::{BudgetBody, ChatBody, LoginBody, TitleBody};
 use onair_engine::events::{EndReason, EngineEvent};
 use onair_engine::restream::{DestinationBody, RestreamState, RestreamStatus};
 use onair_engine::status::{
@@ -48,6 +48,8 @@ fn generated() -> BTreeMap<String, String> {
         RestreamStatus,
         RestreamState,
         DestinationBody,
+        BudgetStatus,
+        BudgetBody,
     );
     files
 }

@@ -167,6 +167,23 @@ fn status_text(status: &Value) -> String {
         let _ = writeln!(o, "Publishes need Go live first.");
     }
     reach_text(o, &status["reach"], &status["https"]);
+    let b = &status["budget"];
+    match b["upload_mbps"].as_f64() {
+        Some(cap) if cap > 0.0 => {
+            let used = b["used_mbps"].as_f64().unwrap_or(0.0);
+            let _ = write!(o, "Upload budget: {used:.1} of {cap:.1} Mb/s in use");
+            match b["refused"].as_u64() {
+                Some(n) if n > 0 => {
+                    let _ = writeln!(o, "; {n} viewer(s) not admitted directly (sent to the edge or told it is full)");
+                }
+                _ => o.push('\n'),
+            }
+        }
+        Some(_) => {
+            let _ = writeln!(o, "Upload budget: none set (every viewer is admitted; [budget] upload_mbps)");
+        }
+        None => {}
+    }
     for s in status["streams"].as_array().into_iter().flatten() {
         let name = s["name"].as_str().unwrap_or("?");
         let state = if s["live"] == true {
@@ -362,6 +379,16 @@ mod tests {
                       "error": "the CA cannot be reached", "https_port": 8443, "rtmps_port": null}
         });
         let text = status_text(&status);
+        assert!(!text.contains("Upload budget"), "{text}");
+        let mut budget = status.clone();
+        budget["budget"] = serde_json::json!({"upload_mbps": 20.0, "used_mbps": 12.4, "refused": 3});
+        let budget_text = status_text(&budget);
+        assert!(
+            budget_text.contains("Upload budget: 12.4 of 20.0 Mb/s in use; 3 viewer(s) not admitted directly"),
+            "{budget_text}"
+        );
+        budget["budget"] = serde_json::json!({"upload_mbps": 0.0, "used_mbps": 0.0, "refused": 0});
+        assert!(status_text(&budget).contains("Upload budget: none set"));
         assert!(text.contains("Reach: this network only (LAN)"), "{text}");
         assert!(text.contains("public address 11.77.0.1\n"), "{text}");
         assert!(text.contains("port mapping: refused by the router (UPnP 606)"), "{text}");
