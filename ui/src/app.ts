@@ -22,7 +22,7 @@ import {
   type TrayState,
 } from './app-bridge';
 import { BitrateHistory, drawGraph, figures } from './app-health';
-import { allDone, reachView, walkthrough, type Progress } from './reach-view';
+import { allDone, budgetLine, reachView, walkthrough, type Progress } from './reach-view';
 import { destinationBody, restreamStateText } from './restream-view';
 import type { RestreamStatus } from './api/RestreamStatus';
 
@@ -367,6 +367,10 @@ function renderReach(st: ControlStatus): void {
   const https = $('reach-https');
   https.textContent = v.https ?? '';
   https.hidden = v.https === null;
+  const budget = $('reach-budget');
+  const line = budgetLine(st.budget);
+  budget.textContent = line ?? '';
+  budget.hidden = line === null;
 }
 
 // ---------------------------------------------------------------------------

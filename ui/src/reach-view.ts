@@ -2,6 +2,7 @@
 // first-start walkthrough, as plain functions of the engine's status: app.ts draws them, the
 // unit tests (test/reach-view.test.ts) check the words and the step states.
 
+import type { BudgetStatus } from './api/BudgetStatus';
 import type { HttpsStatus } from './api/HttpsStatus';
 import type { PortMapping } from './api/PortMapping';
 import type { ReachState } from './api/ReachState';
@@ -45,6 +46,20 @@ export function httpsLine(h: HttpsStatus): string | null {
     default:
       return `HTTPS: ${h.state}${what}`;
   }
+}
+
+/**
+ * The upload budget's line ("Upload: 12.4 of 20 Mb/s in use …"), or null when none is set (every
+ * viewer is admitted; docs/budget.md).
+ */
+export function budgetLine(b: BudgetStatus): string | null {
+  if (!(b.upload_mbps > 0)) return null;
+  const mbps = (x: number) => (Math.round(x * 10) / 10).toString();
+  let line = `Upload: ${mbps(b.used_mbps)} of ${mbps(b.upload_mbps)} Mb/s in use.`;
+  if (b.refused > 0) {
+    line += ` ${b.refused} new viewer${b.refused === 1 ? ' was' : 's were'} not let in directly (sent to your edge, or told the stream is full).`;
+  }
+  return line;
 }
 
 export function reachView(reach: ReachStatus, https: HttpsStatus): ReachView {

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { HttpsStatus } from '../src/api/HttpsStatus';
 import type { ReachStatus } from '../src/api/ReachStatus';
-import { allDone, httpsLine, reachView, walkthrough, type Progress } from '../src/reach-view';
+import { allDone, budgetLine, httpsLine, reachView, type Progress, walkthrough } from '../src/reach-view';
 
 const off: HttpsStatus = {
   mode: 'off',
@@ -98,5 +98,18 @@ describe('first-start walkthrough', () => {
   it('counts OBS as set up once it streams, even if set up by hand', () => {
     expect(states({ ...none, obsStreaming: true })).toEqual(['done', 'done', 'current', 'todo']);
     expect(states({ ...none, armed: true })).toEqual(['current', 'todo', 'todo', 'todo']);
+  });
+});
+
+describe('budgetLine', () => {
+  it('says nothing without a budget', () => {
+    expect(budgetLine({ upload_mbps: 0, used_mbps: 3.2, refused: 0 })).toBeNull();
+  });
+  it('says what is in use and who was not let in', () => {
+    expect(budgetLine({ upload_mbps: 20, used_mbps: 12.44, refused: 0 })).toBe('Upload: 12.4 of 20 Mb/s in use.');
+    expect(budgetLine({ upload_mbps: 20, used_mbps: 19.96, refused: 1 })).toBe(
+      'Upload: 20 of 20 Mb/s in use. 1 new viewer was not let in directly (sent to your edge, or told the stream is full).',
+    );
+    expect(budgetLine({ upload_mbps: 20, used_mbps: 19, refused: 3 })).toContain('3 new viewers were not let in');
   });
 });
