@@ -580,9 +580,11 @@ nginx_edge_conf() {
   } >"$dir/nginx.conf"
 }
 
-sum_ticks() { # sum_ticks PID+PID+… — utime + stime of all of them
+sum_ticks() { # sum_ticks PID+PID+… — utime + stime of those still running
   local p t=0
-  for p in ${1//+/ }; do t=$((t + $(cpu_ticks "$p"))); done
+  for p in ${1//+/ }; do
+    [[ -r /proc/$p/stat ]] && t=$((t + $(cpu_ticks "$p")))
+  done
   echo "$t"
 }
 
@@ -598,7 +600,8 @@ step_edge() {
   start nginx-edge "${SERVER_CPUS[@]}" nginx -c "$dir/nginx.conf" -g 'daemon off;'
   local nginx_pid=$LAST_PID nginx_pids
   wait_http "$NGINX_URL/live/bench/llhls.m3u8" 20
-  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid") | tr ' ' '+')
+  # The master and its workers (not the cache loader, which exits after a minute).
+  nginx_pids=$(echo "$nginx_pid" $(pgrep -P "$nginx_pid" -f 'worker process') | tr ' ' '+')
   sleep 10 # the sliding window fills
   local counts=${BENCH_EDGE_PLAYERS:-0,40,200} seconds=${BENCH_EDGE_SECONDS:-20} n
   say ""
