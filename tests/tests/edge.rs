@@ -461,7 +461,11 @@ async fn players_through(server: &TestServer, cache: &Cache) -> String {
     let available: BTreeMap<Pos, Instant> = direct.parts.iter().copied().collect();
     let order: Vec<Pos> = available.keys().copied().collect();
     let produced = direct.parts.iter().filter(|(_, at)| in_window(at)).count();
-    assert!(produced as f64 >= WINDOW.as_secs_f64() / 0.334 * 0.7, "{name}: only {produced} parts in {WINDOW:?}");
+    let part_s = f64::from(onair_engine::config::Config::default().hls.part_target_ms) / 1000.0;
+    assert!(produced as f64 >= WINDOW.as_secs_f64() / part_s * 0.7, "{name}: only {produced} parts in {WINDOW:?}");
+    // A player behind the cache may be up to ~0.5 s later at one end of the window than at the
+    // other (nginx's lock waiters look again every 500 ms): that many parts, and one more.
+    let slack = (0.5 / part_s).ceil() as usize + 1;
 
     let mut urls: HashMap<&str, HashSet<String>> = HashMap::new();
     let mut late = Vec::new();
@@ -482,7 +486,7 @@ async fn players_through(server: &TestServer, cache: &Cache) -> String {
             assert!(gap <= Duration::from_secs(2), "{name} player {i}: {gap:?} without a part before {:?}", w[1].0);
         }
         let in_range = rec.parts.iter().filter(|(_, at)| in_window(at)).count();
-        assert!(in_range + 2 >= produced, "{name} player {i}: {in_range} parts of {produced}");
+        assert!(in_range + slack >= produced, "{name} player {i}: {in_range} parts of {produced}");
         for (pos, at) in rec.parts.iter().filter(|(_, at)| in_window(at)) {
             if let Some(origin) = available.get(pos) {
                 late.push(signed_secs(*at, *origin));
