@@ -189,6 +189,9 @@ pub enum RestreamError {
 
 type Key = (String, String);
 
+/// A running destination's task, with the broadcast it follows.
+type Running = (Arc<Stream>, JoinHandle<()>);
+
 /// The runtime state of one destination.
 #[derive(Debug, Clone)]
 struct Runtime {
@@ -254,8 +257,7 @@ pub struct Restream {
     store: Arc<dyn SecretStore>,
     destinations: Mutex<Vec<RestreamDestination>>,
     config_file: Option<PathBuf>,
-    /// Each running destination's task, with the broadcast it follows.
-    running: Mutex<HashMap<Key, (Arc<Stream>, JoinHandle<()>)>>,
+    running: Mutex<HashMap<Key, Running>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
