@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             | Ok(HandshakeProcessResult::Completed { response_bytes, .. }) => response_bytes,
             Err(_) => return,
         };
-        if c.handle_input(&s012, t0).is_err() {
+        if c.handle_input(&s012).is_err() {
             return;
         }
     }
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         c.push(Arc::new(tag));
         assert!(c.queued_bytes() <= QUEUE + 700, "the queue is bounded");
         while c.poll_output(now).is_some() {}
-        if c.handle_input(chunk, now).is_err() || c.handle_timeout(now).is_err() {
+        if c.handle_input(chunk).is_err() || c.handle_timeout(now).is_err() {
             return;
         }
     }

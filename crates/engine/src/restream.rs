@@ -716,7 +716,7 @@ impl Destination {
                         Ok(n) => n,
                         Err(err) => return Outcome::Failed(format!("reading from the destination failed: {err}")),
                     };
-                    match session.handle_input(&buf[..n], Instant::now()) {
+                    match session.handle_input(&buf[..n]) {
                         Ok(events) => {
                             for ev in events {
                                 match ev {

@@ -142,19 +142,14 @@ impl PushSession {
         self.queued_bytes
     }
 
-    /// Bytes handed out to send so far.
-    pub fn sent_bytes(&self) -> u64 {
-        self.sent_bytes
-    }
-
     /// The sending bitrate over the last measuring window.
     pub fn bitrate_kbps(&self) -> u64 {
         self.bitrate_kbps
     }
 
-    /// Bytes the destination sent, arrived at `now`.
-    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<PushEvent>, PushError> {
-        let _ = now;
+    /// Bytes the destination sent (the time plays no part: deadlines are checked by
+    /// [`PushSession::handle_timeout`]).
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<Vec<PushEvent>, PushError> {
         if self.phase == Phase::Handshake {
             let result = self.handshake.process_bytes(bytes).map_err(|e| PushError::Handshake(format!("{e:?}")))?;
             return match result {
@@ -528,7 +523,7 @@ mod tests {
             }
             let back = server.input(&to_server);
             if !back.is_empty() {
-                events.extend(client.handle_input(&back, now).unwrap());
+                events.extend(client.handle_input(&back).unwrap());
             }
         }
         panic!("no quiet after 100 rounds");
@@ -617,7 +612,7 @@ mod tests {
         assert_eq!(c.handle_timeout(t0 + PUBLISH_TIMEOUT), Err(PushError::Timeout));
         // Garbage instead of a handshake is an error, not a panic.
         let mut c = PushSession::new(target(), SequenceHeaders::default(), 1 << 20, t0);
-        let _ = c.handle_input(&[0xffu8; 4000], t0);
+        let _ = c.handle_input(&[0xffu8; 4000]);
     }
 
     #[test]
