@@ -185,6 +185,8 @@ pub enum RestreamError {
     Secret(#[from] crate::secrets::SecretError),
     #[error("cannot save the config file {path}: {reason}")]
     Save { path: PathBuf, reason: String },
+    #[error("the edit did not complete: {0}")]
+    Interrupted(String),
 }
 
 type Key = (String, String);
