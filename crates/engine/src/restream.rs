@@ -85,6 +85,11 @@ impl Endpoint {
             let (app, stream) = path.rsplit_once('/').ok_or("an OME URL ends with /app/stream")?;
             (app.to_owned(), Some((stream.to_owned(), 0)))
         } else {
+            if path.rsplit('/').next().is_some_and(looks_like_a_key) {
+                return Err("the URL seems to end with the stream key: give the server URL here and the key \
+                            apart (it is kept in the OS keyring, never in the config file)"
+                    .into());
+            }
             (path.to_owned(), None)
         };
         if host.is_empty() {
@@ -113,6 +118,17 @@ impl Endpoint {
         };
         Target { app: self.app.clone(), stream, tc_url }
     }
+}
+
+/// Whether a URL's last path segment looks like a platform's stream key (Twitch `live_…`,
+/// YouTube `xxxx-xxxx-xxxx-xxxx[-xxxx]`), pasted into the URL by mistake.
+fn looks_like_a_key(segment: &str) -> bool {
+    let youtube = {
+        let groups: Vec<&str> = segment.split('-').collect();
+        (4..=5).contains(&groups.len())
+            && groups.iter().all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_alphanumeric()))
+    };
+    segment.starts_with("live_") || youtube
 }
 
 /// A destination as the status API shows it (never its key).
@@ -799,6 +815,10 @@ mod tests {
         let e = Endpoint::parse("rtmp://[::1]:1936/a/b", false).unwrap();
         assert_eq!((e.host.as_str(), e.port, e.app.as_str()), ("::1", 1936, "a/b"));
         assert_eq!(e.target("k", 0).tc_url, "rtmp://[::1]:1936/a/b");
+        let pasted = Endpoint::parse("rtmp://live.twitch.tv/app/live_12345_abcdef", false).unwrap_err();
+        assert!(pasted.contains("stream key") && !pasted.contains("live_12345"), "{pasted}");
+        assert!(Endpoint::parse("rtmp://a.rtmp.youtube.com/live2/ab12-cd34-ef56-gh78-ij90", false).is_err());
+        assert!(Endpoint::parse("rtmp://a.rtmp.youtube.com/live2", false).is_ok());
         for bad in ["http://x/app", "rtmp://x", "rtmp://x/", "rtmp://x/app?key=1", "rtmp://u:p@x/app", "rtmp://:1/a"] {
             assert!(Endpoint::parse(bad, false).is_err(), "{bad}");
         }
