@@ -615,6 +615,33 @@ mod tests {
         let _ = c.handle_input(&[0xffu8; 4000]);
     }
 
+    /// A server's chunk stream on which rml_rtmp 0.8 panics (a subtraction overflow in its chunk
+    /// deserializer, found by fuzz/fuzz_targets/rtmp_push.rs): an error, not a crash. The input's
+    /// first byte is the fuzz target's mode: a valid handshake first, then chunks of 18 bytes.
+    #[test]
+    fn a_chunk_stream_that_makes_rml_rtmp_panic_is_an_error() {
+        let input = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/regressions/rtmp_push/rml-chunk-subtract-overflow"
+        ));
+        let t0 = Instant::now();
+        let mut c = PushSession::new(target(), SequenceHeaders::default(), 1 << 20, t0);
+        let mut server = Handshake::new(PeerType::Server);
+        let s012 = match server.process_bytes(&c.poll_output(t0).unwrap()).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes }
+            | HandshakeProcessResult::Completed { response_bytes, .. } => response_bytes,
+        };
+        c.handle_input(&s012).unwrap();
+        let errors: Vec<PushError> = input[1..]
+            .chunks(usize::from(input[0] >> 1))
+            .filter_map(|chunk| {
+                while c.poll_output(t0).is_some() {}
+                c.handle_input(chunk).err()
+            })
+            .collect();
+        assert!(matches!(errors.first(), Some(PushError::Protocol(m)) if m.contains("panicked")), "{errors:?}");
+    }
+
     #[test]
     fn bitrate_is_measured_on_the_virtual_clock() {
         let t0 = Instant::now();
