@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use onair_fuzz::allow_rml_panics;
 use onair_engine::hub::{FlvTag, SequenceHeaders, TagKind};
 use onair_engine::restream::push::{PushSession, Target};
+use onair_fuzz::allow_rml_panics;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 
 const QUEUE: usize = 4096;
