@@ -29,7 +29,7 @@
 #![no_main]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, LazyLock, Once};
+use std::sync::{Arc, LazyLock};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
@@ -37,7 +37,7 @@ use libfuzzer_sys::fuzz_target;
 use onair_engine::hub::{Now, PlaylistKind, PlaylistRequest};
 use onair_engine::rtmp::{Ingest, IngestContext};
 use onair_engine::{Registry, SigningKey};
-use onair_fuzz::REAL;
+use onair_fuzz::{REAL, allow_rml_panics};
 use onair_policy::Policy;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -227,32 +227,6 @@ fn client_handshake() -> (Vec<u8>, Conn) {
     let mut handshake = c0c1;
     handshake.extend_from_slice(&c2);
     (handshake, conn)
-}
-
-/// With `ONAIR_FUZZ_ALLOW_RML_PANICS=1`, panics located in rml_rtmp / rml_amf0 unwind (and end
-/// the connection) instead of aborting through libfuzzer-sys' hook.
-fn allow_rml_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("ONAIR_FUZZ_ALLOW_RML_PANICS").is_none_or(|v| v != "1") {
-            return;
-        }
-        let abort = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // The innermost frame outside the standard library (the panic location itself may
-            // be in core, e.g. a slice index out of range).
-            let bt = std::backtrace::Backtrace::force_capture().to_string();
-            let from_panic = bt.find("rust_begin_unwind").map_or(&bt[..], |i| &bt[i..]);
-            let third_party = from_panic
-                .lines()
-                .filter_map(|l| l.trim_start().strip_prefix("at "))
-                .find(|path| !path.starts_with("/rustc/"))
-                .is_some_and(|path| path.contains("/rml_rtmp-") || path.contains("/rml_amf0-"));
-            if !third_party {
-                abort(info);
-            }
-        }));
-    });
 }
 
 static SETUP: LazyLock<Setup> = LazyLock::new(|| {

@@ -87,3 +87,30 @@ pub static REAL: LazyLock<Real> = LazyLock::new(|| {
         audio,
     }
 });
+
+/// With `ONAIR_FUZZ_ALLOW_RML_PANICS=1`, panics located in rml_rtmp / rml_amf0 unwind (and end
+/// the connection, which the engine does too) instead of aborting through libfuzzer-sys' hook
+/// (the RTMP targets: `rtmp_ingest`, `rtmp_push`).
+pub fn allow_rml_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("ONAIR_FUZZ_ALLOW_RML_PANICS").is_none_or(|v| v != "1") {
+            return;
+        }
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The innermost frame outside the standard library (the panic location itself may
+            // be in core, e.g. a slice index out of range).
+            let bt = std::backtrace::Backtrace::force_capture().to_string();
+            let from_panic = bt.find("rust_begin_unwind").map_or(&bt[..], |i| &bt[i..]);
+            let third_party = from_panic
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix("at "))
+                .find(|path| !path.starts_with("/rustc/"))
+                .is_some_and(|path| path.contains("/rml_rtmp-") || path.contains("/rml_amf0-"));
+            if !third_party {
+                abort(info);
+            }
+        }));
+    });
+}

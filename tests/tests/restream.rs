@@ -276,6 +276,54 @@ async fn relays_over_rtmp_and_rtmps_refuses_a_bad_key_and_reconnects() {
     server.shutdown().await;
 }
 
+/// With `require_go_live`, destinations wait for the broadcast (Go live, then the publish); End
+/// stream stops them; the next broadcast tries a refused destination again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_follow_go_live_and_end_stream_and_a_new_broadcast_retries_a_refused_one() {
+    let dir = fresh_dir("restream-golive");
+    let (_ca, cert, key) = make_ca_and_leaf(&dir, "ca", "localhost", "DNS:localhost").await.unwrap();
+    let (rtmp, http, tls) = (free_port(), free_port(), free_port());
+    let nginx_dir = dir.join("nginx");
+    std::fs::create_dir_all(&nginx_dir).unwrap();
+    let nginx = Nginx::start(&nginx_dir, rtmp, http, tls, &cert, &key).await;
+    let mut config = config_in(&dir);
+    config.require_go_live = true;
+    let server = TestServer::start_with(config).await;
+    let mut events = server.control().subscribe();
+    add(&server, "show", "plain", &format!("rtmp://127.0.0.1:{rtmp}/app"), GOOD_KEY).await;
+    add(&server, "show", "wrongkey", &format!("rtmp://127.0.0.1:{rtmp}/app"), BAD_KEY).await;
+
+    // Before Go live the publish is refused and nothing is relayed.
+    let mut early = Publisher::start(&server.signed_url("show"), &Source::small());
+    assert_eq!(early.wait(Duration::from_secs(15)).await, Some(false), "refused before Go live");
+    let d = destinations(&server, "show").await;
+    assert_eq!((d["plain"]["state"].as_str(), d["wrongkey"]["state"].as_str()), (Some("idle"), Some("idle")), "{d}");
+
+    for round in 1..=2 {
+        server.control().go_live("show").unwrap();
+        let publisher = Publisher::start(&server.signed_url("show"), &Source::small());
+        wait_live(&server, "show", Duration::from_secs(20)).await;
+        wait_state(&server, "show", "plain", "live", Duration::from_secs(15)).await;
+        wait_state(&server, "show", "wrongkey", "refused", Duration::from_secs(15)).await;
+        server.control().end_stream("show").unwrap();
+        wait_state(&server, "show", "plain", "idle", Duration::from_secs(10)).await;
+        assert_eq!(destinations(&server, "show").await["wrongkey"]["state"], "refused", "round {round}");
+        publisher.kill().await;
+    }
+    let mut refused = 0;
+    let mut connecting = 0;
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            EngineEvent::Restream { name, state: RestreamState::Refused, .. } if name == "wrongkey" => refused += 1,
+            EngineEvent::Restream { name, state: RestreamState::Connecting, .. } if name == "plain" => connecting += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((refused, connecting), (2, 2), "each broadcast tries again");
+    drop(nginx);
+    server.shutdown().await;
+}
+
 /// A destination that completes the RTMP handshake and accepts the publish, then reads a few
 /// KB per second through a 4 KB receive buffer.
 async fn slow_destination() -> (u16, tokio::task::JoinHandle<()>) {

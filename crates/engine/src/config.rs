@@ -1010,6 +1010,50 @@ mod tests {
     }
 
     #[test]
+    fn restream_destinations_parse_and_are_validated() {
+        let text = r#"
+            [restream]
+            ca_file = "/etc/ssl/my-ca.pem"
+            [[restream.destination]]
+            stream = "show"
+            name = "twitch"
+            url = "rtmp://live.twitch.tv/app"
+            [[restream.destination]]
+            stream = "show"
+            name = "ome"
+            url = "rtmp://origin.example.org:1935/app/show"
+            enabled = false
+            ome_policy_expires_s = 3600
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let d = &c.restream.destination;
+        assert_eq!((d[0].name.as_str(), d[0].enabled, d[0].ome_policy_expires_s), ("twitch", true, 0));
+        assert_eq!((d[1].enabled, d[1].ome_policy_expires_s), (false, 3600));
+        assert_eq!(c.restream.max_queue_bytes, RestreamSettings::default().max_queue_bytes);
+        // A saved destination list reads back the same (what the control API writes).
+        let saved = toml::to_string(&c.restream).unwrap();
+        assert!(!saved.contains("ome_policy_expires_s = 0"), "{saved}");
+        assert_eq!(toml::from_str::<RestreamSettings>(&saved).unwrap(), c.restream);
+        let mut dup = c.clone();
+        dup.restream.destination[1].name = "twitch".into();
+        assert!(dup.validate().unwrap_err().to_string().contains("two destinations named"));
+        let mut bad = c.clone();
+        bad.restream.destination[0].url = "http://live.twitch.tv/app".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("rtmp://"));
+        let mut small = c;
+        small.restream.max_queue_bytes = 1000;
+        assert!(small.validate().unwrap_err().to_string().contains("restream.max_queue_bytes"));
+        assert!(
+            toml::from_str::<Config>(
+                "[[restream.destination]]\nstream = \"s\"\nname = \"n\"\nurl = \"rtmp://h/a\"\nkey = \"x\"\n"
+            )
+            .is_err(),
+            "no key in the file"
+        );
+    }
+
+    #[test]
     fn reach_env() {
         let mut value = toml::Value::try_from(Config::default()).unwrap();
         let vars = [

@@ -250,16 +250,25 @@ async fn restream_put(
 ) -> Result<StatusCode, ApiError> {
     check_stream(&stream)?;
     let b = json(body, r#"{"url": "rtmp://host/app", "key": "…", "enabled": true}"#)?;
-    st.control.restream().put(&stream, &name, b)?;
-    Ok(StatusCode::NO_CONTENT)
+    // The key goes to the OS keyring: a blocking call, off the async workers.
+    blocking(move || st.control.restream().put(&stream, &name, b)).await
+}
+
+/// Runs a restream edit that touches the keyring on the blocking pool.
+async fn blocking(
+    edit: impl FnOnce() -> Result<(), crate::restream::RestreamError> + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    match tokio::task::spawn_blocking(edit).await {
+        Ok(result) => result.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from),
+        Err(e) => Err(crate::restream::RestreamError::Interrupted(e.to_string()).into()),
+    }
 }
 
 async fn restream_remove(
     State(st): State<ControlApiState>,
     Path((stream, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    st.control.restream().remove(&stream, &name)?;
-    Ok(StatusCode::NO_CONTENT)
+    blocking(move || st.control.restream().remove(&stream, &name)).await
 }
 
 async fn restream_enable(
@@ -408,6 +417,44 @@ mod tests {
         let (code, _) = call(&app, "POST", "/api/control/streams/show/end", lo, t, "").await;
         assert_eq!(code, StatusCode::NO_CONTENT);
         assert!(!registry.is_armed("show"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restream_destinations_are_edited_and_their_keys_never_shown() {
+        let (app, _) = app();
+        let (t, lo) = (Some("sesame"), "127.0.0.1:1");
+        let base = "/api/control/streams/show/restream";
+        let (code, body) = call(&app, "PUT", &format!("{base}/tw"), lo, t, r#"{"url":"rtmp://h/app"}"#).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "no key stored yet: {body}");
+        assert!(body.contains("needs a stream key"), "{body}");
+        let (code, body) = call(&app, "PUT", &format!("{base}/tw"), lo, t, r#"{"url":"http://h/app","key":"k"}"#).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        let put = r#"{"url":"rtmp://h/app","key":"Sekrit-Key-1"}"#;
+        let (code, body) = call(&app, "PUT", &format!("{base}/tw"), lo, t, put).await;
+        assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+        // Replacing without a key keeps the stored one.
+        let (code, _) = call(&app, "PUT", &format!("{base}/tw"), lo, t, r#"{"url":"rtmp://h2/app"}"#).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, _) = call(&app, "POST", &format!("{base}/tw/disable"), lo, t, "").await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (_, list) = call(&app, "GET", base, lo, t, "").await;
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(
+            (v[0]["name"].as_str(), v[0]["url"].as_str(), v[0]["enabled"].as_bool()),
+            (Some("tw"), Some("rtmp://h2/app"), Some(false))
+        );
+        assert_eq!(v[0]["state"], "idle");
+        let (_, status) = call(&app, "GET", "/api/streams/show", lo, None, "").await;
+        assert!(status.contains("\"restream\":[{"), "{status}");
+        assert!(!list.contains("Sekrit") && !status.contains("Sekrit"), "a key was shown");
+        let (code, _) = call(&app, "DELETE", &format!("{base}/nope"), lo, t, "").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, _) = call(&app, "DELETE", &format!("{base}/tw"), lo, t, "").await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (_, list) = call(&app, "GET", base, lo, t, "").await;
+        assert_eq!(list, "[]");
+        let (code, _) = call(&app, "GET", base, "10.0.0.1:1", t, "").await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "loopback only");
     }
 
     #[test]

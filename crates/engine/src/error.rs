@@ -77,7 +77,9 @@ impl ApiError {
             ApiError::Restream(e) => match e {
                 RestreamError::Invalid(_) | RestreamError::NoKey(_) => StatusCode::BAD_REQUEST,
                 RestreamError::NoSuch { .. } => StatusCode::NOT_FOUND,
-                RestreamError::Secret(_) | RestreamError::Save { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                RestreamError::Secret(_) | RestreamError::Save { .. } | RestreamError::Interrupted(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
             ApiError::NotLoopback | ApiError::MetricsNotLoopback => StatusCode::FORBIDDEN,
             ApiError::BadToken => StatusCode::UNAUTHORIZED,

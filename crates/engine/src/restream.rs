@@ -85,6 +85,11 @@ impl Endpoint {
             let (app, stream) = path.rsplit_once('/').ok_or("an OME URL ends with /app/stream")?;
             (app.to_owned(), Some((stream.to_owned(), 0)))
         } else {
+            if path.rsplit('/').next().is_some_and(looks_like_a_key) {
+                return Err("the URL seems to end with the stream key: give the server URL here and the key \
+                            apart (it is kept in the OS keyring, never in the config file)"
+                    .into());
+            }
             (path.to_owned(), None)
         };
         if host.is_empty() {
@@ -113,6 +118,17 @@ impl Endpoint {
         };
         Target { app: self.app.clone(), stream, tc_url }
     }
+}
+
+/// Whether a URL's last path segment looks like a platform's stream key (Twitch `live_…`,
+/// YouTube `xxxx-xxxx-xxxx-xxxx[-xxxx]`), pasted into the URL by mistake.
+fn looks_like_a_key(segment: &str) -> bool {
+    let youtube = {
+        let groups: Vec<&str> = segment.split('-').collect();
+        (4..=5).contains(&groups.len())
+            && groups.iter().all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_alphanumeric()))
+    };
+    segment.starts_with("live_") || youtube
 }
 
 /// A destination as the status API shows it (never its key).
@@ -185,9 +201,14 @@ pub enum RestreamError {
     Secret(#[from] crate::secrets::SecretError),
     #[error("cannot save the config file {path}: {reason}")]
     Save { path: PathBuf, reason: String },
+    #[error("the edit did not complete: {0}")]
+    Interrupted(String),
 }
 
 type Key = (String, String);
+
+/// A running destination's task, with the broadcast it follows.
+type Running = (Arc<Stream>, JoinHandle<()>);
 
 /// The runtime state of one destination.
 #[derive(Debug, Clone)]
@@ -254,8 +275,7 @@ pub struct Restream {
     store: Arc<dyn SecretStore>,
     destinations: Mutex<Vec<RestreamDestination>>,
     config_file: Option<PathBuf>,
-    /// Each running destination's task, with the broadcast it follows.
-    running: Mutex<HashMap<Key, (Arc<Stream>, JoinHandle<()>)>>,
+    running: Mutex<HashMap<Key, Running>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -714,7 +734,7 @@ impl Destination {
                         Ok(n) => n,
                         Err(err) => return Outcome::Failed(format!("reading from the destination failed: {err}")),
                     };
-                    match session.handle_input(&buf[..n], Instant::now()) {
+                    match session.handle_input(&buf[..n]) {
                         Ok(events) => {
                             for ev in events {
                                 match ev {
@@ -795,6 +815,10 @@ mod tests {
         let e = Endpoint::parse("rtmp://[::1]:1936/a/b", false).unwrap();
         assert_eq!((e.host.as_str(), e.port, e.app.as_str()), ("::1", 1936, "a/b"));
         assert_eq!(e.target("k", 0).tc_url, "rtmp://[::1]:1936/a/b");
+        let pasted = Endpoint::parse("rtmp://live.twitch.tv/app/live_12345_abcdef", false).unwrap_err();
+        assert!(pasted.contains("stream key") && !pasted.contains("live_12345"), "{pasted}");
+        assert!(Endpoint::parse("rtmp://a.rtmp.youtube.com/live2/ab12-cd34-ef56-gh78-ij90", false).is_err());
+        assert!(Endpoint::parse("rtmp://a.rtmp.youtube.com/live2", false).is_ok());
         for bad in ["http://x/app", "rtmp://x", "rtmp://x/", "rtmp://x/app?key=1", "rtmp://u:p@x/app", "rtmp://:1/a"] {
             assert!(Endpoint::parse(bad, false).is_err(), "{bad}");
         }
