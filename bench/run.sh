@@ -11,6 +11,8 @@
 #            how long a new viewer waits for its first frame meanwhile
 #   edge     origin CPU and bytes with 0, 40 and 200 LL-HLS players behind an nginx cache
 #            (docs/edge/nginx.conf)
+#   restream engine CPU with 0, 1, 2 and 4 restream destinations (nginx-rtmp on loopback); runs
+#            itself in a private Secret Service (dbus-run-session + gnome-keyring): keys live there
 #
 # Environment (all optional):
 #   ONAIR_BENCH_WORK      work dir (default /tmp/onair-bench): source clip, logs, results
@@ -33,6 +35,8 @@
 #                         per turn (10), turns per server (3)
 #   BENCH_EDGE_PLAYERS    edge: player counts behind the cache (default 0,40,200)
 #   BENCH_EDGE_SECONDS    edge: seconds measured per count (default 20)
+#   BENCH_RESTREAM_DESTINATIONS, BENCH_RESTREAM_SECONDS   restream: destination counts (0,1,2,4),
+#                         seconds measured per count (20)
 #   BENCH_ONAIR           the onair binary to measure (default: the one built here), e.g. another
 #                         checkout's, for a before/after against nginx in the same conditions
 set -euo pipefail
@@ -645,6 +649,82 @@ step_edge() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# restream: what each restream destination costs the engine (relaying the stream as published to
+# nginx-rtmp on loopback, one application, one stream name per destination)
+
+# restream_states — the states of the bench stream's destinations, one line each
+restream_states() {
+  "$ONAIR" restream bench --data-dir "$RUN/data" list --json 2>/dev/null |
+    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      for (const d of JSON.parse(s || "[]")) console.log(d.name, d.state, d.bitrate_kbps, d.dropped_frames); });'
+}
+
+step_restream() {
+  need nginx "apt-get install nginx libnginx-mod-rtmp"
+  [[ -r /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || die "nginx-rtmp is missing (apt-get install libnginx-mod-rtmp)"
+  check_quiet restream
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  local dir=$RUN/nginx-rtmp
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+worker_processes 1;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 256; }
+rtmp { server { listen 127.0.0.1:$NGINX_PORT; application app { live on; } } }
+CONF
+  start nginx-rtmp "${CLIENT_CPUS[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  local nginx_pid=$LAST_PID
+  start_engine
+  publish_file bench
+  wait_live bench
+  sleep 5
+  local counts=${BENCH_RESTREAM_DESTINATIONS:-0,1,2,4} seconds=${BENCH_RESTREAM_SECONDS:-20} n have=0 base_ticks=
+  say ""
+  say "== restream: the stream as published relayed to N destinations (nginx-rtmp 127.0.0.1, one application,"
+  say "   a stream name each), ${seconds} s per count: engine CPU (utime + stime, % of one core), its extra CPU per"
+  say "   destination over N = 0, what the destinations were sent (the engine's own figure) and frames dropped"
+  say "$(printf '%12s %9s %9s %14s %13s %8s' destinations 'eng CPU%' 'eng RSS' 'extra/dest %' 'sent Mb/s' dropped)"
+  for n in ${counts//,/ }; do
+    while ((have < n)); do
+      have=$((have + 1))
+      "$ONAIR" restream bench --data-dir "$RUN/data" add "d$have" "rtmp://127.0.0.1:$NGINX_PORT/app" \
+        --key "bench$have" >>"$RUN/restream-cli.log" 2>&1 || die "onair restream add failed, see $RUN/restream-cli.log"
+    done
+    if ((n > 0)); then
+      local i
+      for ((i = 0; i < 100; i++)); do
+        [[ $(restream_states | awk '$2 == "live"' | wc -l) -ge $n ]] && break
+        sleep 0.2
+      done
+      ((i < 100)) || die "restream destinations not live after 20 s: $(restream_states | tr '\n' ';')"
+      sleep 3
+    fi
+    local c0 c1 t0 t1 secs ticks
+    c0=$(cpu_ticks "$ENGINE_PID")
+    t0=$(now_s)
+    sleep "$seconds"
+    t1=$(now_s)
+    c1=$(cpu_ticks "$ENGINE_PID")
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    ticks=$((c1 - c0))
+    [[ -n $base_ticks ]] || base_ticks=$ticks
+    local per="-" kbps dropped
+    if ((n > 0)); then
+      per=$(awk -v t="$ticks" -v b="$base_ticks" -v n="$n" -v hz="$CLK_TCK" -v s="$secs" \
+        'BEGIN { printf "%.2f", (t - b) / n / hz / s * 100 }')
+    fi
+    kbps=$(restream_states | awk '{ k += $3 } END { printf "%.2f", k / 1000 }')
+    dropped=$(restream_states | awk '{ d += $4 } END { print d + 0 }')
+    say "$(printf '%12s %9s %9s %14s %13s %8s' "$n" "$(pct_of_core "$ticks" "$secs")" "$(($(rss_kb "$ENGINE_PID") / 1024)) MB" \
+      "$per" "$kbps" "$dropped")"
+  done
+  stop_all
+  kill "$nginx_pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------------
 # abuse: the attack of tests/tests/abuse.rs from outside the engine, with viewers watching
 
 ABUSE_SOURCE=$WORK/source-360p30-1M.flv
@@ -717,13 +797,24 @@ step_abuse() {
 main() {
   local what=${1:-all}
   case $what in
-    all | cpu | latency | load | fanout | abuse | edge) ;;
+    all | cpu | latency | load | fanout | abuse | edge | restream) ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'
       exit 0
       ;;
-    *) die "unknown step '$what' (all, cpu, latency, load, fanout, abuse, edge)" ;;
+    *) die "unknown step '$what' (all, cpu, latency, load, fanout, abuse, edge, restream)" ;;
   esac
+  # Restream keys live in the OS keyring: run in a private Secret Service (its keyring file in
+  # the work dir), as scripts/run.sh does for a machine without one.
+  if [[ ($what == restream || $what == all) && -z ${BENCH_IN_KEYRING:-} ]]; then
+    need dbus-run-session "apt-get install dbus"
+    need gnome-keyring-daemon "apt-get install gnome-keyring"
+    mkdir -p "$WORK/keyring"
+    XDG_DATA_HOME=$WORK/keyring BENCH_IN_KEYRING=1 exec dbus-run-session -- sh -c \
+      'eval "$(printf onair-bench | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+       eval "$(gnome-keyring-daemon --start --components=secrets)" >/dev/null
+       export GNOME_KEYRING_CONTROL; exec "$0" "$@"' "$0" "$@"
+  fi
   local t0=$SECONDS
   prepare
   case $what in
@@ -734,6 +825,7 @@ main() {
       step_fanout
       step_abuse
       step_edge
+      step_restream
       ;;
     cpu) step_cpu ;;
     latency) step_latency ;;
@@ -741,6 +833,7 @@ main() {
     fanout) step_fanout ;;
     abuse) step_abuse ;;
     edge) step_edge ;;
+    restream) step_restream ;;
   esac
   say ""
   say "total time: $((SECONDS - t0)) s; command: bench/run.sh $what"

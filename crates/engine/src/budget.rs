@@ -11,6 +11,8 @@
 //! joining at once cannot overshoot the budget before the measurement catches up).
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,6 +146,8 @@ impl Budget {
 #[derive(Debug)]
 pub struct BudgetGate {
     budget: Mutex<Budget>,
+    /// A budget is set (read without the lock on every playlist request).
+    on: AtomicBool,
     /// `budget.edge_url` (`{stream}` not yet replaced); None: none set.
     edge_url: Option<String>,
 }
@@ -168,6 +172,7 @@ impl BudgetGate {
     pub fn new(settings: &BudgetSettings) -> Self {
         BudgetGate {
             budget: Mutex::new(Budget::new(settings.capacity_bps())),
+            on: AtomicBool::new(settings.capacity_bps() > 0),
             edge_url: Some(settings.edge_url.clone()).filter(|u| !u.is_empty()),
         }
     }
@@ -178,7 +183,14 @@ impl BudgetGate {
 
     /// Sets the budget in megabits per second (0: none).
     pub fn set_upload_mbps(&self, mbps: f64) {
-        self.lock().set_capacity((mbps.clamp(0.0, 100_000.0) * 1e6) as u64);
+        let bps = (mbps.clamp(0.0, 100_000.0) * 1e6) as u64;
+        self.lock().set_capacity(bps);
+        self.on.store(bps > 0, Relaxed);
+    }
+
+    /// Whether a budget is set (without one every viewer is admitted).
+    pub fn is_on(&self) -> bool {
+        self.on.load(Relaxed)
     }
 
     /// See [`Budget::observe`].
@@ -354,6 +366,10 @@ mod tests {
         assert_eq!(gate.admit(t, 3000), Admission::Full);
         assert_eq!(gate.usage(t).used_bps, 3 * 3_150_000);
         assert_eq!(gate.edge_page("show").as_deref(), Some("https://cdn.example/show/"));
+        assert!(gate.is_on());
+        gate.set_upload_mbps(0.0);
+        assert!(!gate.is_on());
+        assert_eq!(gate.admit(t, 3000), Admission::Admit);
         assert_eq!(BudgetGate::new(&BudgetSettings::default()).edge_page("show"), None);
         // An unknown stream rate counts as a 6 Mb/s viewer.
         assert_eq!(

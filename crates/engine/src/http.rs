@@ -473,7 +473,8 @@ async fn whep_offer(
     // One viewer, one place in the budget: the page's player that probed the playlist (an HLS
     // viewer now, admitted then) switches to WebRTC without being counted twice.
     let now = Instant::now();
-    if !stream.is_hls_viewer(client_key(peer, &headers), now)
+    if st.budget.is_on()
+        && !stream.is_hls_viewer(client_key(peer, &headers), now)
         && st.budget.admit(now, stream_kbps(&stream)) == Admission::Full
     {
         refuse_over_budget(&st, &name, client);
@@ -559,6 +560,9 @@ fn hls_admission(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
 ) -> Option<Result<Response, ApiError>> {
+    if !st.budget.is_on() {
+        return None;
+    }
     let stream = st.registry.get(name)?;
     let now = Instant::now();
     if stream.is_hls_viewer(client_key(peer, headers), now)
@@ -579,6 +583,9 @@ fn hls_admission(
 /// A viewer or embed page of a stream whose new viewers are over the upload budget, with a
 /// `budget.edge_url` set: a redirect (`307`) to that page (None: serve ours).
 fn page_to_edge(st: &AppState, name: &str) -> Option<Response> {
+    if !st.budget.is_on() {
+        return None;
+    }
     let edge = st.budget.edge_page(name)?;
     let stream = st.registry.get(name)?;
     if st.budget.fits(Instant::now(), stream_kbps(&stream)) {
