@@ -9,6 +9,9 @@
 //! hls.js's live catch-up changed it — the video stayed paused after a `ratechange`, or the web
 //! process deadlocked in the flush at the start of a load. The player no longer changes the rate
 //! there (`ui/src/catchup.ts`); `engines.mjs` reports the media element's events of a failed load.
+//! Still open: a load can hang at its very start (readyState 0–1, no rate change) — the same
+//! flush deadlock on hls.js's initial seek to the live position; it failed one load of four in a
+//! fresh-clone CI run on an idle machine, so the WebKitGTK tests are ignored again.
 
 use std::time::Duration;
 
@@ -50,11 +53,13 @@ async fn firefox_plays_bframe_llhls_on_every_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 9, open: WebKitGTK 2.50 can deadlock at the start of a load (hls.js's initial seek flushes while its source thread waits for the main thread); run with --ignored"]
 async fn webkit_plays_llhls_on_every_load() {
     plays_on_every_load("webkit", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 9, open: WebKitGTK 2.50 can deadlock at the start of a load (hls.js's initial seek flushes while its source thread waits for the main thread); run with --ignored"]
 async fn webkit_plays_bframe_llhls_on_every_load() {
     plays_on_every_load("webkit", 2).await;
 }
