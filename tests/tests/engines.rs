@@ -9,7 +9,7 @@
 //! hls.js's live catch-up changed it — the video stayed paused after a `ratechange`, or the web
 //! process deadlocked in the flush at the start of a load. The player no longer changes the rate
 //! there (`ui/src/catchup.ts`); `engines.mjs` reports the media element's events of a failed load.
-//! Still open: a load can hang at its very start (readyState 0–1, no rate change) — the same
+//! Still open: a load can hang at its very start (readyState 0–1, no rate change) — most likely the same
 //! flush deadlock on hls.js's initial seek to the live position; it failed one load of four in a
 //! fresh-clone CI run on an idle machine, so the WebKitGTK tests are ignored again.
 
