@@ -4,8 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --test: also what the tests need (which includes the Windows cross-build and Wine);
+# --windows: what scripts/build-windows.sh needs.
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_windows=0
+case "${1:-}" in
+  --test) want_test=1; want_windows=1 ;;
+  --windows) want_windows=1 ;;
+esac
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -71,6 +77,20 @@ if [ $want_test = 1 ]; then
   need_pkg libnginx-mod-stream
   need_pkg varnish
 fi
+if [ $want_windows = 1 ]; then
+  # The Windows cross-build (scripts/build-windows.sh): mingw-w64 (C compiler, linker, windres),
+  # nasm (aws-lc's assembly) and NSIS for the installer.
+  need x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
+  need x86_64-w64-mingw32-g++ g++-mingw-w64-x86-64
+  need nasm nasm
+  need makensis nsis
+fi
+if [ $want_test = 1 ]; then
+  # The Windows build under test (tests/tests/windows.rs): Wine runs the .exe files, icoutils
+  # reads their resources.
+  [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+  need wrestool icoutils
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo_ apt-get update -qq
@@ -80,6 +100,10 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust is missing. Install it with rustup (https://rustup.rs), then run this again." >&2
   exit 1
+fi
+
+if [ $want_windows = 1 ] && ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu
 fi
 
 # The web UI (embedded into the binary at build time).

@@ -82,16 +82,25 @@ pub fn note_for(event: &EngineEvent, stream: &str, on: &NotifyToggles) -> Option
     }
 }
 
+/// The app's identifier (tauri.conf.json), registered as its AppUserModelID by the Windows
+/// installer (installers/windows/onair.nsi).
+#[cfg(windows)]
+const WINDOWS_APP_ID: &str = "org.onair.desktop";
+
 /// Shows `note` through the desktop's notification service. Blocks (D-Bus): call it off the
 /// async workers. A missing daemon is logged, not an error.
 pub fn show(note: &Note) {
-    let shown = notify_rust::Notification::new()
-        .appname("OnAir")
+    let mut n = notify_rust::Notification::new();
+    n.appname("OnAir")
         .summary(&note.summary)
         .body(&note.body)
         .icon("onair-desktop")
-        .timeout(notify_rust::Timeout::Milliseconds(6000))
-        .show();
+        .timeout(notify_rust::Timeout::Milliseconds(6000));
+    // Windows shows a toast under the AppUserModelID the installer registers (name and icon);
+    // without it the toast would be attributed to PowerShell.
+    #[cfg(windows)]
+    n.app_id(WINDOWS_APP_ID);
+    let shown = n.show();
     match shown {
         Ok(_) => debug!(summary = %note.summary, "notification shown"),
         Err(e) => warn!(summary = %note.summary, error = %e, "cannot show a notification (no notification daemon?)"),

@@ -552,6 +552,7 @@ pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> 
 pub mod netns;
 pub mod obs;
 pub mod pebble;
+pub mod wine;
 
 // ---------- a scriptable RTMP publisher (for malformed media) ----------
 

@@ -371,6 +371,10 @@ function renderReach(st: ControlStatus): void {
   const line = budgetLine(st.budget);
   budget.textContent = line ?? '';
   budget.hidden = line === null;
+  // Windows: what to answer the firewall's question (the engine sends it on Windows only).
+  const firewall = $('reach-firewall');
+  firewall.textContent = st.firewall_note ?? '';
+  firewall.hidden = st.firewall_note === null;
 }
 
 // ---------------------------------------------------------------------------

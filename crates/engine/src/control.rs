@@ -113,6 +113,8 @@ pub struct ControlStatus {
     pub https: HttpsStatus,
     /// The upload budget and its use.
     pub budget: BudgetStatus,
+    /// What to answer the OS firewall's question on first start (Windows), else null.
+    pub firewall_note: Option<String>,
 }
 
 /// The upload budget (`[budget]`) and what OnAir sends now.
@@ -455,6 +457,7 @@ impl Control {
             reach: self.reach(),
             https: self.https(),
             budget: self.budget(),
+            firewall_note: crate::startup::FIREWALL_NOTE.map(str::to_owned),
         }
     }
 

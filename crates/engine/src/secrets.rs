@@ -20,12 +20,30 @@ pub const TURN_SECRET: &str = "turn-secret";
 /// The environment variable that overrides the TURN shared secret.
 pub const TURN_SECRET_ENV: &str = "ONAIR_TURN_SECRET";
 
+/// What the OS keyring is called on this platform, for messages.
+pub const KEYRING_NAME: &str = if cfg!(windows) {
+    "the Windows Credential Manager"
+} else if cfg!(target_os = "macos") {
+    "the macOS Keychain"
+} else {
+    "the OS keyring"
+};
+
+/// How to get a keyring on this platform, for the error when none is reachable.
+const KEYRING_FIX: &str = if cfg!(windows) {
+    "run OnAir as a signed-in Windows user (the Credential Manager belongs to the user's profile)"
+} else if cfg!(target_os = "macos") {
+    "run OnAir in a signed-in macOS session (the login Keychain)"
+} else {
+    "run OnAir in a desktop session with a Secret Service (GNOME Keyring, KWallet), or on a headless \
+     server start one (`dbus-run-session` + `gnome-keyring-daemon --unlock`)"
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "no OS keyring is reachable to keep the {entry:?} secret ({reason}). Fix: run OnAir in a desktop \
-         session with a Secret Service (GNOME Keyring, KWallet), or on a headless server start one \
-         (`dbus-run-session` + `gnome-keyring-daemon --unlock`), or set {SIGNING_KEY_ENV} to a long random string"
+        "no OS keyring is reachable to keep the {entry:?} secret ({reason}). Fix: {KEYRING_FIX}, or set \
+         {SIGNING_KEY_ENV} to a long random string"
     )]
     Unavailable { entry: String, reason: String },
     #[error("the keyring refused the {entry:?} secret: {reason}")]
@@ -113,15 +131,15 @@ impl SigningKey {
         self.0.as_bytes()
     }
 
-    /// The key kept in `store`, created there on first use; with a description of its source.
+    /// The key kept in `store`, created there on first use; `true` when it was created now.
     /// (The front ends also honour `ONAIR_SIGNING_KEY`: see [`crate::startup::signing_key`].)
-    pub fn from_store(store: &dyn SecretStore) -> Result<(Self, &'static str), SecretError> {
+    pub fn from_store(store: &dyn SecretStore) -> Result<(Self, bool), SecretError> {
         if let Some(v) = store.get(SIGNING_KEY)? {
-            return Ok((Self(v), "the OS keyring"));
+            return Ok((Self(v), false));
         }
         let fresh: String = rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
         store.set(SIGNING_KEY, &fresh)?;
-        Ok((Self(fresh), "the OS keyring (generated now)"))
+        Ok((Self(fresh), true))
     }
 }
 
@@ -138,11 +156,11 @@ mod tests {
     #[test]
     fn key_is_generated_once_and_kept() {
         let store = MemoryStore::default();
-        let (a, src) = SigningKey::from_store(&store).unwrap();
-        assert!(src.contains("generated"));
+        let (a, generated) = SigningKey::from_store(&store).unwrap();
+        assert!(generated);
         assert_eq!(a.as_bytes().len(), 32);
-        let (b, src) = SigningKey::from_store(&store).unwrap();
-        assert_eq!(src, "the OS keyring");
+        let (b, generated) = SigningKey::from_store(&store).unwrap();
+        assert!(!generated);
         assert_eq!(a.as_bytes(), b.as_bytes());
     }
 

@@ -20,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::net::{self, HostPort};
 use crate::obs::{ObsError, ObsSettings};
-use crate::secrets::{SIGNING_KEY_ENV, SecretError, SecretStore, SigningKey, TURN_SECRET, TURN_SECRET_ENV};
+use crate::secrets::{KEYRING_NAME, SIGNING_KEY_ENV, SecretError, SecretStore, SigningKey, TURN_SECRET, TURN_SECRET_ENV};
 use crate::{Config, Secrets};
 
 /// The environment variable with the log filter (`tracing` `EnvFilter` syntax).
@@ -36,6 +36,19 @@ pub const DEFAULT_LOG: &str =
 pub const MATRIX_PASSWORD_ENV: &str = "ONAIR_MATRIX_PASSWORD";
 /// How long the OBS stream keys the front ends hand out can start new publishes.
 pub const KEY_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+
+/// What the streamer must do about the OS firewall, where it asks: Windows Defender Firewall
+/// shows its "allow access" question the first time OnAir listens, and only the networks ticked
+/// there can reach OnAir. `None` on systems that do not ask.
+pub const FIREWALL_NOTE: Option<&str> = if cfg!(windows) {
+    Some(
+        "Windows Firewall asks once whether OnAir may use the network: tick both Private and Public \
+         networks and choose Allow, or viewers and OBS on other machines cannot connect. (Changed \
+         your mind? Windows Security → Firewall → Allow an app through firewall → OnAir.)",
+    )
+} else {
+    None
+};
 
 /// Why a front end cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +152,9 @@ fn signing_key_with(store: &dyn SecretStore, env: &dyn Fn(&str) -> Option<String
         tracing::info!("stream signing key from the {SIGNING_KEY_ENV} environment variable");
         return Ok(SigningKey::new(v));
     }
-    let (key, source) = SigningKey::from_store(store)?;
-    tracing::info!("stream signing key from {source}");
+    let (key, generated) = SigningKey::from_store(store)?;
+    let how = if generated { " (generated now)" } else { "" };
+    tracing::info!("stream signing key from {KEYRING_NAME}{how}");
     Ok(key)
 }
 

@@ -276,7 +276,7 @@ async fn restream(remote: &remote::Remote, stream: &str, action: RestreamAction)
                 "ome_policy_expires_s": ome.map_or(0, |d| d.as_secs().max(1)),
             });
             remote.restream_put(stream, &name, body).await?;
-            println!("{stream}: restream destination {name} saved (its key in the OS keyring)");
+            println!("{stream}: restream destination {name} saved (its key in {})", onair_engine::secrets::KEYRING_NAME);
         }
         RestreamAction::List { json } => {
             let list = remote.restream_list(stream).await?;
@@ -322,6 +322,9 @@ async fn serve(cfg: Config, secrets: Secrets) -> Result<()> {
     let urls = engine.urls();
     let stream = &cfg.default_stream;
     println!("OnAir is running.");
+    if let Some(note) = onair_engine::startup::FIREWALL_NOTE {
+        println!("  {note}");
+    }
     println!("  HTTP  {}   RTMP  {}   data {}", engine.http_addr(), engine.rtmp_addr(), data_dir.display());
     println!("  Viewer page:  {}", urls.viewer(stream));
     println!("  Embed page:   {}", urls.embed(stream));

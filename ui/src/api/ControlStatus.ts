@@ -24,4 +24,8 @@ https: HttpsStatus,
 /**
  * The upload budget and its use.
  */
-budget: BudgetStatus, };
+budget: BudgetStatus, 
+/**
+ * What to answer the OS firewall's question on first start (Windows), else null.
+ */
+firewall_note: string | null, };
