@@ -6,7 +6,7 @@
 #   scripts/build-windows.sh          release build (what you ship)
 #   scripts/build-windows.sh --dev    the test profile, quicker (what scripts/test.sh builds)
 #
-# Prints the installer's path last. Outputs go to $CARGO_TARGET_DIR/x86_64-pc-windows-gnu/<profile>/.
+# Prints the installer's path last. Outputs go to $CARGO_TARGET_DIR/x86_64-pc-windows-gnu/<profile>/dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +25,25 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/onair/target}"
 
 cargo build --locked --profile "$profile" --target "$target" -p onair -p onair-desktop
 
-dir="$CARGO_TARGET_DIR/$target/$([ "$profile" = dev ] && echo debug || echo release)"
+built="$CARGO_TARGET_DIR/$target/$([ "$profile" = dev ] && echo debug || echo release)"
+# What ships, without debug info, in dist/ beside cargo's output: the two programs and the WebView2
+# loader the desktop app links; the installer is made from there.
+dist="$built/dist"
+mkdir -p "$dist"
+for f in onair.exe onair-desktop.exe; do
+  [ "$built/$f" -nt "$dist/$f" ] && x86_64-w64-mingw32-strip -o "$dist/$f" "$built/$f"
+done
+cp -p "$built/WebView2Loader.dll" "$dist/"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-out="$dir/OnAir-$version-setup.exe"
-makensis -V2 -DVERSION="$version" -DBINDIR="$dir" -DOUTFILE="$out" installers/windows/onair.nsi
+out="$dist/OnAir-$version-setup.exe"
+# The test build trades size for time: zlib packs it in seconds, LZMA (the default) in minutes.
+compressor=()
+[ "$profile" = dev ] && compressor=(-DCOMPRESSOR=zlib)
+stale=0
+for input in "$dist"/onair.exe "$dist"/onair-desktop.exe "$dist"/WebView2Loader.dll installers/windows/onair.nsi icons/icon.ico; do
+  [ "$input" -nt "$out" ] && stale=1
+done
+if [ $stale = 1 ]; then
+  makensis -V2 -DVERSION="$version" -DBINDIR="$dist" -DOUTFILE="$out" "${compressor[@]}" installers/windows/onair.nsi
+fi
 echo "$out"

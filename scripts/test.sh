@@ -10,5 +10,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/onair/target}"
 export CARGO_TERM_COLOR=never
 # The web UI's unit tests (vitest) first, so that cargo's summary stays the last lines.
 (cd ui && NO_COLOR=1 npm test --silent)
+# The Windows build (cross-built with mingw, installer with NSIS): built on every run so that it
+# cannot silently break; tests/tests/windows.rs runs it under Wine.
+scripts/build-windows.sh --dev
 # Two e2e tests at a time: each runs real encoders, and the machine may have only 2 cores.
 cargo test --workspace --locked -- --test-threads=2

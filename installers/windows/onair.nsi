@@ -1,5 +1,5 @@
 ; The OnAir installer for Windows (NSIS 3, built on Linux by scripts/build-windows.sh):
-;   makensis -DVERSION=0.1.0 -DBINDIR=<cargo output dir> -DOUTFILE=<setup.exe> onair.nsi
+;   makensis -DVERSION=0.1.0 -DBINDIR=<dir> -DOUTFILE=<setup.exe> [-DCOMPRESSOR=zlib] onair.nsi
 ;
 ; A per-user install: no administrator rights, no questions. It puts the desktop app and the
 ; headless `onair.exe` in %LOCALAPPDATA%\Programs\OnAir, adds a Start-menu entry and an entry in
@@ -12,7 +12,11 @@
 
 Unicode true
 Target amd64-unicode
-SetCompressor /SOLID lzma
+!ifdef COMPRESSOR
+  SetCompressor /SOLID ${COMPRESSOR}
+!else
+  SetCompressor /SOLID lzma
+!endif
 RequestExecutionLevel user
 
 !ifndef VERSION
