@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::{fresh_dir, repo_root, require_tool};
 

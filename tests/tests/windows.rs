@@ -183,14 +183,8 @@ async fn obs_write_profile_under_wine_reads_back_as_on_linux() {
     let exe = wine.stage(&build.dir.join("onair.exe"));
     let dir = fresh_dir("wine-obs-profile");
     let args = ["obs", "show", "--host", "192.168.1.20", "--keyint", "2", "--write-profile"];
-    let out = wine
-        .command(&exe)
-        .args(args)
-        .arg(win_path(&dir))
-        .env("ONAIR_SIGNING_KEY", SECRET)
-        .output()
-        .await
-        .unwrap();
+    let out =
+        wine.command(&exe).args(args).arg(win_path(&dir)).env("ONAIR_SIGNING_KEY", SECRET).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let back = onair_obs::profile::read_profile(&dir).unwrap();
@@ -217,7 +211,14 @@ async fn obs_write_profile_under_wine_reads_back_as_on_linux() {
     assert_eq!(back, onair_obs::profile::read_profile(&linux).unwrap());
 
     // Without a folder: OBS' own profile folder, %APPDATA%\obs-studio\basic\profiles\OnAir.
-    let out = wine.command(&exe).args(&args[..args.len() - 1]).arg("--write-profile").env("ONAIR_SIGNING_KEY", SECRET).output().await.unwrap();
+    let out = wine
+        .command(&exe)
+        .args(&args[..args.len() - 1])
+        .arg("--write-profile")
+        .env("ONAIR_SIGNING_KEY", SECRET)
+        .output()
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let profile = wine.appdata().join("obs-studio/basic/profiles/OnAir");
@@ -260,7 +261,10 @@ async fn installer_installs_silently_and_its_uninstaller_removes_everything() {
     assert_eq!(wine.reg_query(key, "DisplayVersion").as_deref(), Some(VERSION));
     let uninstall = wine.reg_query(key, "UninstallString").expect("an uninstall entry");
     assert!(uninstall.contains(r"\Programs\OnAir\uninstall.exe"), "{uninstall}");
-    assert_eq!(wine.reg_query(r"HKCU\Software\Classes\AppUserModelId\org.onair.desktop", "DisplayName").as_deref(), Some("OnAir"));
+    assert_eq!(
+        wine.reg_query(r"HKCU\Software\Classes\AppUserModelId\org.onair.desktop", "DisplayName").as_deref(),
+        Some("OnAir")
+    );
 
     // The installed headless binary runs (with the test-only Wine shim beside it for the moment).
     let shim = dir.join("bcryptprimitives.dll");

@@ -417,26 +417,47 @@ fn raise_open_files_limit(limits: &config::LimitsSettings) {
     }
 }
 
-/// Waits for Ctrl-C or (on Unix) SIGTERM, the signals front ends shut down cleanly on; answers
+/// Waits for Ctrl-C, or SIGTERM on Unix, or on Windows the console window closing or the user
+/// signing off / the system shutting down — the events front ends shut down cleanly on; answers
 /// which one came.
 pub async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let (term, term_name) = (
+        async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+        },
+        "SIGTERM",
+    );
+    #[cfg(windows)]
+    let (term, term_name) = (
+        async {
+            use tokio::signal::windows::{ctrl_close, ctrl_logoff, ctrl_shutdown};
+            match (ctrl_close(), ctrl_logoff(), ctrl_shutdown()) {
+                (Ok(mut close), Ok(mut logoff), Ok(mut shutdown)) => {
+                    tokio::select! {
+                        _ = close.recv() => {}
+                        _ = logoff.recv() => {}
+                        _ = shutdown.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        },
+        "the console closing or Windows signing off",
+    );
+    #[cfg(not(any(unix, windows)))]
+    let (term, term_name) = (std::future::pending::<()>(), "");
     tokio::select! {
         _ = ctrl_c => "interrupt",
-        _ = term => "SIGTERM",
+        _ = term => term_name,
     }
 }
 

@@ -20,7 +20,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::net::{self, HostPort};
 use crate::obs::{ObsError, ObsSettings};
-use crate::secrets::{KEYRING_NAME, SIGNING_KEY_ENV, SecretError, SecretStore, SigningKey, TURN_SECRET, TURN_SECRET_ENV};
+use crate::secrets::{
+    KEYRING_NAME, SIGNING_KEY_ENV, SecretError, SecretStore, SigningKey, TURN_SECRET, TURN_SECRET_ENV,
+};
 use crate::{Config, Secrets};
 
 /// The environment variable with the log filter (`tracing` `EnvFilter` syntax).

@@ -276,7 +276,10 @@ async fn restream(remote: &remote::Remote, stream: &str, action: RestreamAction)
                 "ome_policy_expires_s": ome.map_or(0, |d| d.as_secs().max(1)),
             });
             remote.restream_put(stream, &name, body).await?;
-            println!("{stream}: restream destination {name} saved (its key in {})", onair_engine::secrets::KEYRING_NAME);
+            println!(
+                "{stream}: restream destination {name} saved (its key in {})",
+                onair_engine::secrets::KEYRING_NAME
+            );
         }
         RestreamAction::List { json } => {
             let list = remote.restream_list(stream).await?;
