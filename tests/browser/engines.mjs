@@ -17,8 +17,8 @@
 // exit code 0 when every load passed, 1 otherwise, 2 on bad arguments. A missing browser,
 // driver or Xvfb is a failure, never a skip. See README.md.
 
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { choiceArg, errorText, numberArg, parseFlags, scriptFrame, sleep, textArg } from './common.mjs';
 
@@ -274,6 +274,34 @@ async function webdriver(base, method, path, body) {
   return v.value;
 }
 
+/**
+ * Diagnostics (ONAIR_ENGINES_BACKTRACE=FILE, needs gdb): appends every thread's backtrace of each
+ * WebKit web process to FILE, taken while a failed load still hangs.
+ */
+function backtraces(index, file) {
+  let pids = [];
+  try {
+    pids = execFileSync('pgrep', ['-f', 'WebKitWebProcess'], { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
+  } catch {
+    /* none */
+  }
+  for (const pid of pids) {
+    let out;
+    try {
+      out = execFileSync('gdb', ['-p', pid, '-batch', '-ex', 'thread apply all bt'], {
+        encoding: 'utf8',
+        timeout: 60000,
+        maxBuffer: 64 << 20,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (e) {
+      out = `gdb failed: ${errorText(e)}`;
+    }
+    appendFileSync(file, `==== load ${index}: WebKitWebProcess ${pid}\n${out}\n`);
+  }
+  log(`load ${index}: backtraces of ${pids.length} web process(es) in ${file}`);
+}
+
 async function runWebKit() {
   for (const f of [WEBKIT_DRIVER, MINIBROWSER]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: apt-get install webkit2gtk-driver`);
@@ -307,13 +335,13 @@ async function runWebKit() {
     for (let i = 0; i < opts.loads; i++) {
       // A blank page in between, so every load starts a fresh player.
       await webdriver(base, 'POST', `/session/${sid}/url`, { url: 'about:blank' });
-      loads.push(
-        await watchLoad(
-          i,
-          () => webdriver(base, 'POST', `/session/${sid}/url`, { url: urlOf(i) }),
-          () => webdriver(base, 'POST', `/session/${sid}/execute/sync`, { script: SAMPLE, args: [] }),
-        ),
+      const load = await watchLoad(
+        i,
+        () => webdriver(base, 'POST', `/session/${sid}/url`, { url: urlOf(i) }),
+        () => webdriver(base, 'POST', `/session/${sid}/execute/sync`, { script: SAMPLE, args: [] }),
       );
+      loads.push(load);
+      if (!load.ok && process.env.ONAIR_ENGINES_BACKTRACE) backtraces(i, process.env.ONAIR_ENGINES_BACKTRACE);
     }
   } finally {
     await webdriver(base, 'DELETE', `/session/${sid}`).catch(() => undefined);

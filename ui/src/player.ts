@@ -28,6 +28,7 @@ import {
 
 import type { StreamStatus } from './api/StreamStatus';
 import { catchUpRate, playbackRateChangesAreSafe } from './catchup';
+import { inRanges, SEEK_WATCH, seekWatch } from './seek-watch';
 
 export { playerOptionsFromQuery, type Transport, type TransportMode } from './transport';
 
@@ -233,6 +234,11 @@ export class LivePlayer {
   /** Catching up by playback rate is safe here (not in WebKitGTK: see catchup.ts). */
   private readonly rateChangesSafe = playbackRateChangesAreSafe(navigator.userAgent);
   private mediaRecoveryUsed = false;
+  /** When the current seek began (performance.now()), and its stuck-check timer (seek-watch.ts). */
+  private seekingSince = 0;
+  private seekTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Seeks made again this session because one never completed (seek-watch.ts). */
+  private reseeks = 0;
   /** Which transport next, and what failures lead to (see transport.ts). */
   private readonly policy: TransportPolicy;
   private sessionStartedAt = 0;
@@ -279,6 +285,8 @@ export class LivePlayer {
       this.noteProgress();
       this.catchUp();
     });
+    this.listen('seeking', () => this.onSeeking());
+    this.listen('seeked', () => this.clearSeekTimer());
     this.listen('ended', () => this.onVideoEnded());
     this.listen('error', () => this.onVideoError());
     this.listenWindow('pagehide', () => this.onPageHide());
@@ -460,6 +468,7 @@ export class LivePlayer {
     this.teardown();
     const gen = this.generation;
     this.mediaRecoveryUsed = false;
+    this.reseeks = 0;
     this.sessionStartedAt = performance.now();
     this.lastProgressAt = this.sessionStartedAt;
     this.lastTime = -1;
@@ -621,6 +630,7 @@ export class LivePlayer {
    */
   private teardown(keepalive = false): void {
     this.generation++;
+    this.clearSeekTimer();
     if (this.healthTimer !== null) {
       clearInterval(this.healthTimer);
       this.healthTimer = null;
@@ -705,6 +715,50 @@ export class LivePlayer {
       this.lastTime = t;
       this.lastProgressAt = performance.now();
     }
+  }
+
+  /** A seek began: check on it once it has lasted SEEK_WATCH.stuckMs (seek-watch.ts). */
+  private onSeeking(): void {
+    this.seekingSince = performance.now();
+    this.armSeekTimer();
+  }
+
+  private armSeekTimer(): void {
+    this.clearSeekTimer();
+    const gen = this.generation;
+    this.seekTimer = setTimeout(() => {
+      this.seekTimer = null;
+      if (gen === this.generation) this.checkSeek();
+    }, SEEK_WATCH.stuckMs);
+  }
+
+  private clearSeekTimer(): void {
+    if (this.seekTimer !== null) {
+      clearTimeout(this.seekTimer);
+      this.seekTimer = null;
+    }
+  }
+
+  /** A seek to buffered data that never completes (WebKitGTK, issue 9): seek again to the same place. */
+  private checkSeek(): void {
+    const v = this.video;
+    const action = seekWatch({
+      seeking: v.seeking,
+      seekingForMs: performance.now() - this.seekingSince,
+      targetBuffered: inRanges(v.buffered, v.currentTime),
+      reseeks: this.reseeks,
+    });
+    if (action === 'wait') {
+      if (v.seeking) this.armSeekTimer(); // e.g. its target is not buffered yet
+      return;
+    }
+    if (action === 'give-up') {
+      console.warn('onair: a seek never completed; leaving it to the stall check');
+      return;
+    }
+    this.reseeks++;
+    console.info(`onair: the seek to ${v.currentTime.toFixed(3)} s did not complete; seeking there again`);
+    v.currentTime = v.currentTime; // fires `seeking` again, which re-arms the check
   }
 
   /** LL-HLS behind its target latency: play a little faster until back on it (catchup.ts). */
