@@ -10,12 +10,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_onair-desktop");
 
-fn require(tool: &str) {
-    let found =
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
-    assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
-}
-
 fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -67,7 +61,7 @@ fn artifacts_dir() -> PathBuf {
 #[test]
 fn app_starts_under_xvfb_serves_and_exits_cleanly_on_sigterm() {
     for tool in ["xvfb-run", "Xvfb", "xauth", "dbus-run-session", "gnome-keyring-daemon", "dunst", "import", "kill"] {
-        require(tool);
+        onair_tests::require_tool(tool);
     }
     let home = std::env::temp_dir().join(format!("onair-desktop-launch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
@@ -78,19 +72,21 @@ fn app_starts_under_xvfb_serves_and_exits_cleanly_on_sigterm() {
 
     // Inside Xvfb and a fresh session bus: unlock (creating) a login keyring with a throwaway
     // password, start the Secret Service and a notification daemon, then become the app.
-    let script = r#"
+    let script = format!(
+        r#"
         set -e
         echo "$DISPLAY" > "$HOME/display"
         echo "$XAUTHORITY" > "$HOME/xauthority"
         echo "$DBUS_SESSION_BUS_ADDRESS" > "$HOME/bus"
-        eval "$(printf onair-test | gnome-keyring-daemon --unlock --components=secrets)"
-        eval "$(gnome-keyring-daemon --start --components=secrets)"
+        {}
         dunst > "$HOME/dunst.log" 2>&1 &
         echo $$ > "$HOME/app.pid"
         exec "$BIN" > "$HOME/app.log" 2>&1
-    "#;
+    "#,
+        onair_tests::keyring::START_SECRET_SERVICE
+    );
     let mut session = Command::new("xvfb-run")
-        .args(["-a", "-s", "-screen 0 1280x900x24", "dbus-run-session", "--", "sh", "-c", script])
+        .args(["-a", "-s", "-screen 0 1280x900x24", "dbus-run-session", "--", "sh", "-c", &script])
         .env("BIN", BIN)
         .env("HOME", &home)
         .env("XDG_DATA_HOME", home.join("data"))

@@ -549,6 +549,7 @@ pub async fn wait_live(server: &TestServer, stream: &str, timeout: Duration) -> 
     start.elapsed()
 }
 
+pub mod keyring;
 pub mod netns;
 pub mod obs;
 pub mod pebble;

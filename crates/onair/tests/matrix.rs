@@ -12,12 +12,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_onair");
 
-fn require(tool: &str) {
-    let found =
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
-    assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
-}
-
 /// A private session bus with an unlocked GNOME Keyring on it; both stop on drop.
 struct Keyring {
     home: PathBuf,
@@ -28,7 +22,7 @@ struct Keyring {
 impl Keyring {
     fn start(home: &Path) -> Keyring {
         for tool in ["dbus-daemon", "gnome-keyring-daemon", "secret-tool"] {
-            require(tool);
+            onair_tests::require_tool(tool);
         }
         let out = Command::new("dbus-daemon")
             .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
@@ -41,15 +35,8 @@ impl Keyring {
         let address = lines.next().expect("bus address").to_owned();
         let bus_pid = lines.next().and_then(|p| p.trim().parse().ok()).expect("bus pid");
         let keyring = Keyring { home: home.to_owned(), address, bus_pid };
-        let status = keyring
-            .command("sh")
-            .args([
-                "-c",
-                "printf onair-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && \
-                 gnome-keyring-daemon --start --components=secrets >/dev/null",
-            ])
-            .status()
-            .unwrap();
+        let script = format!("set -e\n{}", onair_tests::keyring::START_SECRET_SERVICE);
+        let status = keyring.command("sh").args(["-c", &script]).status().unwrap();
         assert!(status.success(), "gnome-keyring-daemon did not start");
         keyring
     }

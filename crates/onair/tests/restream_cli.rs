@@ -3,16 +3,8 @@
 //! (entry `restream/<stream>/<name>`) and nowhere else; `list` and `status` show it; `remove`
 //! takes the key out of the keyring.
 
-use std::process::Command;
-
 const BIN: &str = env!("CARGO_BIN_EXE_onair");
 const KEY: &str = "cli-Key-8812ab";
-
-fn require(tool: &str) {
-    let found =
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()));
-    assert!(found, "`{tool}` is not installed: run scripts/test.sh, which installs every tool the tests need");
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -20,9 +12,6 @@ fn free_port() -> u16 {
 
 #[test]
 fn restream_destinations_are_saved_without_their_keys_which_go_to_the_keyring() {
-    for tool in ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"] {
-        require(tool);
-    }
     let home = std::env::temp_dir().join(format!("onair-restream-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
@@ -34,9 +23,6 @@ fn restream_destinations_are_saved_without_their_keys_which_go_to_the_keyring() 
     );
     std::fs::write(home.join("config.toml"), config).unwrap();
     let script = r#"
-        set -e
-        eval "$(printf onair-test | gnome-keyring-daemon --unlock --components=secrets)"
-        eval "$(gnome-keyring-daemon --start --components=secrets)"
         "$BIN" serve --config "$HOME/config.toml" --data-dir "$HOME/data" > "$HOME/serve.out" 2> "$HOME/serve.err" &
         SERVE=$!
         trap 'kill -TERM $SERVE 2>/dev/null || true' EXIT
@@ -55,18 +41,7 @@ fn restream_destinations_are_saved_without_their_keys_which_go_to_the_keyring() 
         kill -TERM $SERVE
         wait $SERVE || true
     "#;
-    let status = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", script])
-        .env("BIN", BIN)
-        .env("KEY", KEY)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("xdg-data"))
-        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
-        .env("XDG_RUNTIME_DIR", &home)
-        .env_remove("ONAIR_SIGNING_KEY")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .status()
-        .unwrap();
+    let status = onair_tests::keyring::session(&home, script).env("BIN", BIN).env("KEY", KEY).status().unwrap();
     let read = |name: &str| std::fs::read_to_string(home.join(name)).unwrap_or_default();
     assert!(status.success(), "{}{}{}", read("add.out"), read("serve.err"), read("list.out"));
     assert!(read("add.out").contains("restream destination dest saved"), "{}", read("add.out"));
