@@ -3,7 +3,8 @@
 #
 #   bench/run.sh [all|cpu|latency|load|fanout|abuse|edge]  (default: all; see bench/README.md)
 #
-#   cpu      engine CPU and RSS while packaging one stream (and four), no viewers
+#   cpu      engine CPU and RSS while packaging one stream (and four), no viewers; the anchor is
+#            nginx-rtmp packaging the same stream as HLS
 #   latency  LL-HLS glass-to-glass latency: wall clock burnt into the frames, read back in Chromium
 #   load     how many LL-HLS players the engine keeps fed, vs nginx serving the same bytes from disk
 #   fanout   CPU-seconds per GiB of 50 keep-alive clients fetching the newest segment, vs nginx
@@ -343,6 +344,50 @@ step_cpu() {
   sleep 15
   sample_engine "$CPU_SECONDS"
   say "four streams: engine CPU ${CPU_PCT} % of one core ($(awk -v c="$CPU_PCT" 'BEGIN { printf "%.2f", c / 4 }') % per stream), RSS ${RSS_MB} MB (peak ${HWM_MB} MB; $(awk -v a="$RSS_MB" -v b="$idle_mb" 'BEGIN { printf "%.1f", (a - b) / 4 }') MB per stream above idle)"
+  stop_all
+  cpu_anchor "$one_cpu" "$one_rss"
+}
+
+# cpu_anchor ENGINE_CPU ENGINE_RSS — the same clip into nginx-rtmp packaging HLS (MPEG-TS
+# segments of 2 s, a 12 s playlist, on disk), measured like the engine's one stream.
+cpu_anchor() {
+  need nginx "apt-get install nginx libnginx-mod-rtmp"
+  [[ -r /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || die "nginx-rtmp is missing (apt-get install libnginx-mod-rtmp)"
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  local dir=$RUN/nginx-rtmp-hls
+  mkdir -p "$dir/hls"
+  cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+worker_processes 1;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 256; }
+rtmp { server { listen 127.0.0.1:$NGINX_PORT; application app {
+  live on; hls on; hls_path $dir/hls; hls_fragment 2s; hls_playlist_length 12s;
+} } }
+CONF
+  log "cpu: the anchor, nginx-rtmp packaging the same stream as HLS"
+  start nginx-rtmp-hls "${SERVER_CPUS[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  local master=$LAST_PID i pids t0 t1 ticks rss=0 p
+  start publish-nginx "${CLIENT_CPUS[@]}" ffmpeg -hide_banner -nostdin -loglevel warning -re -stream_loop -1 \
+    -i "$SOURCE" -c copy -f flv "rtmp://127.0.0.1:$NGINX_PORT/app/bench"
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $dir/hls/bench.m3u8 ]] && break
+    sleep 0.2
+  done
+  [[ -s $dir/hls/bench.m3u8 ]] || die "nginx-rtmp wrote no playlist within 20 s, see $RUN/nginx-rtmp-hls.log and $dir/error.log"
+  sleep 15
+  pids="$master$(pgrep -P "$master" | sed 's/^/+/' | tr -d '\n')"
+  t0=$(sum_ticks "$pids")
+  sleep "$CPU_SECONDS"
+  t1=$(sum_ticks "$pids")
+  ticks=$((t1 - t0))
+  for p in ${pids//+/ }; do rss=$((rss + $(rss_kb "$p"))); done
+  local ncpu nrss
+  ncpu=$(pct_of_core "$ticks" "$CPU_SECONDS")
+  nrss=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
+  say "anchor, nginx-rtmp $(nginx -v 2>&1 | sed 's|.*/||') packaging the same clip as HLS (TS, 2 s segments, on disk), master + worker:"
+  say "  CPU ${ncpu} % of one core, RSS ${nrss} MB; engine / nginx-rtmp: CPU $(awk -v a="$1" -v b="$ncpu" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')x, RSS $(awk -v a="$2" -v b="$nrss" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')x"
   stop_all
 }
 
