@@ -37,13 +37,21 @@ pub fn windows_build() -> &'static WindowsBuild {
     static BUILD: OnceLock<WindowsBuild> = OnceLock::new();
     BUILD.get_or_init(|| {
         let root = repo_root();
-        let out = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-windows.sh"))
-            .arg("--dev")
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("scripts/build-windows.sh runs");
+        let mut build = std::process::Command::new("bash");
+        build.arg(root.join("scripts/build-windows.sh")).arg("--dev");
+        // Without what `cargo test` sets for this test binary: some build scripts watch such
+        // variables (ring's `CARGO_MANIFEST_DIR`), and a different value rebuilds them and all
+        // that depends on them, ~40 s, where scripts/test.sh's own run left everything fresh.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                build.env_remove(&*name);
+            }
+        }
+        let out = build.stdin(Stdio::null()).stderr(Stdio::inherit()).output().expect("scripts/build-windows.sh runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "scripts/build-windows.sh --dev failed: {stdout}");
         let installer = PathBuf::from(stdout.lines().last().expect("the script prints the installer").trim());
