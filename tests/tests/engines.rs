@@ -15,9 +15,9 @@
 //!   The player seeks again when a seek to buffered data lasts 750 ms (`ui/src/seek-watch.ts`).
 //!
 //! Left in WebKitGTK itself: now and then (about one test run in ten here) the web process
-//! deadlocks inside GStreamer at the very start of a load, before any seek or rate change — its
-//! main thread in `gst_pad_push_event`, the source's streaming thread waiting for the main thread
-//! — and the page never answers WebDriver again. `engines.mjs` then starts a new browser and makes
+//! deadlocks inside GStreamer on that same first seek, while the pipeline is still being built —
+//! its main thread in the FLUSH_STOP's `gst_pad_push_event`, the source's streaming thread waiting
+//! for the main thread — and the page never answers WebDriver again. `engines.mjs` then starts a new browser and makes
 //! that load again (once per run; the load made again must play, a second hang fails the test) and
 //! lists it under `browserHangs`.
 //!
