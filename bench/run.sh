@@ -255,6 +255,29 @@ publish_file() {
   PUBLISH_PID=$LAST_PID
 }
 
+# start_nginx_rtmp NAME DIRECTIVES [PIN…] — nginx-rtmp (one worker) listening on
+# 127.0.0.1:$NGINX_PORT with one application `app` holding DIRECTIVES; its files in $RUN/NAME,
+# its output in $RUN/NAME.log; PIN is the CPU pinning prefix (SERVER_CPUS or CLIENT_CPUS). Sets
+# $LAST_PID (the master).
+start_nginx_rtmp() {
+  local name=$1 directives=$2
+  shift 2
+  need nginx "apt-get install nginx libnginx-mod-rtmp"
+  [[ -r /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || die "nginx-rtmp is missing (apt-get install libnginx-mod-rtmp)"
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
+  local dir=$RUN/$name
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+worker_processes 1;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 256; }
+rtmp { server { listen 127.0.0.1:$NGINX_PORT; application app { $directives } } }
+CONF
+  start "$name" "$@" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
 # ---------------------------------------------------------------------------------------------
 # Setup
 
@@ -351,23 +374,11 @@ step_cpu() {
 # cpu_anchor ENGINE_CPU ENGINE_RSS — the same clip into nginx-rtmp packaging HLS (MPEG-TS
 # segments of 2 s, a 12 s playlist, on disk), measured like the engine's one stream.
 cpu_anchor() {
-  need nginx "apt-get install nginx libnginx-mod-rtmp"
-  [[ -r /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || die "nginx-rtmp is missing (apt-get install libnginx-mod-rtmp)"
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
   local dir=$RUN/nginx-rtmp-hls
   mkdir -p "$dir/hls"
-  cat >"$dir/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-worker_processes 1;
-error_log $dir/error.log warn;
-pid $dir/nginx.pid;
-events { worker_connections 256; }
-rtmp { server { listen 127.0.0.1:$NGINX_PORT; application app {
-  live on; hls on; hls_path $dir/hls; hls_fragment 2s; hls_playlist_length 12s;
-} } }
-CONF
   log "cpu: the anchor, nginx-rtmp packaging the same stream as HLS"
-  start nginx-rtmp-hls "${SERVER_CPUS[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  start_nginx_rtmp nginx-rtmp-hls "live on; hls on; hls_path $dir/hls; hls_fragment 2s; hls_playlist_length 12s;" \
+    "${SERVER_CPUS[@]}"
   local master=$LAST_PID i pids t0 t1 ticks rss=0 p
   start publish-nginx "${CLIENT_CPUS[@]}" ffmpeg -hide_banner -nostdin -loglevel warning -re -stream_loop -1 \
     -i "$SOURCE" -c copy -f flv "rtmp://127.0.0.1:$NGINX_PORT/app/bench"
@@ -705,21 +716,8 @@ restream_states() {
 }
 
 step_restream() {
-  need nginx "apt-get install nginx libnginx-mod-rtmp"
-  [[ -r /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || die "nginx-rtmp is missing (apt-get install libnginx-mod-rtmp)"
   check_quiet restream
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken (set BENCH_PORT_BASE)"
-  local dir=$RUN/nginx-rtmp
-  mkdir -p "$dir/logs"
-  cat >"$dir/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-worker_processes 1;
-error_log $dir/error.log warn;
-pid $dir/nginx.pid;
-events { worker_connections 256; }
-rtmp { server { listen 127.0.0.1:$NGINX_PORT; application app { live on; } } }
-CONF
-  start nginx-rtmp "${CLIENT_CPUS[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  start_nginx_rtmp nginx-rtmp "live on;" "${CLIENT_CPUS[@]}"
   local nginx_pid=$LAST_PID
   start_engine
   publish_file bench
